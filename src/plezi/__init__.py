@@ -1,0 +1,97 @@
+"""plezi: real-time web applications. HTTP and WebSocket in one controller class.
+
+.. code-block:: python
+
+    import plezi
+
+    class MyEcho:
+        def on_message(self, data):
+            self.write(data)
+
+    plezi.route("/", MyEcho)
+
+Run the script: the server starts when it ends (port 3000, ``$PORT`` or ``--port``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import autostart as _autostart
+from .app import App
+from .config import Limits, ServerConfig
+from .controller import Controller
+from .errors import ConfigError, HTTPError, PleziError, RouteError, ServerStartError
+from .routes import ControllerRoute
+
+__all__ = [
+    "App",
+    "ConfigError",
+    "Controller",
+    "HTTPError",
+    "Limits",
+    "PleziError",
+    "RouteError",
+    "ServerConfig",
+    "ServerStartError",
+    "app",
+    "no_autostart",
+    "route",
+    "run",
+    "url_for",
+]
+
+__version__ = "0.1.0"
+
+#: The application that :func:`route` adds to and :func:`run` serves.
+app = App()
+
+
+def route(path: str, controller: type) -> ControllerRoute:
+    """Route ``path`` (Plezi syntax: ``"/users/(:id)/(:format)"``) to ``controller``.
+
+    Routes are tried in the order they are added; a controller method that returns ``None`` or
+    ``False`` lets the next route try.
+    """
+    return app.route(path, controller)
+
+
+def url_for(controller: type, action: str | None = None, /, **params: Any) -> str:
+    """The path of ``controller``'s ``action`` with ``params`` (see :meth:`Controller.url_for`)."""
+    for r in app.routes:
+        if r.controller is controller or r.cls is controller:
+            return r.url_for(action, **params)
+    raise RouteError(f"{controller!r} is not routed")
+
+
+def run(argv: Sequence[str] | None = None, **options: Any) -> None:
+    """Start the server now and block until it stops (SIGINT/SIGTERM).
+
+    Keyword options are :class:`ServerConfig` and :class:`Limits` fields (``port=8080``,
+    ``max_body_size=...``); command-line flags override them. Exits the process with status 1
+    when the server cannot start.
+    """
+    from .runner import run as _run
+
+    _autostart.mark_started()
+    code = _run(app, argv, **options)
+    if code:
+        raise SystemExit(code)
+
+
+def no_autostart() -> None:
+    """Do not start the server automatically when the script ends."""
+    _autostart.no_autostart()
+
+
+def _autostart_now() -> int:
+    from .runner import run as _run
+
+    _autostart.mark_started()
+    return _run(app, inline_fallback=True)
+
+
+_autostart.install(_autostart_now, lambda: bool(app.routes))
+del sys

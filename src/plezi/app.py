@@ -1,0 +1,250 @@
+"""The application: an ordered list of routes and the request-to-reply logic.
+
+:meth:`App.handle` is called by the server for every complete request. It returns the reply
+bytes, an :class:`Upgrade` (the request becomes a WebSocket), or, when a controller method is
+``async``, a coroutine that resolves to one of those. No sockets here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from .controller import Controller
+from .errors import HTTPError, RouteError
+from .http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
+from .http.request import Request
+from .http.response import Response, simple_response
+from .protocol.handshake import HandshakeError, is_upgrade_request, validate_upgrade
+from .routes import ControllerRoute, new_instance
+from .routing import normalize_path
+
+__all__ = ["App", "Reply", "Upgrade"]
+
+log = logging.getLogger("plezi")
+
+_JSON: Final = b"content-type: application/json\r\n"
+_BINARY: Final = b"content-type: application/octet-stream\r\n"
+_TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
+_FALL: Final = object()  # "this route declines; try the next one"
+
+
+@dataclass(slots=True)
+class Upgrade:
+    """The request was accepted as a WebSocket by ``controller``."""
+
+    controller: Controller
+    route: ControllerRoute
+    key: str
+
+
+Reply = bytes | Upgrade
+
+
+class _Context:
+    """Per-request state shared by the routes tried for one request."""
+
+    __slots__ = ("base_params", "head", "method", "path", "refused", "request", "upgrade_key")
+
+    def __init__(self, request: Request, path: str) -> None:
+        self.request = request
+        self.path = path
+        self.head = request.method == "HEAD"
+        self.method = request.method
+        self.base_params: dict[str, Any] | None = None
+        self.upgrade_key: str | None = None
+        #: A WebSocket route's ``pre_connect`` said no (the final answer is then 403).
+        self.refused = False
+
+
+def error_reply(status: int, message: str, *, keep_alive: bool = True, head: bool = False,
+                extra: bytes = b"") -> bytes:
+    """A short plain-text error response."""
+    return simple_response(status, message.encode() + b"\n", content_type=_TEXT,
+                           keep_alive=keep_alive, head=head, extra=extra)
+
+
+class App:
+    """Routes in the order they were added."""
+
+    def __init__(self) -> None:
+        self.routes: list[ControllerRoute] = []
+
+    def route(self, path: str, handler: Any) -> ControllerRoute:
+        """Add a route (see :func:`plezi.route`)."""
+        if isinstance(handler, type):
+            route = ControllerRoute(path, handler)
+        else:
+            raise RouteError(f"route {path!r}: unsupported handler {handler!r}")
+        self.routes.append(route)
+        return route
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Reply | Coroutine[Any, Any, Reply]:
+        """The reply to ``request`` (a coroutine when an ``async`` method is involved)."""
+        path = normalize_path(request.path)
+        if path is None:
+            return error_reply(400, "Bad Request: invalid path", keep_alive=request.keep_alive)
+        ctx = _Context(request, path)
+        try:
+            if is_upgrade_request(request.headers):
+                ctx.upgrade_key = validate_upgrade(request.method, request.headers)
+            return self._route_from(ctx, 0)
+        except HandshakeError as exc:
+            extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in exc.headers)
+            log.info("refused WebSocket handshake for %s: %s", request.path, exc)
+            return error_reply(exc.status, "Bad WebSocket handshake", extra=extra,
+                               keep_alive=False)
+        except Exception as exc:  # noqa: BLE001 - a request must never crash the server
+            return self._failure(ctx, exc)
+
+    def _route_from(self, ctx: _Context, start: int) -> Reply | Coroutine[Any, Any, Reply]:
+        routes = self.routes
+        for index in range(start, len(routes)):
+            outcome = self._try(routes[index], ctx)
+            if outcome is _FALL:
+                continue
+            if inspect.isawaitable(outcome):
+                return self._finish_async(routes[index], ctx, outcome, index)
+            return outcome  # type: ignore[return-value]
+        return self._no_route(ctx)
+
+    def _try(self, route: ControllerRoute, ctx: _Context) -> Any:
+        match = route.pattern.match(ctx.path)
+        if match is None:
+            return _FALL
+        params = self._params(ctx)
+        if match:
+            # Route parameters win over query and body ones; `user[name]` nests like Rack.
+            params = merge_params(params)
+            for name, value in match.items():
+                add_param(params, name, value)
+        if ctx.upgrade_key is not None:
+            return self._try_upgrade(route, ctx, params)
+        method = ctx.method
+        if method == "POST" and "_method" in params:
+            # Like Rack::MethodOverride, only POST may be overridden: a GET link must never delete.
+            method = str(params["_method"]).upper()
+        id_ = params.get("id")
+        action = route.action_for(method, id_ if isinstance(id_, str) else None)
+        if action is None:
+            return _FALL
+        inst = new_instance(route, ctx.request, params)
+        result = getattr(inst, action)()
+        if action in route.async_names or inspect.isawaitable(result):
+            return _Pending(inst, result)
+        return self._reply(ctx, inst, result)
+
+    def _try_upgrade(self, route: ControllerRoute, ctx: _Context, params: dict[str, Any]) -> Any:
+        if not route.is_websocket:
+            return _FALL
+        inst = new_instance(route, ctx.request, params)
+        pre = getattr(inst, "pre_connect", None)
+        result = pre() if pre is not None else None
+        if inspect.isawaitable(result):
+            return _Pending(inst, result)
+        return self._upgrade_or_fall(route, ctx, inst, result)
+
+    def _upgrade_or_fall(self, route: ControllerRoute, ctx: _Context, inst: Controller,
+                         accepted: Any) -> Any:
+        if accepted is False:
+            ctx.refused = True
+            return _FALL
+        assert ctx.upgrade_key is not None
+        return Upgrade(inst, route, ctx.upgrade_key)
+
+    async def _finish_async(self, route: ControllerRoute, ctx: _Context, pending: Any,
+                            index: int) -> Reply:
+        try:
+            result = await pending.awaitable
+            if ctx.upgrade_key is not None:
+                outcome = self._upgrade_or_fall(route, ctx, pending.inst, result)
+            else:
+                outcome = self._reply(ctx, pending.inst, result)
+            if outcome is _FALL:
+                outcome = self._route_from(ctx, index + 1)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+            return outcome  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001
+            return self._failure(ctx, exc)
+
+    # -- parameters and replies -------------------------------------------------------------
+
+    def _params(self, ctx: _Context) -> dict[str, Any]:
+        if ctx.base_params is None:
+            request = ctx.request
+            params = parse_query(request.query_string) if request.query_string else {}
+            if request.body:
+                ctype = request.headers.get("content-type", "")
+                if ctype.startswith("application/x-www-form-urlencoded"):
+                    params = merge_params(params, parse_query(request.body))
+                elif ctype.startswith("application/json"):
+                    params = merge_params(params, parse_json_body(request.body))
+            ctx.base_params = params
+        return ctx.base_params
+
+    def _reply(self, ctx: _Context, inst: Controller, result: Any) -> Any:
+        if result is None or result is False:
+            return _FALL
+        keep_alive = ctx.request.keep_alive
+        response = inst._pl_response
+        if response is None and type(result) is str:
+            # PERF: the hello-world path: no Response object at all.
+            return simple_response(200, result.encode(), keep_alive=keep_alive, head=ctx.head)
+        if response is None:
+            response = Response()
+        if result is True:
+            pass
+        elif isinstance(result, str):
+            response.body = result.encode()
+        elif isinstance(result, bytes | bytearray | memoryview):
+            response.body = bytes(result)
+            if not response.has_header("content-type"):
+                response.headers["Content-Type"] = "application/octet-stream"
+        elif isinstance(result, dict | list):
+            response.body = orjson.dumps(result)
+            if not response.has_header("content-type"):
+                response.headers["Content-Type"] = "application/json"
+        else:
+            raise TypeError(f"a controller returned an unsupported {type(result).__name__}")
+        return response.serialize(keep_alive=keep_alive, head=ctx.head)
+
+    def _no_route(self, ctx: _Context) -> bytes:
+        keep_alive = ctx.request.keep_alive
+        if ctx.upgrade_key is not None:
+            if ctx.refused:
+                return error_reply(403, "Forbidden", keep_alive=False)
+            if any(r.pattern.match(ctx.path) is not None for r in self.routes):
+                return error_reply(400, "Bad Request: this path does not accept WebSocket connections",
+                                   keep_alive=False)
+        return error_reply(404, "Not Found", keep_alive=keep_alive, head=ctx.head)
+
+    def _failure(self, ctx: _Context, exc: Exception) -> bytes:
+        request = ctx.request
+        if isinstance(exc, ParamsError):
+            log.info("bad parameters in %s %s: %s", request.method, request.path, exc)
+            return error_reply(exc.status, "Bad Request: invalid parameters",
+                               keep_alive=request.keep_alive)
+        if isinstance(exc, HTTPError):
+            return error_reply(exc.status, exc.public_message or "Error",
+                               keep_alive=request.keep_alive, head=ctx.head)
+        log.error("error answering %s %s", request.method, request.path, exc_info=exc)
+        return error_reply(500, "Internal Server Error", keep_alive=request.keep_alive)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An ``async`` controller method still to be awaited."""
+
+    inst: Controller
+    awaitable: Awaitable[Any]
+
+    def __await__(self) -> Any:
+        return self.awaitable.__await__()

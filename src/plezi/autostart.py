@@ -1,0 +1,106 @@
+"""Autostart: like Plezi, a script that defines routes serves them when it ends.
+
+The server starts after the main script finishes, unless :func:`plezi.run` already ran,
+:func:`plezi.no_autostart` was called, ``PLEZI_NO_AUTOSTART`` is set, the script failed with an
+exception, no route was defined, or Python is not running a script of the user's: a REPL
+(``python``, ``python -i``), ``python -c``, a test runner, or a tool that imports the app
+(uvicorn, gunicorn, hypercorn, granian ...).
+
+The hook runs when the main thread finishes, before the interpreter shuts its thread pools
+down (``threading``'s exit hooks, registered after ``concurrent.futures``' own), so the server
+can still use threads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+__all__ = ["install", "no_autostart", "should_autostart"]
+
+#: ``__main__`` programs that import an app rather than being it.
+_TOOLS = frozenset(
+    """pytest py.test uvicorn gunicorn hypercorn granian daphne ipython jupyter jupyter-lab
+    pydoc sphinx-build celery rq mypy ruff coverage pdb trace cProfile profile""".split()
+)
+
+_disabled = False
+_started = False
+_failed = False
+#: The main script's file and module name, read at import: CPython removes ``__main__.__file__``
+#: once the script has run, which is exactly when the hook looks.
+_main_file: str | None = None
+_main_module = ""
+
+
+def no_autostart() -> None:
+    """Do not start the server when the script ends."""
+    global _disabled
+    _disabled = True
+
+
+def mark_started() -> None:
+    """Record that the server ran (``plezi.run()``), so the script's end starts nothing."""
+    global _started
+    _started = True
+
+
+def should_autostart(has_routes: bool) -> bool:
+    """Whether the end of the main script should start the server now."""
+    if _disabled or _started or _failed or not has_routes:
+        return False
+    if os.environ.get("PLEZI_NO_AUTOSTART") or sys.flags.interactive or hasattr(sys, "ps1"):
+        return False
+    if "pytest" in sys.modules or _main_module == "unittest":
+        return False
+    if not _main_file:
+        return False  # REPL, `python -c`, an embedded interpreter
+    return _main_module not in _TOOLS
+
+
+def _read_main() -> None:
+    global _main_file, _main_module
+    main = sys.modules.get("__main__")
+    _main_file = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        _main_module = str(spec.name).split(".")[0]
+    else:
+        _main_module = os.path.basename(_main_file or "").removesuffix(".py")
+
+
+def install(start: Callable[[], Any], has_routes: Callable[[], bool]) -> None:
+    """Arrange for ``start()`` to run when the main script ends (once, at import of plezi)."""
+    import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
+
+    _read_main()
+    previous_hook = sys.excepthook
+
+    def excepthook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
+        global _failed
+        _failed = True  # the script crashed: serving half an app would hide the error
+        previous_hook(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+    def at_end() -> None:
+        if threading.current_thread() is threading.main_thread() and should_autostart(has_routes()):
+            code = start()
+            if code:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(at_end)
+    else:  # pragma: no cover - every supported Python has it
+        import atexit
+
+        atexit.register(at_end)

@@ -1,0 +1,82 @@
+"""Server settings and limits: every tunable in one place, each with a safe, bounded default.
+
+The command line (``--port``, ``--max-body`` ...) and :func:`plezi.run` keyword arguments both end
+up here. See ``docs/configuration.md`` for the table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["Limits", "ServerConfig"]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(slots=True, kw_only=True)
+class Limits:
+    """Per-connection limits. Each is enforced with a clear status or close code and a log line."""
+
+    #: Request line plus headers, in bytes (HTTP 431 past it).
+    max_header_size: int = 32 * KIB
+    #: Request body, in bytes (HTTP 413 past it).
+    max_body_size: int = 50 * MIB
+    #: One incoming WebSocket message, in bytes (close 1009 past it).
+    max_message_size: int = 1 * MIB
+    #: Seconds an idle keep-alive HTTP connection stays open, and a stalled body may wait.
+    keepalive_timeout: float = 40.0
+    #: Seconds a client has to send a whole request head (slowloris protection; HTTP 408).
+    header_timeout: float = 10.0
+    #: Seconds of WebSocket silence before the server sends a ping (0 disables pings).
+    ping_interval: float = 40.0
+    #: Seconds to wait for any sign of life after a ping before closing with 1011.
+    ping_timeout: float = 20.0
+    #: Seconds to wait for the peer's close frame after we sent ours.
+    close_timeout: float = 5.0
+    #: Bytes queued for one client before it counts as a slow consumer and is disconnected.
+    max_outgoing_buffer: int = 4 * MIB
+    #: Bytes queued past which ``on_drained`` is armed and reading from the client pauses.
+    write_high_water: int = 64 * KIB
+
+    def validate(self) -> None:
+        """Raise :class:`plezi.ConfigError` when a limit is out of range."""
+        from .errors import ConfigError
+
+        for name in ("max_header_size", "max_body_size", "max_message_size", "max_outgoing_buffer"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number of bytes")
+        for name in ("keepalive_timeout", "header_timeout", "ping_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.ping_interval < 0:
+            raise ConfigError("ping_interval must be >= 0 (0 disables pings)")
+        if self.write_high_water > self.max_outgoing_buffer:
+            raise ConfigError("write_high_water must not exceed max_outgoing_buffer")
+
+
+def _default_port() -> int:
+    value = os.environ.get("PORT", "")
+    return int(value) if value.isdigit() else 3000
+
+
+@dataclass(slots=True, kw_only=True)
+class ServerConfig:
+    """Where and how the server listens."""
+
+    port: int = field(default_factory=_default_port)
+    #: An address to bind (``0.0.0.0``, ``::1`` ...) or a Unix socket path (contains ``/``).
+    bind: str = "0.0.0.0"
+    #: Log one line per request.
+    verbose: bool = False
+    #: Seconds graceful shutdown waits for connections to finish before cutting them.
+    shutdown_timeout: float = 10.0
+    #: Listen backlog.
+    backlog: int = 2048
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def is_unix(self) -> bool:
+        """Whether :attr:`bind` names a Unix socket path rather than an address."""
+        return "/" in self.bind or self.bind.endswith(".sock")

@@ -1,0 +1,182 @@
+"""The controller mixin: what ``self`` offers inside a controller's methods.
+
+Any plain class passed to :func:`plezi.route` gets these methods mixed in (plezi builds a subclass
+of the user's class and :class:`Controller` once, at ``route()``); subclassing :class:`Controller`
+directly works too and keeps type checkers informed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .http.cookies import format_delete_cookie, format_set_cookie
+from .http.response import Response
+
+if TYPE_CHECKING:
+    from .http.request import Request
+    from .routes import ControllerRoute
+    from .server.websocket import WebSocketConnection
+
+__all__ = ["Controller", "Cookies"]
+
+
+class Cookies(MutableMapping[str, str]):
+    """The request's cookies, writable: setting or deleting one adds a ``Set-Cookie`` header."""
+
+    __slots__ = ("_changes", "_owner")
+
+    def __init__(self, owner: Controller) -> None:
+        self._owner = owner
+        self._changes: dict[str, str | None] = {}
+
+    def _current(self) -> dict[str, str]:
+        merged = dict(self._owner.request.cookies)
+        for name, value in self._changes.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        return merged
+
+    def __getitem__(self, name: str) -> str:
+        return self._current()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.set(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        self._owner.response.cookies.append(format_delete_cookie(name))
+        self._changes[name] = None
+
+    def set(self, name: str, value: str, **options: Any) -> None:
+        """Set a cookie; ``options`` are ``max_age``, ``expires``, ``path``, ``domain``,
+        ``secure``, ``httponly`` and ``samesite``."""
+        self._owner.response.cookies.append(format_set_cookie(name, value, **options))
+        self._changes[name] = value
+
+
+class Controller:
+    """Base class (or mixin) of every controller.
+
+    HTTP actions (``index``, ``show``, ``new``, ``create``, ``update``, ``delete`` and any public
+    method named by the path) return ``str``, ``bytes``, ``dict``/``list`` (JSON), ``True`` (send
+    ``self.response`` as built) or ``None``/``False`` (let the next route try).
+    """
+
+    #: Set to ``True`` on a controller to dispatch JSON WebSocket events to its methods.
+    auto_dispatch: ClassVar[bool] = False
+
+    _pl_route: ClassVar[ControllerRoute | None] = None
+    _pl_request: Request
+    _pl_params: dict[str, Any]
+    _pl_response: Response | None
+    _pl_cookies: Cookies | None
+    _pl_conn: WebSocketConnection | None
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    @property
+    def request(self) -> Request:
+        """The HTTP request (for a WebSocket: the upgrade request)."""
+        return self._pl_request
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Path, query, form and JSON body parameters merged into one dict."""
+        return self._pl_params
+
+    @property
+    def response(self) -> Response:
+        """The response being built (status, headers, cookies, body)."""
+        if self._pl_response is None:
+            self._pl_response = Response()
+        return self._pl_response
+
+    @property
+    def cookies(self) -> Cookies:
+        """Read, set and delete cookies: ``self.cookies["name"] = "value"``."""
+        if self._pl_cookies is None:
+            self._pl_cookies = Cookies(self)
+        return self._pl_cookies
+
+    def redirect_to(self, url: str, status: int = 302) -> bool:
+        """Answer with a redirect to ``url``; ``return self.redirect_to(...)`` from an action."""
+        self.response.status = status
+        self.response.headers["Location"] = url
+        return True
+
+    def url_for(self, action: str | None = None, **params: Any) -> str:
+        """The path of an action of this controller: ``url_for()`` (index), ``url_for("new")``,
+        ``url_for(id=5)``; leftover params become the query string."""
+        route = type(self)._pl_route
+        if route is None:
+            raise RuntimeError(f"{type(self).__name__} is not routed")
+        return route.url_for(action, **params)
+
+    def render(self, template: str, **context: Any) -> str | None:
+        """Render ``<templates>/<template>.<format>`` with Jinja2 (``format`` from params, else
+        ``html``). Returns ``None`` when no such template exists, so the route falls through."""
+        from .http.templates import render
+
+        fmt = self._pl_params.get("format") or "html"
+        return render(f"{template}.{fmt}", controller=self, params=self._pl_params, **context)
+
+    def send_file(self, path: str, *, content_type: str | None = None) -> bool:
+        """Answer with the file at ``path``; ``False`` (fall through) when it does not exist."""
+        from .http.static import file_response
+
+        response = file_response(path, content_type=content_type)
+        if response is None:
+            return False
+        own = self.response
+        own.status, own.body = response.status, response.body
+        own.headers.update(response.headers)
+        return True
+
+    # -- WebSocket --------------------------------------------------------------------------
+
+    def write(self, data: str | bytes | bytearray | memoryview) -> bool:
+        """Send a message: ``str`` as a text frame, bytes-like as a binary frame.
+
+        Returns ``False`` when the connection is closed (or this is not a WebSocket).
+        """
+        conn = self._pl_conn
+        return conn.send(data) if conn is not None else False
+
+    def close(self) -> None:
+        """Close the WebSocket connection (normal closure, code 1000)."""
+        if self._pl_conn is not None:
+            self._pl_conn.close()
+
+    @property
+    def open(self) -> bool:
+        """Whether the WebSocket connection is open."""
+        conn = self._pl_conn
+        return conn is not None and conn.is_open
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued for this client and not yet sent."""
+        conn = self._pl_conn
+        return conn.pending if conn is not None else 0
+
+    @property
+    def id(self) -> str | None:
+        """This connection's id (``None`` outside a WebSocket connection)."""
+        conn = self._pl_conn
+        return conn.id if conn is not None else None
+
+
+def _controller_names() -> frozenset[str]:
+    return frozenset(name for klass in Controller.__mro__ for name in vars(klass))
+
+
+#: Names plezi itself defines: never actions, never events.
+PLEZI_NAMES = _controller_names()

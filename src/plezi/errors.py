@@ -1,0 +1,39 @@
+"""The exceptions plezi raises.
+
+One root, :class:`PleziError`; below it, errors about the local program (configuration, routing)
+and errors caused by a peer (a bad request), each with the HTTP status it should produce.
+Exception text is for logs and developers; it is never sent to a peer.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "HTTPError", "PleziError", "RouteError", "ServerStartError"]
+
+
+class PleziError(Exception):
+    """The root of every exception plezi raises on purpose."""
+
+
+class ConfigError(PleziError, ValueError):
+    """A setting or command-line flag is invalid."""
+
+
+class RouteError(PleziError, ValueError):
+    """A route cannot be built (bad pattern, unusable controller)."""
+
+
+class ServerStartError(PleziError, OSError):
+    """The server could not start: the address is taken or cannot be bound."""
+
+
+class HTTPError(PleziError):
+    """A request the server refuses; ``status`` is the response code to send.
+
+    Raise it from a controller to answer with that status; the ``public_message`` (not the
+    exception text) is the only thing the peer sees.
+    """
+
+    def __init__(self, status: int, public_message: str = "", *, log: str = "") -> None:
+        super().__init__(log or public_message or f"HTTP {status}")
+        self.status = status
+        self.public_message = public_message

@@ -1,0 +1,1 @@
+"""HTTP building blocks: requests, responses, cookies, parameters, static files, templates."""

@@ -1,0 +1,128 @@
+"""The response object a controller sees as ``self.response``, and response serialization."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+__all__ = ["Response", "http_date", "simple_response", "status_line"]
+
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
+}
+
+_date_second = 0
+_date_header = b""
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n`` (precomputed for every known status)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+    return line
+
+
+def http_date() -> bytes:
+    """The ``Date:`` header line for now.
+
+    PERF: formatting a date costs more than a whole hello-world response; it changes once a second,
+    so it is cached per second.
+    """
+    global _date_second, _date_header
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_header = b"date: " + formatdate(now, usegmt=True).encode("latin-1") + b"\r\n"
+    return _date_header
+
+
+_HTML = b"content-type: text/html; charset=utf-8\r\n"
+_KEEP = b""
+_CLOSE = b"connection: close\r\n"
+
+
+def simple_response(
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = _HTML,
+    keep_alive: bool = True,
+    head: bool = False,
+    extra: bytes = b"",
+) -> bytes:
+    """Serialize a response with no custom headers.
+
+    PERF: the common case (a controller returned a string and never touched ``self.response``)
+    skips the :class:`Response` object entirely: one bytes join.
+    """
+    return b"".join(
+        (
+            status_line(status),
+            http_date(),
+            content_type,
+            extra,
+            _KEEP if keep_alive else _CLOSE,
+            b"content-length: %d\r\n\r\n" % len(body),
+            b"" if head else body,
+        )
+    )
+
+
+class Response:
+    """A response under construction: status, headers, cookies and body.
+
+    ``headers`` is a plain dict; names are sent as given. Set ``content_type`` through the
+    ``Content-Type`` header (any capitalization) or leave the default ``text/html``.
+    """
+
+    __slots__ = ("body", "cookies", "headers", "status")
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.headers: dict[str, str] = {}
+        #: Values of ``Set-Cookie`` headers, one per cookie.
+        self.cookies: list[str] = []
+        self.body: bytes = b""
+
+    def set_body(self, body: str | bytes | bytearray | memoryview) -> None:
+        """Set the body; ``str`` is encoded as UTF-8."""
+        self.body = body.encode() if isinstance(body, str) else bytes(body)
+
+    def has_header(self, name: str) -> bool:
+        """Whether a header was set, comparing names case-insensitively."""
+        lname = name.lower()
+        return any(k.lower() == lname for k in self.headers)
+
+    def serialize(self, *, keep_alive: bool = True, head: bool = False) -> bytes:
+        """The full response bytes (status line, headers, body)."""
+        parts = [status_line(self.status), http_date()]
+        has_type = False
+        for name, value in self.headers.items():
+            lname = name.lower()
+            if lname == "content-length" or lname == "connection":
+                continue  # computed below; a stale value would break framing
+            if lname == "content-type":
+                has_type = True
+            _check_header(name, value)
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        for cookie in self.cookies:
+            _check_header("set-cookie", cookie)
+            parts.append(b"set-cookie: " + cookie.encode("latin-1") + b"\r\n")
+        if not has_type and self.body and self.status not in (204, 304):
+            parts.append(_HTML)
+        if not keep_alive:
+            parts.append(_CLOSE)
+        if self.status not in (204, 304) and not (100 <= self.status < 200):
+            parts.append(b"content-length: %d\r\n" % len(self.body))
+        parts.append(b"\r\n")
+        if not head and self.status not in (204, 304):
+            parts.append(self.body)
+        return b"".join(parts)
+
+
+def _check_header(name: str, value: str) -> None:
+    # A CR or LF in a header would let whoever controls the value inject headers or a body.
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+        raise ValueError(f"invalid character in response header {name!r}")

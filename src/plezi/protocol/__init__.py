@@ -1,0 +1,63 @@
+"""Sans-I/O protocol layer: WebSocket framing and handshake, Server-Sent Events.
+
+Nothing here performs I/O or imports asyncio, sockets or threads: bytes go in,
+callbacks and bytes come out, so the same code serves the server, a client and
+the tests.
+"""
+
+from __future__ import annotations
+
+from .close import CloseCode, is_valid_close_code
+from .frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    apply_mask,
+    binary_frame,
+    close_frame,
+    encode_frame,
+    ping_frame,
+    pong_frame,
+    text_frame,
+)
+from .handshake import (
+    GUID,
+    HandshakeError,
+    accept_key,
+    handshake_response,
+    is_upgrade_request,
+    validate_upgrade,
+)
+from .reader import FrameHandler, WebSocketReader
+from .sse import sse_comment, sse_event
+
+__all__ = [
+    "GUID",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONT",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "CloseCode",
+    "FrameHandler",
+    "HandshakeError",
+    "WebSocketReader",
+    "accept_key",
+    "apply_mask",
+    "binary_frame",
+    "close_frame",
+    "encode_frame",
+    "handshake_response",
+    "is_upgrade_request",
+    "is_valid_close_code",
+    "ping_frame",
+    "pong_frame",
+    "sse_comment",
+    "sse_event",
+    "text_frame",
+    "validate_upgrade",
+]

@@ -1,0 +1,108 @@
+"""Starting the server: event loop choice, logging, the start message, the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .cli import config_from_args
+from .config import ServerConfig
+from .errors import PleziError
+from .server.server import Server, bind_socket
+
+__all__ = ["new_event_loop", "run", "serve_config"]
+
+log = logging.getLogger("plezi")
+T = TypeVar("T")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (it is a dependency on Linux/macOS), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def setup_logging() -> None:
+    """Print plezi's log lines to stderr unless the application configured logging itself."""
+    root = logging.getLogger()
+    plezi_log = logging.getLogger("plezi")
+    if root.handlers or plezi_log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s plezi[%(process)d] %(levelname)s %(message)s"))
+    plezi_log.addHandler(handler)
+    plezi_log.setLevel(logging.INFO)
+
+
+class _InlineFallbackExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that runs work inline when the interpreter refuses new threads.
+
+    Autostart runs the server while Python is finishing the main script; some Python versions
+    (3.12) refuse to start threads then. Blocking the loop briefly (e.g. one DNS lookup) beats
+    failing; ``plezi.run()`` at the end of the script avoids the situation entirely.
+    """
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError:
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                future.set_exception(exc)
+            return future
+
+
+def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = False) -> int:
+    """Bind, announce, serve until SIGINT/SIGTERM, shut down. Returns the exit code."""
+    try:
+        server = Server(app, config)
+        sock = bind_socket(config)
+    except PleziError as exc:
+        print(f"plezi: {exc}", file=sys.stderr)
+        return 1
+    where = config.bind if config.is_unix else _url(config.bind, sock.getsockname()[1])
+    log.info("listening on %s (pid %d); press Ctrl+C to stop", where, os.getpid())
+    loop = new_event_loop()
+    if inline_fallback:
+        loop.set_default_executor(_InlineFallbackExecutor())
+    try:
+        loop.run_until_complete(server.serve(sock))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    log.info("stopped")
+    return 0
+
+
+def _url(host: str, port: int) -> str:
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def run(app: Any, argv: Sequence[str] | None = None, *, inline_fallback: bool = False,
+        **options: Any) -> int:
+    """Parse flags from ``argv`` (default ``sys.argv[1:]``), then serve ``app``."""
+    setup_logging()
+    try:
+        config = config_from_args(sys.argv[1:] if argv is None else argv, **options)
+    except (PleziError, SystemExit) as exc:
+        if isinstance(exc, SystemExit):
+            return int(exc.code or 2)
+        print(f"plezi: {exc}", file=sys.stderr)
+        return 2
+    return serve_config(app, config, inline_fallback=inline_fallback)
+
+

@@ -1,0 +1,1 @@
+"""The asyncio server: the only package that touches sockets and transports."""

@@ -1,0 +1,251 @@
+"""The server: listening sockets, the connection registry, the reaper, the flush, shutdown.
+
+Per-server state lives here; per-connection state lives in :mod:`.http` and :mod:`.websocket`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config import ServerConfig
+from ..errors import ServerStartError
+from .http import HttpProtocol
+
+if TYPE_CHECKING:
+    from ..app import App
+    from .websocket import WebSocketConnection
+
+__all__ = ["Server"]
+
+log = logging.getLogger("plezi")
+
+
+class _Timed(Protocol):
+    def check_timeout(self, now: float) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class Server:
+    """Serves one :class:`~plezi.app.App` on one event loop."""
+
+    def __init__(self, app: App, config: ServerConfig) -> None:
+        config.limits.validate()
+        self.app = app
+        self.config = config
+        self.limits = config.limits
+        #: Coarse clock (``loop.time()``), refreshed by the reaper. PERF: connections stamp
+        #: activity with this attribute instead of calling a clock per read.
+        self.now = time.monotonic()
+        self.connections: set[_Timed] = set()
+        self.shutting_down = False
+        self.sockets: list[socket.socket] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._dirty: list[WebSocketConnection] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._reaper: asyncio.TimerHandle | None = None
+
+    # -- shared services for connections ----------------------------------------------------
+
+    def mark_dirty(self, conn: WebSocketConnection) -> None:
+        """Flush ``conn`` at the end of this loop iteration (one write per iteration)."""
+        dirty = self._dirty
+        if not dirty:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_dirty)
+        dirty.append(conn)
+
+    def _flush_dirty(self) -> None:
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the server keeps a reference to until it ends."""
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- starting ---------------------------------------------------------------------------
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Bind (or adopt ``sock``) and start accepting connections."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.now = self._loop.time()
+        config = self.config
+        if sock is None:
+            sock = bind_socket(config)
+        if sock.family == socket.AF_UNIX:
+            server = await self._loop.create_unix_server(
+                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
+            )
+        else:
+            server = await self._loop.create_server(
+                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
+            )
+        self._servers.append(server)
+        self.sockets.append(sock)
+        self._tick()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with port 0)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    def _tick_interval(self) -> float:
+        limits = self.limits
+        shortest = min(
+            limits.keepalive_timeout,
+            limits.header_timeout,
+            limits.ping_timeout,
+            limits.close_timeout,
+            limits.ping_interval or limits.keepalive_timeout,
+        )
+        return max(0.02, min(1.0, shortest / 4))
+
+    def _tick(self) -> None:
+        """The reaper: one timer for all connections (no timer handle per connection)."""
+        assert self._loop is not None
+        now = self.now = self._loop.time()
+        for conn in list(self.connections):
+            try:
+                conn.check_timeout(now)
+            except Exception:  # noqa: BLE001
+                log.exception("error while checking a connection's timers")
+        self._reaper = self._loop.call_later(self._tick_interval(), self._tick)
+
+    # -- running and stopping ---------------------------------------------------------------
+
+    async def serve(self, sock: socket.socket | None = None, *, signals: bool = True) -> None:
+        """Start, serve until :meth:`request_shutdown` (or SIGINT/SIGTERM), shut down."""
+        await self.start(sock)
+        loop = asyncio.get_running_loop()
+        if signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_shutdown)
+        try:
+            assert self._stop is not None
+            await self._stop.wait()
+            await self.shutdown()
+        finally:
+            if signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    def request_shutdown(self) -> None:
+        """Ask :meth:`serve` to shut down gracefully; asked again during the shutdown, cut every
+        connection at once (a second Ctrl+C)."""
+        if self.shutting_down:
+            log.warning("second stop request: closing all connections now")
+            self._abort_all()
+        elif self._stop is not None:
+            self._stop.set()
+
+    def _abort_all(self) -> None:
+        for conn in list(self.connections):
+            transport = getattr(conn, "transport", None)
+            if transport is not None:
+                transport.abort()
+
+    async def shutdown(self) -> None:
+        """Stop accepting; ``on_shutdown`` and close 1001 for every WebSocket; wait up to
+        ``shutdown_timeout`` for connections to end; then cut the rest."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        for server in self._servers:
+            server.close()
+        for sock in self.sockets:
+            if sock.family == socket.AF_UNIX:
+                _unlink_quietly(sock.getsockname())
+        count = len(self.connections)
+        if count:
+            log.info("shutting down: closing %d connection(s)", count)
+        for conn in list(self.connections):
+            try:
+                conn.shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("error while shutting a connection down")
+        self._flush_dirty()
+        await self._wait_for_connections(self.config.shutdown_timeout)
+        if self.connections:
+            log.warning("shutdown: %d connection(s) did not close in time; cutting them",
+                        len(self.connections))
+            self._abort_all()
+            await self._wait_for_connections(1.0)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.config.shutdown_timeout)
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+
+    async def _wait_for_connections(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+
+def bind_socket(config: ServerConfig) -> socket.socket:
+    """Bind the listening socket, with a clear error when the address is taken."""
+    try:
+        if config.is_unix:
+            _unlink_stale(config.bind)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(config.bind)
+        else:
+            family = socket.AF_INET6 if ":" in config.bind else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((config.bind, config.port))
+    except OSError as exc:
+        where = config.bind if config.is_unix else f"{config.bind}:{config.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ServerStartError(
+                f"cannot listen on {where}: the address is already in use "
+                "(is another server running? choose another with --port or $PORT)"
+            ) from exc
+        raise ServerStartError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+    sock.listen(config.backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def _unlink_stale(path: str) -> None:
+    """Remove a Unix socket left by a dead server; refuse to remove anything else."""
+    if not os.path.exists(path):
+        return
+    import stat
+
+    if not stat.S_ISSOCK(os.stat(path).st_mode):
+        raise ServerStartError(f"cannot listen on {path}: it exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens there: stale
+    else:
+        raise ServerStartError(f"cannot listen on {path}: another server is using it")
+    finally:
+        probe.close()
+
+
+def _unlink_quietly(path: Any) -> None:
+    if isinstance(path, str) and path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -1,0 +1,364 @@
+"""One WebSocket connection: frames in, controller callbacks, corked frames out.
+
+Theory of operation
+-------------------
+After the upgrade the transport's protocol becomes a :class:`WebSocketConnection`. Incoming bytes go
+to the sans-I/O :class:`~plezi.protocol.WebSocketReader`, which calls back ``on_ws_*`` here.
+
+*Ordering.* Sync callbacks run inline, in the ``data_received`` call: no task, no coroutine.
+When an ``async`` callback runs, a single task is started for it and every later event of this
+connection waits in ``_queue`` until the task has drained it; so callbacks never overlap and keep
+their order. ``_queue`` is ``None`` whenever no async callback is in flight (the fast path).
+
+*Corking.* Frames written while bytes are being parsed are collected and written in one
+``transport.write`` when ``data_received`` returns; frames written from anywhere else (another
+connection's callback, a timer, a thread via the loop) are collected and written once per loop
+iteration by the server's flush. Either way: one system call per connection per iteration.
+
+*Flow control.* Past ``write_high_water`` queued bytes the transport calls ``pause_writing``:
+reading from the client pauses (back-pressure) and ``on_drained`` is armed. Past
+``max_outgoing_buffer`` the client is a slow consumer and is disconnected, with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.close import CloseCode
+from ..protocol.frames import binary_frame, close_frame, ping_frame, pong_frame, text_frame
+from ..protocol.reader import WebSocketReader
+
+if TYPE_CHECKING:
+    from ..controller import Controller
+    from ..routes import ControllerRoute
+    from .server import Server
+
+__all__ = ["WebSocketConnection"]
+
+log = logging.getLogger("plezi")
+
+OPEN, CLOSING, CLOSED = 0, 1, 2
+#: Events queued behind a running async callback before reading from the client pauses.
+_QUEUE_PAUSE = 64
+_NO_ARG: Any = object()
+
+#: A per-process prefix that makes connection ids unique across processes and machines.
+_PROCESS_TOKEN = os.urandom(6).hex()
+_counter = itertools.count(1)
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """The server side of one WebSocket connection (see the module docstring)."""
+
+    __slots__ = (
+        "_closing_at",
+        "_in_feed",
+        "_last",
+        "_msg_async",
+        "_on_message",
+        "_out",
+        "_ping_at",
+        "_queue",
+        "_read_paused",
+        "_serial",
+        "_write_paused",
+        "handler",
+        "reader",
+        "route",
+        "server",
+        "state",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        server: Server,
+        transport: asyncio.Transport,
+        handler: Controller,
+        route: ControllerRoute,
+    ) -> None:
+        self.server = server
+        self.transport = transport
+        self.handler = handler
+        self.route = route
+        self.state = OPEN
+        self.reader = WebSocketReader(self, max_message_size=server.limits.max_message_size)
+        self._out: list[bytes] = []
+        self._in_feed = False
+        self._queue: deque[tuple[Callable[..., Any], Any, bool]] | None = None
+        self._last = server.now
+        self._ping_at = 0.0
+        self._closing_at = 0.0
+        self._read_paused = False
+        self._write_paused = False
+        self._serial = next(_counter)
+        # PERF: bound once; a message costs one Python call into the user's method.
+        self._on_message: Callable[[Any], Any] | None = getattr(handler, "on_message", None)
+        self._msg_async = "on_message" in route.async_names
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, initial: bytes) -> None:
+        """Begin after the handshake: ``on_open``, then any bytes that came with the upgrade."""
+        self.server.connections.add(self)
+        limits = self.server.limits
+        self.transport.set_write_buffer_limits(high=limits.write_high_water, low=0)
+        self.handler._pl_conn = self
+        self._callback("on_open")
+        if initial:
+            self.data_received(initial)
+
+    @property
+    def id(self) -> str:
+        """This connection's id, unique across processes and machines."""
+        return f"{_PROCESS_TOKEN}-{self._serial:x}"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether messages can still be sent."""
+        return self.state == OPEN
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued for the client and not yet handed to the kernel."""
+        queued = sum(len(b) for b in self._out)
+        if self.state == CLOSED:
+            return queued
+        return queued + self.transport.get_write_buffer_size()
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._last = self.server.now
+        self._in_feed = True
+        try:
+            self.reader.feed(data)
+        finally:
+            self._in_feed = False
+        if self._out:
+            self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        first = self.state != CLOSED
+        self.state = CLOSED
+        self._out.clear()
+        self.server.connections.discard(self)
+        if first:
+            self._callback("on_close")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if not self._read_paused and self.state != CLOSED:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._read_paused and self._queue is None and self.state != CLOSED:
+            self._read_paused = False
+            self.transport.resume_reading()
+        self._callback("on_drained")
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> bool:
+        """Queue one message: ``str`` as text, bytes-like as binary. ``False`` once closing."""
+        if self.state != OPEN:
+            return False
+        # PERF: exact type check first; str is by far the most common payload.
+        self.queue_frame(text_frame(data) if type(data) is str else _binary(data))
+        return True
+
+    def queue_frame(self, frame: bytes) -> None:
+        """Queue an already framed message (the pub/sub path: framed once, written to many)."""
+        out = self._out
+        if not out and not self._in_feed:
+            self.server.mark_dirty(self)
+        out.append(frame)
+
+    def flush(self) -> None:
+        """Hand everything queued to the transport in one write."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.state == CLOSED:
+            return
+        self.transport.write(data)
+        if self._write_paused:
+            self._check_slow_consumer()
+
+    def _check_slow_consumer(self) -> None:
+        size = self.transport.get_write_buffer_size()
+        limit = self.server.limits.max_outgoing_buffer
+        if size > limit:
+            log.warning(
+                "WebSocket %s: %d bytes queued (limit %d): the client is not reading; disconnecting",
+                self.id, size, limit,
+            )
+            self.abort()
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (the connection closes when the client answers or after
+        ``close_timeout``)."""
+        if self.state != OPEN:
+            return
+        self.queue_frame(close_frame(code, reason))
+        self.state = CLOSING
+        self._closing_at = self.server.now
+
+    def abort(self) -> None:
+        """Drop the connection at once (no closing handshake)."""
+        self._out.clear()
+        if self.state != CLOSED:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """Server shutdown: ``on_shutdown`` (its writes are delivered), then close 1001."""
+        if self.state != OPEN:
+            return
+        self._callback("on_shutdown")
+        self._enqueue_or_run(self._close_going_away, _NO_ARG, False)
+
+    def _close_going_away(self) -> None:
+        self.close(CloseCode.GOING_AWAY, "server shutting down")
+
+    # -- timers (called by the server's reaper) ---------------------------------------------
+
+    def check_timeout(self, now: float) -> None:
+        """Ping an idle peer, give up on a silent one, end an unanswered closing handshake."""
+        limits = self.server.limits
+        if self.state == CLOSING:
+            if now - self._closing_at > limits.close_timeout:
+                self.abort()
+            return
+        if self.state != OPEN or not limits.ping_interval:
+            return
+        if self._ping_at:
+            if self._last > self._ping_at:
+                self._ping_at = 0.0
+            elif now - self._ping_at > limits.ping_timeout:
+                log.info("WebSocket %s: no answer to ping in %.1fs; closing", self.id,
+                         limits.ping_timeout)
+                self.close(CloseCode.INTERNAL_ERROR, "ping timeout")
+                self.flush()
+                self.abort()
+        elif now - self._last >= limits.ping_interval:
+            self._ping_at = now
+            self.queue_frame(ping_frame())
+
+    # -- sans-I/O reader callbacks ----------------------------------------------------------
+
+    def on_ws_message(self, data: str | bytes) -> None:
+        cb = self._on_message
+        if cb is None or self.state == CLOSED:
+            return
+        if self._queue is not None:
+            self._enqueue(cb, data, self._msg_async)
+        elif self._msg_async:
+            self._start_async(cb(data), "on_message")
+        else:
+            try:
+                cb(data)
+            except Exception:  # noqa: BLE001 - user code must not take the server down
+                log.exception("error in %s.on_message", type(self.handler).__name__)
+
+    def on_ws_ping(self, payload: bytes) -> None:
+        if self.state == OPEN:
+            self.queue_frame(pong_frame(payload))
+
+    def on_ws_pong(self, payload: bytes) -> None:
+        pass  # any incoming byte already counts as a sign of life (see ``_last``)
+
+    def on_ws_close(self, code: int | None, reason: str) -> None:
+        if self.state == OPEN:
+            # Echo the peer's code, as RFC 6455 section 5.5.1 asks.
+            self._out.append(close_frame(code) if code is not None else close_frame())
+        self.state = CLOSING
+        self.flush()
+        self.transport.close()
+
+    def on_ws_error(self, code: int, reason: str) -> None:
+        log.info("WebSocket %s: %s; closing with %d", self.id, reason, code)
+        if self.state == OPEN:
+            self._out.append(close_frame(code))
+        self.state = CLOSING
+        self.flush()
+        self.transport.close()
+
+    # -- ordered callbacks ------------------------------------------------------------------
+
+    def _callback(self, name: str) -> None:
+        func = getattr(self.handler, name, None)
+        if func is not None:
+            self._enqueue_or_run(func, _NO_ARG, name in self.route.async_names)
+
+    def _enqueue_or_run(self, func: Callable[..., Any], arg: Any, is_async: bool) -> None:
+        if self._queue is not None:
+            self._enqueue(func, arg, is_async)
+            return
+        try:
+            result = func() if arg is _NO_ARG else func(arg)
+        except Exception:  # noqa: BLE001
+            log.exception("error in %s.%s", type(self.handler).__name__, _name(func))
+            return
+        if is_async:
+            self._start_async(result, _name(func))
+
+    def _enqueue(self, func: Callable[..., Any], arg: Any, is_async: bool) -> None:
+        queue = self._queue
+        assert queue is not None
+        queue.append((func, arg, is_async))
+        if len(queue) > _QUEUE_PAUSE and not self._read_paused and self.state != CLOSED:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _start_async(self, awaitable: Any, name: str) -> None:
+        self._queue = deque()
+        self.server.spawn(self._drain(awaitable, name))
+
+    async def _drain(self, awaitable: Any, name: str) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            try:
+                await awaitable
+            except Exception:  # noqa: BLE001
+                log.exception("error in %s.%s", type(self.handler).__name__, name)
+            self.flush()
+            while queue:
+                func, arg, is_async = queue.popleft()
+                try:
+                    result = func() if arg is _NO_ARG else func(arg)
+                except Exception:  # noqa: BLE001
+                    log.exception("error in %s.%s", type(self.handler).__name__, _name(func))
+                    continue
+                if is_async:
+                    awaitable, name = result, _name(func)
+                    break
+            else:
+                break
+        self._queue = None
+        self.flush()
+        if self._read_paused and not self._write_paused and self.state != CLOSED:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+
+def _binary(data: bytes | bytearray | memoryview) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"write() takes str or bytes-like data, not {type(data).__name__}")
+    return binary_frame(data)
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__name__", "callback")

@@ -1,0 +1,256 @@
+"""Property tests: encode -> parse round trips, split invariance, garbage never raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from plezi.protocol import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    WebSocketReader,
+    binary_frame,
+    close_frame,
+    encode_frame,
+    is_valid_close_code,
+    ping_frame,
+    pong_frame,
+    text_frame,
+)
+
+Event = tuple[object, ...]
+
+
+class Recorder:
+    """A FrameHandler that records every callback as a tuple."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on_ws_message(self, data: str | bytes) -> None:
+        self.events.append(("message", data))
+
+    def on_ws_ping(self, payload: bytes) -> None:
+        self.events.append(("ping", payload))
+
+    def on_ws_pong(self, payload: bytes) -> None:
+        self.events.append(("pong", payload))
+
+    def on_ws_close(self, code: int | None, reason: str) -> None:
+        self.events.append(("close", code, reason))
+
+    def on_ws_error(self, code: int, reason: str) -> None:
+        self.events.append(("error", code, reason))
+
+
+def feed_chunks(data: bytes, cuts: list[int], **kwargs: object) -> tuple[list[Event], bool]:
+    """Feed ``data`` split at the ``cuts`` offsets; return the events and ``closed``."""
+    rec = Recorder()
+    rd = WebSocketReader(rec, **kwargs)  # type: ignore[arg-type]
+    start = 0
+    for cut in sorted(cuts):
+        rd.feed(data[start:cut])
+        start = cut
+    rd.feed(data[start:])
+    return rec.events, rd.closed
+
+
+def cuts_for(data: bytes) -> st.SearchStrategy[list[int]]:
+    return st.lists(st.integers(0, len(data)), max_size=12)
+
+
+@dataclass
+class Message:
+    text: bool
+    payload: bytes
+    sizes: list[int]  # fragment sizes; the remainder goes into the final fragment
+    controls: list[tuple[int, bytes]]  # control frames inserted after the first fragment
+
+
+masks = st.one_of(st.none(), st.binary(min_size=4, max_size=4))
+control_frames = st.tuples(st.sampled_from([OP_PING, OP_PONG]), st.binary(max_size=125))
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Message:
+    text = draw(st.booleans())
+    if text:
+        payload = draw(st.text(max_size=300)).encode("utf-8", "surrogatepass")
+        # st.text may produce lone surrogates: keep the message valid UTF-8.
+        payload = payload.decode("utf-8", "replace").encode()
+    else:
+        payload = draw(st.binary(max_size=300) | st.binary(min_size=65530, max_size=65540))
+    sizes = draw(st.lists(st.integers(0, 80), max_size=4))
+    controls = draw(st.lists(control_frames, max_size=2)) if sizes else []
+    return Message(text, payload, sizes, controls)
+
+
+def encode_message(message: Message, mask: bytes | None) -> tuple[bytes, list[Event]]:
+    """Frames for ``message`` (fragmented by its sizes) and the events they should produce."""
+    frames: list[bytes] = []
+    events: list[Event] = []
+    opcode = OP_TEXT if message.text else OP_BINARY
+    pos = 0
+    for size in message.sizes:
+        frames.append(encode_frame(opcode, message.payload[pos : pos + size], fin=False, mask=mask))
+        pos += size
+        opcode = OP_CONT
+        if len(frames) == 1:
+            for control_op, control_payload in message.controls:
+                frames.append(encode_frame(control_op, control_payload, mask=mask))
+                events.append(("ping" if control_op == OP_PING else "pong", control_payload))
+    frames.append(encode_frame(opcode, message.payload[pos:], mask=mask))
+    data: str | bytes = message.payload.decode() if message.text else message.payload
+    events.append(("message", data))
+    return b"".join(frames), events
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(messages(), min_size=1, max_size=4), masks, st.data())
+def test_round_trip(msgs: list[Message], mask: bytes | None, data: st.DataObject) -> None:
+    stream = b""
+    expected: list[Event] = []
+    for message in msgs:
+        frames, events = encode_message(message, mask)
+        stream += frames
+        expected += events
+    stream += encode_frame(OP_CLOSE, b"\x03\xe8bye", mask=mask)
+    expected.append(("close", 1000, "bye"))
+    cuts = data.draw(cuts_for(stream))
+    events, closed = feed_chunks(stream, cuts, require_mask=mask is not None)
+    assert events == expected
+    assert closed
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=200).map(lambda s: ("text", s.encode("utf-8", "replace").decode())),
+            st.binary(max_size=300).map(lambda b: ("binary", b)),
+            st.binary(max_size=125).map(lambda b: ("ping", b)),
+            st.binary(max_size=125).map(lambda b: ("pong", b)),
+        ),
+        max_size=6,
+    ),
+    st.one_of(
+        st.none(),
+        st.tuples(
+            st.integers(1000, 4999).filter(is_valid_close_code),
+            st.text(max_size=60).map(lambda s: s.encode("utf-8", "replace").decode()),
+        ),
+    ),
+    st.data(),
+)
+def test_server_encoders_parse_client_side(
+    items: list[tuple[str, str | bytes]],
+    close: tuple[int, str] | None,
+    data: st.DataObject,
+) -> None:
+    """What the server's encoders produce, a client-side reader reads back exactly."""
+    stream = b""
+    expected: list[Event] = []
+    for kind, value in items:
+        if kind == "text":
+            assert isinstance(value, str)
+            stream += text_frame(value)
+            expected.append(("message", value))
+        elif kind == "binary":
+            assert isinstance(value, bytes)
+            stream += binary_frame(value)
+            expected.append(("message", value))
+        elif kind == "ping":
+            assert isinstance(value, bytes)
+            stream += ping_frame(value)
+            expected.append(("ping", value))
+        else:
+            assert isinstance(value, bytes)
+            stream += pong_frame(value)
+            expected.append(("pong", value))
+    if close is None:
+        stream += close_frame()
+        expected.append(("close", None, ""))
+    else:
+        code, reason = close
+        stream += close_frame(code, reason)
+        raw = reason.encode()[:123]
+        expected.append(("close", code, raw.decode("utf-8", "ignore")))
+    cuts = data.draw(cuts_for(stream))
+    events, _closed = feed_chunks(stream, cuts, require_mask=False)
+    assert events == expected
+
+
+def frame_soup() -> st.SearchStrategy[bytes]:
+    """Streams of frames that are often valid and often not: any opcode, flags, payload."""
+    frame = st.builds(
+        lambda op, payload, fin, mask, rsv: encode_frame(op, payload, fin=fin, mask=mask, rsv=rsv),
+        st.sampled_from([0, 1, 2, 8, 9, 10, 3, 11]),
+        st.one_of(
+            st.binary(max_size=140),
+            st.sampled_from([b"\xce\xba", b"\xed\xa0\x80", b"\xc3", b"\x03\xe8", b"\x03"]),
+        ),
+        st.booleans(),
+        st.one_of(st.just(b"\x00\x00\x00\x00"), st.binary(min_size=4, max_size=4), st.none()),
+        st.sampled_from([0, 0, 0, 0, 1, 4]),
+    )
+    return st.lists(frame, max_size=8).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(frame_soup(), st.binary(max_size=400)), st.data())
+def test_random_splits_give_the_same_events(stream: bytes, data: st.DataObject) -> None:
+    reference = feed_chunks(stream, [])
+    cuts = data.draw(cuts_for(stream))
+    assert feed_chunks(stream, cuts) == reference
+    client_reference = feed_chunks(stream, [], require_mask=False)
+    assert feed_chunks(stream, cuts, require_mask=False) == client_reference
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(frame_soup(), st.binary(max_size=600)),
+    st.data(),
+    st.booleans(),
+    st.sampled_from([0, 1, 5, 125, 200, 2**20, None]),
+)
+def test_garbage_never_raises(
+    stream: bytes, data: st.DataObject, require_mask: bool, max_size: int | None
+) -> None:
+    cuts = data.draw(cuts_for(stream))
+    events, closed = feed_chunks(stream, cuts, require_mask=require_mask, max_message_size=max_size)
+    # At most one terminal event, always the last one, and it closes the reader.
+    terminal = [i for i, e in enumerate(events) if e[0] in ("close", "error")]
+    assert len(terminal) <= 1
+    if terminal:
+        assert terminal[0] == len(events) - 1
+        assert closed
+    else:
+        assert not closed
+    for event in events:
+        if event[0] == "error":
+            assert event[1] in (1002, 1007, 1009)
+        elif event[0] == "message":
+            assert isinstance(event[1], str | bytes)
+            if max_size is not None:
+                size = len(event[1].encode()) if isinstance(event[1], str) else len(event[1])
+                assert size <= max_size
+        elif event[0] in ("ping", "pong"):
+            assert isinstance(event[1], bytes)
+            assert len(event[1]) <= 125
+        else:
+            code = event[1]
+            assert code is None or (isinstance(code, int) and is_valid_close_code(code))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.binary(max_size=64))
+def test_garbage_after_a_valid_prefix_never_raises(prefix: bytes, garbage: bytes) -> None:
+    stream = encode_frame(OP_TEXT, b"ok", mask=b"abcd") + prefix + garbage
+    events, _closed = feed_chunks(stream, [len(stream) // 2])
+    assert events[0] == ("message", "ok")
