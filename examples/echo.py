@@ -1,6 +1,6 @@
 """The guide's WebSocket echo server (Plezi's ``MyEcho``), translated line by line.
 
-    python examples/echo.py        # then connect a WebSocket client to ws://localhost:3000/
+python examples/echo.py        # then connect a WebSocket client to ws://localhost:3000/
 """
 
 import plezi

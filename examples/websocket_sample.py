@@ -1,9 +1,9 @@
 """The guide's sample WebSocket controller (Plezi's ``WebsocketSample``), translated line by line.
 
-    python examples/websocket_sample.py
-    curl localhost:3000/        -> Hello World!
-    curl localhost:3000/42      -> showing object with id: 42...
-    a WebSocket to ws://localhost:3000/ echoes every message with "echo: " in front
+python examples/websocket_sample.py
+curl localhost:3000/        -> Hello World!
+curl localhost:3000/42      -> showing object with id: 42...
+a WebSocket to ws://localhost:3000/ echoes every message with "echo: " in front
 """
 
 import plezi

@@ -72,8 +72,9 @@ class Running:
 def start_server(app: App, **limits: Any) -> Running:
     """Serve ``app`` on 127.0.0.1, port 0, in a thread; returns once it accepts connections."""
     shutdown_timeout = limits.pop("shutdown_timeout", 5.0 * UNIT)
-    config = ServerConfig(port=0, bind="127.0.0.1", limits=Limits(**limits),
-                          shutdown_timeout=shutdown_timeout)
+    config = ServerConfig(
+        port=0, bind="127.0.0.1", limits=Limits(**limits), shutdown_timeout=shutdown_timeout
+    )
     server = Server(app, config)
     loop = new_event_loop()
     ready = threading.Event()
@@ -90,7 +91,7 @@ def start_server(app: App, **limits: Any) -> Running:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(main())
-        except BaseException as exc:  # reported by the test
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
             errors.append(exc)
             ready.set()
         finally:
@@ -151,14 +152,18 @@ class Script:
         return self.proc.returncode, err.decode(errors="replace")
 
 
-def start_script(path: Path | str, *args: str, env: dict[str, str] | None = None,
-                 timeout: float = 15.0) -> Script:
+def start_script(
+    path: Path | str, *args: str, env: dict[str, str] | None = None, timeout: float = 15.0
+) -> Script:
     """Run ``python path --port 0 --bind 127.0.0.1 args...``; wait for the listening line."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PLEZI_NO_AUTOSTART", None)
     proc = subprocess.Popen(
         [sys.executable, str(path), "--port", "0", "--bind", "127.0.0.1", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=full_env,
+        cwd=str(ROOT),
     )
     assert proc.stderr is not None
     lines: list[bytes] = []

@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
@@ -62,11 +62,18 @@ class _Context:
         self.refused = False
 
 
-def error_reply(status: int, message: str, *, keep_alive: bool = True, head: bool = False,
-                extra: bytes = b"") -> bytes:
+def error_reply(
+    status: int, message: str, *, keep_alive: bool = True, head: bool = False, extra: bytes = b""
+) -> bytes:
     """A short plain-text error response."""
-    return simple_response(status, message.encode() + b"\n", content_type=_TEXT,
-                           keep_alive=keep_alive, head=head, extra=extra)
+    return simple_response(
+        status,
+        message.encode() + b"\n",
+        content_type=_TEXT,
+        keep_alive=keep_alive,
+        head=head,
+        extra=extra,
+    )
 
 
 class App:
@@ -90,7 +97,12 @@ class App:
         """The reply to ``request`` (a coroutine when an ``async`` method is involved)."""
         path = normalize_path(request.path)
         if path is None:
-            return error_reply(400, "Bad Request: invalid path", keep_alive=request.keep_alive)
+            return error_reply(
+                400,
+                "Bad Request: invalid path",
+                keep_alive=request.keep_alive,
+                head=request.method == "HEAD",
+            )
         ctx = _Context(request, path)
         try:
             if is_upgrade_request(request.headers):
@@ -99,8 +111,8 @@ class App:
         except HandshakeError as exc:
             extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in exc.headers)
             log.info("refused WebSocket handshake for %s: %s", request.path, exc)
-            return error_reply(exc.status, "Bad WebSocket handshake", extra=extra,
-                               keep_alive=False)
+            request.keep_alive = False  # the server closes as the reply says
+            return error_reply(exc.status, "Bad WebSocket handshake", extra=extra, keep_alive=False)
         except Exception as exc:  # noqa: BLE001 - a request must never crash the server
             return self._failure(ctx, exc)
 
@@ -112,19 +124,20 @@ class App:
                 continue
             if inspect.isawaitable(outcome):
                 return self._finish_async(routes[index], ctx, outcome, index)
-            return outcome  # type: ignore[return-value]
+            return cast("Reply", outcome)
         return self._no_route(ctx)
 
     def _try(self, route: ControllerRoute, ctx: _Context) -> Any:
         match = route.pattern.match(ctx.path)
         if match is None:
             return _FALL
-        params = self._params(ctx)
-        if match:
-            # Route parameters win over query and body ones; `user[name]` nests like Rack.
-            params = merge_params(params)
-            for name, value in match.items():
-                add_param(params, name, value)
+        base = self._params(ctx)
+        # Each route gets its own copy: a handler that changes `params` and then falls through
+        # must not change what the next route sees. PERF: no copy when there is nothing to copy.
+        params = merge_params(base) if base else {}
+        # Route parameters win over query and body ones; `user[name]` nests like Rack.
+        for name, value in match.items():
+            add_param(params, name, value)
         if ctx.upgrade_key is not None:
             return self._try_upgrade(route, ctx, params)
         method = ctx.method
@@ -151,16 +164,18 @@ class App:
             return _Pending(inst, result)
         return self._upgrade_or_fall(route, ctx, inst, result)
 
-    def _upgrade_or_fall(self, route: ControllerRoute, ctx: _Context, inst: Controller,
-                         accepted: Any) -> Any:
+    def _upgrade_or_fall(
+        self, route: ControllerRoute, ctx: _Context, inst: Controller, accepted: Any
+    ) -> Any:
         if accepted is False:
             ctx.refused = True
             return _FALL
         assert ctx.upgrade_key is not None
         return Upgrade(inst, route, ctx.upgrade_key)
 
-    async def _finish_async(self, route: ControllerRoute, ctx: _Context, pending: Any,
-                            index: int) -> Reply:
+    async def _finish_async(
+        self, route: ControllerRoute, ctx: _Context, pending: Any, index: int
+    ) -> Reply:
         try:
             result = await pending.awaitable
             if ctx.upgrade_key is not None:
@@ -217,26 +232,44 @@ class App:
         return response.serialize(keep_alive=keep_alive, head=ctx.head)
 
     def _no_route(self, ctx: _Context) -> bytes:
-        keep_alive = ctx.request.keep_alive
+        request = ctx.request
         if ctx.upgrade_key is not None:
+            # A refused upgrade ends the connection (the parser cannot go on after one), so
+            # the request is marked as closing and the reply says so.
+            request.keep_alive = False
             if ctx.refused:
                 return error_reply(403, "Forbidden", keep_alive=False)
             if any(r.pattern.match(ctx.path) is not None for r in self.routes):
-                return error_reply(400, "Bad Request: this path does not accept WebSocket connections",
-                                   keep_alive=False)
-        return error_reply(404, "Not Found", keep_alive=keep_alive, head=ctx.head)
+                return error_reply(
+                    400,
+                    "Bad Request: this path does not accept WebSocket connections",
+                    keep_alive=False,
+                )
+        return error_reply(404, "Not Found", keep_alive=request.keep_alive, head=ctx.head)
 
     def _failure(self, ctx: _Context, exc: Exception) -> bytes:
         request = ctx.request
+        # A HEAD reply never carries a body, errors included: a body would be read as the
+        # start of the next response on a keep-alive connection.
         if isinstance(exc, ParamsError):
             log.info("bad parameters in %s %s: %s", request.method, request.path, exc)
-            return error_reply(exc.status, "Bad Request: invalid parameters",
-                               keep_alive=request.keep_alive)
+            return error_reply(
+                exc.status,
+                "Bad Request: invalid parameters",
+                keep_alive=request.keep_alive,
+                head=ctx.head,
+            )
         if isinstance(exc, HTTPError):
-            return error_reply(exc.status, exc.public_message or "Error",
-                               keep_alive=request.keep_alive, head=ctx.head)
+            return error_reply(
+                exc.status,
+                exc.public_message or "Error",
+                keep_alive=request.keep_alive,
+                head=ctx.head,
+            )
         log.error("error answering %s %s", request.method, request.path, exc_info=exc)
-        return error_reply(500, "Internal Server Error", keep_alive=request.keep_alive)
+        return error_reply(
+            500, "Internal Server Error", keep_alive=request.keep_alive, head=ctx.head
+        )
 
 
 @dataclass(slots=True)

@@ -24,8 +24,29 @@ __all__ = ["install", "no_autostart", "should_autostart"]
 
 #: ``__main__`` programs that import an app rather than being it.
 _TOOLS = frozenset(
-    """pytest py.test uvicorn gunicorn hypercorn granian daphne ipython jupyter jupyter-lab
-    pydoc sphinx-build celery rq mypy ruff coverage pdb trace cProfile profile""".split()
+    [
+        "pytest",
+        "py.test",
+        "uvicorn",
+        "gunicorn",
+        "hypercorn",
+        "granian",
+        "daphne",
+        "ipython",
+        "jupyter",
+        "jupyter-lab",
+        "pydoc",
+        "sphinx-build",
+        "celery",
+        "rq",
+        "mypy",
+        "ruff",
+        "coverage",
+        "pdb",
+        "trace",
+        "cProfile",
+        "profile",
+    ]
 )
 
 _disabled = False

@@ -29,27 +29,60 @@ def _size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags every plezi app accepts."""
-    p = argparse.ArgumentParser(prog="plezi", add_help=False,
-                                description="Run a plezi application.")
+    p = argparse.ArgumentParser(
+        prog="plezi", add_help=False, description="Run a plezi application."
+    )
     p.add_argument("-p", "--port", type=int, help="TCP port (default: $PORT or 3000)")
     p.add_argument("-b", "--bind", help="address to bind, or a Unix socket path (default 0.0.0.0)")
     p.add_argument("-v", "--verbose", action="store_true", default=None, help="log every request")
-    p.add_argument("--max-header", type=_size, dest="max_header_size",
-                   help="largest request head (default 32k; 431 past it)")
-    p.add_argument("--max-body", type=_size, dest="max_body_size",
-                   help="largest request body (default 50m; 413 past it)")
-    p.add_argument("--max-msg", type=_size, dest="max_message_size",
-                   help="largest incoming WebSocket message (default 1m; close 1009 past it)")
-    p.add_argument("--max-outgoing", type=_size, dest="max_outgoing_buffer",
-                   help="bytes queued for one client before it is disconnected (default 4m)")
-    p.add_argument("--timeout", type=float, dest="keepalive_timeout",
-                   help="idle keep-alive timeout in seconds (default 40)")
-    p.add_argument("--header-timeout", type=float, dest="header_timeout",
-                   help="seconds to receive a request head (default 10; 408 past it)")
-    p.add_argument("--ping", type=float, dest="ping_interval",
-                   help="seconds of WebSocket silence before a server ping (default 40, 0: off)")
-    p.add_argument("--shutdown-timeout", type=float, dest="shutdown_timeout",
-                   help="seconds graceful shutdown waits for connections (default 10)")
+    p.add_argument(
+        "--max-header",
+        type=_size,
+        dest="max_header_size",
+        help="largest request head (default 32k; 431 past it)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=_size,
+        dest="max_body_size",
+        help="largest request body (default 50m; 413 past it)",
+    )
+    p.add_argument(
+        "--max-msg",
+        type=_size,
+        dest="max_message_size",
+        help="largest incoming WebSocket message (default 1m; close 1009 past it)",
+    )
+    p.add_argument(
+        "--max-outgoing",
+        type=_size,
+        dest="max_outgoing_buffer",
+        help="bytes queued for one client before it is disconnected (default 4m)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        dest="keepalive_timeout",
+        help="idle keep-alive timeout in seconds (default 40)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        dest="header_timeout",
+        help="seconds to receive a request head (default 10; 408 past it)",
+    )
+    p.add_argument(
+        "--ping",
+        type=float,
+        dest="ping_interval",
+        help="seconds of WebSocket silence before a server ping (default 40, 0: off)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        dest="shutdown_timeout",
+        help="seconds graceful shutdown waits for connections (default 10)",
+    )
     return p
 
 

@@ -40,7 +40,11 @@ def mix_controller(cls: type) -> type[Controller]:
         raise RouteError(f"a controller must be a class, not {cls!r}")
     if issubclass(cls, Controller):
         return cls
-    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+    }
     return type(cls.__name__, (cls, Controller), namespace)
 
 
@@ -82,7 +86,9 @@ class ControllerRoute:
         self.cls._pl_route = self
         methods = _user_methods(self.cls)
         self.methods = methods
-        self.is_websocket = "on_message" in methods or bool(getattr(self.cls, "auto_dispatch", False))
+        self.is_websocket = "on_message" in methods or bool(
+            getattr(self.cls, "auto_dispatch", False)
+        )
         #: GET /<id> -> a public method that takes no arguments, named ``id`` (``None`` -> index).
         self.get_map: dict[str | None, str] = {
             name: name
@@ -113,9 +119,8 @@ class ControllerRoute:
                 return "create"
             if self.has["update"] and id is not None:
                 return "update"
-        elif method == "DELETE":
-            if self.has["delete"]:
-                return "delete"
+        elif method == "DELETE" and self.has["delete"]:
+            return "delete"
         # Plezi falls back to a named method for other verbs, so forms can POST to /path/<name>.
         return self.get_map.get(id) if id is not None else None
 
@@ -141,5 +146,5 @@ def new_instance(route: ControllerRoute, request: Any, params: Mapping[str, Any]
     inst._pl_cookies = None
     inst._pl_conn = None
     if route.has_init:
-        inst.__init__()
+        route.cls.__init__(inst)
     return inst

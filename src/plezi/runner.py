@@ -38,7 +38,9 @@ def setup_logging() -> None:
     if root.handlers or plezi_log.handlers:
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s plezi[%(process)d] %(levelname)s %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s plezi[%(process)d] %(levelname)s %(message)s")
+    )
     plezi_log.addHandler(handler)
     plezi_log.setLevel(logging.INFO)
 
@@ -51,7 +53,9 @@ class _InlineFallbackExecutor(concurrent.futures.ThreadPoolExecutor):
     failing; ``plezi.run()`` at the end of the script avoids the situation entirely.
     """
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
         try:
             return super().submit(fn, *args, **kwargs)
         except RuntimeError:
@@ -92,8 +96,9 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def run(app: Any, argv: Sequence[str] | None = None, *, inline_fallback: bool = False,
-        **options: Any) -> int:
+def run(
+    app: Any, argv: Sequence[str] | None = None, *, inline_fallback: bool = False, **options: Any
+) -> int:
     """Parse flags from ``argv`` (default ``sys.argv[1:]``), then serve ``app``."""
     setup_logging()
     try:
@@ -104,5 +109,3 @@ def run(app: Any, argv: Sequence[str] | None = None, *, inline_fallback: bool = 
         print(f"plezi: {exc}", file=sys.stderr)
         return 2
     return serve_config(app, config, inline_fallback=inline_fallback)
-
-

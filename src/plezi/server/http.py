@@ -5,12 +5,27 @@ Theory of operation
 One :class:`HttpProtocol` per TCP connection. httptools calls ``on_*`` as bytes arrive; a complete
 request goes to :meth:`plezi.app.App.handle`. Sync controllers answer inside the parser callback and
 the replies of one ``data_received`` call leave in one ``transport.write`` (pipelined requests
-get their answers in one packet). When a reply is a coroutine (an ``async`` controller method),
-later pipelined requests wait in ``_waiting`` so replies keep request order.
+get their answers in one packet).
+
+When a reply is a coroutine (an ``async`` controller method), ``_waiting`` becomes a queue: later
+pipelined requests wait there (and reading pauses, so a client cannot queue without bound) and
+are answered in order once the coroutine is done. Whatever else must come after those replies
+waits too: a WebSocket upgrade (``_upgrade_rest``) or the error answering a malformed request
+(``_deferred``). Replies therefore always leave in request order.
+
+A request that asks to close (``Connection: close``, HTTP/1.0 without keep-alive) is the last
+one read (``_no_more``); the connection closes once it is answered (``_close_after``), and bytes
+after it are ignored (RFC 9112 section 9.6).
 
 ``_state`` drives the timeouts the server's reaper enforces: IDLE (waiting for a request:
-keep-alive timeout), HEAD (reading the request head: slowloris timeout, 408), BODY (reading the
-body: no byte for ``header_timeout`` -> 408), BUSY (a handler is running: no timeout).
+keep-alive timeout, counted from the last reply or read), HEAD (reading the request head:
+slowloris timeout, 408), BODY (reading the body: no byte for ``header_timeout`` -> 408), BUSY (a
+handler is running: no timeout).
+
+The head size limit is checked twice, each count a lower bound of the real size so that neither
+refuses a head within the limit: httptools' callbacks give the exact size of the request line and
+of each complete header, and the raw bytes of reads that fall wholly inside one head catch a
+header that is dribbled in and never completes (httptools buffers a header value until its end).
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ..app import Upgrade, error_reply
+from ..app import Reply, Upgrade, error_reply
 from ..http.request import Request
 from ..protocol.handshake import handshake_response
 from .websocket import WebSocketConnection
@@ -36,6 +51,7 @@ log = logging.getLogger("plezi")
 access_log = logging.getLogger("plezi.access")
 
 IDLE, HEAD, BODY, BUSY = 0, 1, 2, 3
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _Limit(Exception):
@@ -53,14 +69,20 @@ class HttpProtocol(asyncio.Protocol):
         "_body",
         "_body_size",
         "_close_after",
+        "_completed",
+        "_deferred",
+        "_head_raw",
         "_head_size",
         "_headers",
         "_last",
+        "_no_more",
         "_out",
         "_parser",
+        "_paused",
         "_started",
         "_state",
         "_upgrade",
+        "_upgrade_rest",
         "_url",
         "_waiting",
         "client",
@@ -77,11 +99,21 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._body_size = 0
+        #: Bytes of the current head seen by the callbacks, and in reads wholly inside it.
         self._head_size = 0
+        self._head_raw = 0
+        #: Requests completed on this connection (tells whether a read spans two messages).
+        self._completed = 0
         self._out: list[bytes] = []
+        #: Requests waiting for an ``async`` reply ahead of them (``None``: no reply pending).
         self._waiting: deque[Request] | None = None
+        #: What follows the pending replies: an error reply, or the rest of an upgrade.
+        self._deferred: bytes | None = None
         self._upgrade: Request | None = None
+        self._upgrade_rest: bytes | None = None
+        self._no_more = False
         self._close_after = False
+        self._paused = False
         self._last = server.now
         self._started = server.now
         self.client: tuple[str, int] | None = None
@@ -101,12 +133,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last = self.server.now
-        before = self._state
+        if self._no_more:
+            return  # after a request that closes the connection, nothing more is read
+        completed = self._completed
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._flush()
-            self._begin_upgrade(data[exc.args[0] :])
+            self._upgrade_ready(data[exc.args[0] :])
             return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -117,13 +151,15 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(500, "Internal Server Error")
             return
         except httptools.HttpParserError as exc:
-            self._fail(400, f"Bad Request: {exc}")
+            if self._no_more:  # bytes after a request that closes the connection: ignored
+                self._flush()
+            else:
+                self._fail(400, f"Bad Request: {exc}")
             return
-        if self._state == HEAD and before == HEAD:
-            # The head arrives slowly over several reads: count raw bytes too, since httptools
-            # holds a header value until it is complete.
-            self._head_size += len(data)
-            if self._head_size > self.server.limits.max_header_size:
+        if self._state == HEAD and self._completed == completed:
+            # This whole read belongs to a head that is still incomplete.
+            self._head_raw += len(data)
+            if self._head_raw > self.server.limits.max_header_size:
                 self._fail(431, "Request Header Fields Too Large")
                 return
         self._flush()
@@ -138,6 +174,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._head_size = 0
+        self._head_raw = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -153,15 +190,42 @@ class HttpProtocol(asyncio.Protocol):
         text = value.decode("latin-1")
         headers = self._headers
         if key in headers:
+            if key == "host":  # RFC 9112 3.2: which one would a proxy in front have used?
+                raise _Limit(400, "Bad Request: more than one Host header")
             text = headers[key] + ("; " if key == "cookie" else ", ") + text
         headers[key] = text
 
     def on_headers_complete(self) -> None:
         self._state = BODY
-        self._head_size = 0
-        length = self._headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.server.limits.max_body_size:
-            raise _Limit(413, "Content Too Large")
+        version = self._parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Limit(505, f"HTTP Version Not Supported: HTTP/{version}")
+        headers = self._headers
+        length = headers.get("content-length")
+        if (
+            length is not None
+            and length.isdigit()
+            and int(length) > self.server.limits.max_body_size
+        ):
+            raise _Limit(413, "Content Too Large")  # before the client sends the body
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            # RFC 9112 section 6: without "chunked" last the body has no reliable length (400);
+            # httptools accepts "gzip, chunked" but hands over the body still gzipped, and a
+            # coding the server does not decode is refused (501).
+            if coding.rpartition(",")[2].strip().lower() != "chunked":
+                raise _Limit(400, f"Bad Request: Transfer-Encoding {coding[:40]!r}")
+            raise _Limit(501, f"Not Implemented: Transfer-Encoding {coding[:40]!r}")
+        if (
+            version == "1.1"
+            and self._waiting is None
+            and headers.get("expect", "").lower() == "100-continue"
+            and (length not in (None, "0") or "transfer-encoding" in headers)
+        ):
+            # The client waits for this before sending the body (curl waits a second without
+            # it). Queued after any earlier reply, so it never jumps ahead of one; behind an
+            # async reply it is left out and the client sends the body after its own delay.
+            self._out.append(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -170,12 +234,18 @@ class HttpProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._completed += 1
         self._state = BUSY
         request = self._request()
         if self._parser.should_upgrade():
             self._upgrade = request
-        elif self._waiting is not None:
+            self._no_more = True  # the parser stops here; the upgrade decides what follows
+            return
+        if not request.keep_alive:
+            self._no_more = True
+        if self._waiting is not None:
             self._waiting.append(request)
+            self._pause()  # PERF/safety: one read's worth of requests queued at most
         else:
             self._handle(request)
 
@@ -183,9 +253,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _request(self) -> Request:
         url = self._url.decode("latin-1")
-        path, sep, query = url.partition("?")
-        if "#" in query:
-            query = query.partition("#")[0]
+        target = url if url[:1] == "/" else _origin_form(url)
+        if "#" in target:
+            target = target.partition("#")[0]
+        path, _, query = target.partition("?")
         body = self._body
         parser = self._parser
         return Request(
@@ -202,40 +273,66 @@ class HttpProtocol(asyncio.Protocol):
 
     def _handle(self, request: Request) -> None:
         reply = self.server.app.handle(request)
-        if type(reply) is bytes:
+        # PERF: `type(...) is bytes` first: the common sync reply costs one identity check.
+        if type(reply) is bytes or isinstance(reply, Upgrade):
             self._answer(request, reply)
-        elif isinstance(reply, Upgrade):
-            # Only reachable for a request httptools did not flag as an upgrade.
-            self._answer(request, error_reply(400, "Bad Request", keep_alive=False))
         else:
             self._waiting = deque()
             self.server.spawn(self._handle_async(request, reply))
 
     async def _handle_async(self, request: Request, pending: Any) -> None:
+        """Await an ``async`` reply, then answer the requests queued behind it, in order."""
         reply = await pending
-        if self.transport.is_closing():
-            return
-        self._answer(request, reply)
-        self._flush()
-        waiting = self._waiting
-        while waiting and not self._close_after:
-            request = waiting.popleft()
-            reply = self.server.app.handle(request)
-            if type(reply) is not bytes:
-                reply = await reply
+        while True:
+            if self.transport.is_closing():
+                return
             self._answer(request, reply)
             self._flush()
+            waiting = self._waiting
+            if not waiting or self._close_after:
+                break
+            request = waiting.popleft()
+            reply = self.server.app.handle(request)
+            if not isinstance(reply, bytes | Upgrade):
+                reply = await reply
         self._waiting = None
+        self._drained()
 
-    def _answer(self, request: Request, reply: bytes) -> None:
+    def _drained(self) -> None:
+        """The pending replies are sent: do what had to wait for them."""
+        deferred, self._deferred = self._deferred, None
+        rest, self._upgrade_rest = self._upgrade_rest, None
+        if self._close_after:
+            self.transport.close()
+        elif deferred is not None:
+            self.transport.write(deferred)
+            self.transport.close()
+        elif rest is not None:
+            self._begin_upgrade(rest)
+        else:
+            self._resume()
+
+    def _answer(self, request: Request, reply: Reply) -> None:
+        if not isinstance(reply, bytes):
+            # An Upgrade for a request httptools did not flag as one: refuse rather than guess.
+            request.keep_alive = False
+            reply = error_reply(400, "Bad Request", keep_alive=False)
         self._out.append(reply)
         if self.server.config.verbose:
-            access_log.info('%s "%s %s HTTP/%s" %s %d', self.client[0] if self.client else "-",
-                            request.method, request.url, request.http_version, reply[9:12].decode(),
-                            len(reply))
+            access_log.info(
+                '%s "%s %s HTTP/%s" %s %d',
+                self.client[0] if self.client else "-",
+                request.method,
+                request.url,
+                request.http_version,
+                reply[9:12].decode(),
+                len(reply),
+            )
         if not request.keep_alive:
             self._close_after = True
-        self._state = IDLE
+        self._last = self.server.now  # the keep-alive timeout counts from the reply
+        if self._state == BUSY and not self._waiting:
+            self._state = IDLE  # (HEAD or BODY: the next pipelined request is arriving)
 
     def _flush(self) -> None:
         out = self._out
@@ -246,14 +343,40 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _fail(self, status: int, message: str) -> None:
+        """Refuse the request being read with ``status``, after the replies still owed."""
         peer = self.client[0] if self.client else "-"
         log.info("%s: %d %s", peer, status, message)
-        self._flush()
-        self.transport.write(error_reply(status, message.split(":")[0], keep_alive=False))
-        self.transport.close()
+        self._no_more = True
+        reply = error_reply(status, message.split(":")[0], keep_alive=False)
+        if self._waiting is not None:
+            self._deferred = reply
+            self._state = BUSY
+            self._pause()
+            return
         self._state = IDLE
+        self._flush()
+        if not self.transport.is_closing():
+            self.transport.write(reply)
+            self.transport.close()
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and not self.transport.is_closing():
+            self._paused = False
+            self.transport.resume_reading()
 
     # -- WebSocket upgrade ------------------------------------------------------------------
+
+    def _upgrade_ready(self, rest: bytes) -> None:
+        if self._waiting is not None:  # replies to earlier requests first
+            self._upgrade_rest = rest
+            self._pause()
+        else:
+            self._begin_upgrade(rest)
 
     def _begin_upgrade(self, rest: bytes) -> None:
         request, self._upgrade = self._upgrade, None
@@ -264,16 +387,15 @@ class HttpProtocol(asyncio.Protocol):
         if isinstance(reply, bytes | Upgrade):
             self._finish_upgrade(request, reply, rest)
             return
-        self.transport.pause_reading()
+        self._pause()
         self.server.spawn(self._upgrade_async(request, reply, rest))
 
     async def _upgrade_async(self, request: Request, pending: Any, rest: bytes) -> None:
         reply = await pending
         if not self.transport.is_closing():
-            self.transport.resume_reading()
             self._finish_upgrade(request, reply, rest)
 
-    def _finish_upgrade(self, request: Request, reply: bytes | Upgrade, rest: bytes) -> None:
+    def _finish_upgrade(self, request: Request, reply: Reply, rest: bytes) -> None:
         if isinstance(reply, bytes):
             # Refused (or not a WebSocket route): the parser cannot go on after an upgrade.
             request.keep_alive = False
@@ -290,11 +412,22 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(error_reply(503, "Service Unavailable", keep_alive=False))
             self.transport.close()
             return
-        self.transport.write(handshake_response(reply.key, headers))
+        try:
+            handshake = handshake_response(reply.key, headers)
+        except ValueError as exc:  # e.g. a CR/LF in a header pre_connect set
+            log.error("cannot accept the WebSocket for %s: %s", request.path, exc)
+            self.transport.write(error_reply(500, "Internal Server Error", keep_alive=False))
+            self.transport.close()
+            return
+        self.transport.write(handshake)
         if self.server.config.verbose:
-            access_log.info('%s "GET %s HTTP/1.1" 101 WebSocket', self.client[0] if self.client
-                            else "-", request.url)
+            access_log.info(
+                '%s "GET %s HTTP/1.1" 101 WebSocket',
+                self.client[0] if self.client else "-",
+                request.url,
+            )
         self.server.connections.discard(self)
+        self._resume()
         conn = WebSocketConnection(self.server, self.transport, reply.controller, reply.route)
         self.transport.set_protocol(conn)
         conn.start(rest)
@@ -307,6 +440,10 @@ class HttpProtocol(asyncio.Protocol):
         limits = self.server.limits
         if state == IDLE:
             if now - self._last > limits.keepalive_timeout:
+                log.debug(
+                    "%s: closing an idle keep-alive connection",
+                    self.client[0] if self.client else "-",
+                )
                 self.transport.close()
         elif state == HEAD:
             if now - self._started > limits.header_timeout:
@@ -316,7 +453,21 @@ class HttpProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Server shutdown: close now if idle, else after the current reply."""
-        if self._state == IDLE and not self._out:
+        if self._state == IDLE and not self._out and self._waiting is None:
             self.transport.close()
         else:
             self._close_after = True
+
+
+def _origin_form(url: str) -> str:
+    """The path and query of an absolute-form target: ``http://host/p?q`` -> ``/p?q``.
+
+    RFC 9112 section 3.2.2: a server must accept the absolute form (proxies send it). Any other
+    target (``*``, an authority) is returned as is and will not route.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return url
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    target = rest[cut:]
+    return target if target.startswith("/") else "/" + target

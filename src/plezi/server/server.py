@@ -27,6 +27,9 @@ __all__ = ["Server"]
 
 log = logging.getLogger("plezi")
 
+#: Seconds the shutdown waits for what it cut or cancelled to finish ending.
+_GRACE = 1.0
+
 
 class _Timed(Protocol):
     def check_timeout(self, now: float) -> None: ...
@@ -123,7 +126,7 @@ class Server:
         for conn in list(self.connections):
             try:
                 conn.check_timeout(now)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("error while checking a connection's timers")
         self._reaper = self._loop.call_later(self._tick_interval(), self._tick)
 
@@ -162,10 +165,13 @@ class Server:
 
     async def shutdown(self) -> None:
         """Stop accepting; ``on_shutdown`` and close 1001 for every WebSocket; wait up to
-        ``shutdown_timeout`` for connections to end; then cut the rest."""
+        ``shutdown_timeout`` for connections and running callbacks to end; then cut the remaining
+        connections and cancel the remaining callbacks (each given a short grace to finish)."""
         if self.shutting_down:
             return
         self.shutting_down = True
+        assert self._loop is not None
+        deadline = self._loop.time() + self.config.shutdown_timeout
         for server in self._servers:
             server.close()
         for sock in self.sockets:
@@ -177,26 +183,39 @@ class Server:
         for conn in list(self.connections):
             try:
                 conn.shutdown()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("error while shutting a connection down")
         self._flush_dirty()
-        await self._wait_for_connections(self.config.shutdown_timeout)
+        await self._wait_for_connections(deadline)
         if self.connections:
-            log.warning("shutdown: %d connection(s) did not close in time; cutting them",
-                        len(self.connections))
+            log.warning(
+                "shutdown: %d connection(s) did not close in time; cutting them",
+                len(self.connections),
+            )
             self._abort_all()
-            await self._wait_for_connections(1.0)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self.config.shutdown_timeout)
+            await self._wait_for_connections(self._loop.time() + _GRACE)
+        await self._finish_tasks(deadline)
         if self._reaper is not None:
             self._reaper.cancel()
         for server in self._servers:
             await server.wait_closed()
 
-    async def _wait_for_connections(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.connections and time.monotonic() < deadline:
+    async def _wait_for_connections(self, deadline: float) -> None:
+        assert self._loop is not None
+        while self.connections and self._loop.time() < deadline:
             await asyncio.sleep(0.02)
+
+    async def _finish_tasks(self, deadline: float) -> None:
+        """Wait for running callbacks until ``deadline``, then cancel the rest."""
+        loop = self._loop
+        assert loop is not None
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=deadline - loop.time())
+        if self._tasks:
+            log.warning("shutdown: cancelling %d callback(s) still running", len(self._tasks))
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.wait(list(self._tasks), timeout=_GRACE)
 
 
 def bind_socket(config: ServerConfig) -> socket.socket:

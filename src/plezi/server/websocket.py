@@ -9,6 +9,8 @@ to the sans-I/O :class:`~plezi.protocol.WebSocketReader`, which calls back ``on_
 When an ``async`` callback runs, a single task is started for it and every later event of this
 connection waits in ``_queue`` until the task has drained it; so callbacks never overlap and keep
 their order. ``_queue`` is ``None`` whenever no async callback is in flight (the fast path).
+A callback is async when it is declared ``async def`` or when it returns an awaitable (a sync
+wrapper, such as a decorator, around an ``async def``).
 
 *Corking.* Frames written while bytes are being parsed are collected and written in one
 ``transport.write`` when ``data_received`` returns; frames written from anywhere else (another
@@ -17,12 +19,27 @@ iteration by the server's flush. Either way: one system call per connection per 
 
 *Flow control.* Past ``write_high_water`` queued bytes the transport calls ``pause_writing``:
 reading from the client pauses (back-pressure) and ``on_drained`` is armed. Past
-``max_outgoing_buffer`` the client is a slow consumer and is disconnected, with a log line.
+``max_outgoing_buffer`` the client is a slow consumer and is disconnected, with a log line: when a
+flush leaves more than that in the transport, or when a frame is queued while more than that is
+already queued (our list plus the transport's buffer), so a connection never holds more than the
+cap plus one message, even when one callback writes a flood without yielding. The full count is
+only taken when it can exceed the cap (the transport is paused, or our own list alone is within
+``write_high_water`` of the cap); the usual write costs one comparison.
+
+*Liveness.* Any byte from the peer stamps ``_last`` with the reaper's clock. After
+``ping_interval`` of silence the reaper sends a ping; no byte within ``ping_timeout`` -> close 1011
+and abort. While reading is paused by us (back-pressure, or a backlog behind an async callback),
+the peer cannot answer; then the bytes it reads from our queue count as its sign of life.
+
+*Closing.* ``state`` is OPEN, then CLOSING once a close frame was queued or the transport was
+told to close (``_closing_at`` stamps when; the reaper aborts after ``close_timeout``), then CLOSED
+in ``connection_lost``. Nothing is written once the transport is closing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import os
@@ -57,12 +74,16 @@ class WebSocketConnection(asyncio.Protocol):
     """The server side of one WebSocket connection (see the module docstring)."""
 
     __slots__ = (
+        "_check_above",
         "_closing_at",
+        "_drained",
+        "_flushed",
         "_in_feed",
         "_last",
         "_msg_async",
         "_on_message",
         "_out",
+        "_out_size",
         "_ping_at",
         "_queue",
         "_read_paused",
@@ -90,11 +111,20 @@ class WebSocketConnection(asyncio.Protocol):
         self.state = OPEN
         self.reader = WebSocketReader(self, max_message_size=server.limits.max_message_size)
         self._out: list[bytes] = []
+        #: Bytes in ``_out``.
+        self._out_size = 0
+        limits = server.limits
+        #: Past this many bytes in ``_out`` the total may exceed the cap (see the docstring).
+        self._check_above = limits.max_outgoing_buffer - limits.write_high_water
         self._in_feed = False
         self._queue: deque[tuple[Callable[..., Any], Any, bool]] | None = None
         self._last = server.now
         self._ping_at = 0.0
         self._closing_at = 0.0
+        #: Bytes handed to the transport so far, and how many of them it had passed on to the
+        #: kernel at the last reaper tick (progress of a client we stopped reading from).
+        self._flushed = 0
+        self._drained = 0
         self._read_paused = False
         self._write_paused = False
         self._serial = next(_counter)
@@ -127,10 +157,9 @@ class WebSocketConnection(asyncio.Protocol):
     @property
     def pending(self) -> int:
         """Bytes queued for the client and not yet handed to the kernel."""
-        queued = sum(len(b) for b in self._out)
         if self.state == CLOSED:
-            return queued
-        return queued + self.transport.get_write_buffer_size()
+            return self._out_size
+        return self._out_size + self.transport.get_write_buffer_size()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -148,6 +177,7 @@ class WebSocketConnection(asyncio.Protocol):
         first = self.state != CLOSED
         self.state = CLOSED
         self._out.clear()
+        self._out_size = 0
         self.server.connections.discard(self)
         if first:
             self._callback("on_close")
@@ -168,19 +198,32 @@ class WebSocketConnection(asyncio.Protocol):
     # -- writing ----------------------------------------------------------------------------
 
     def send(self, data: str | bytes | bytearray | memoryview) -> bool:
-        """Queue one message: ``str`` as text, bytes-like as binary. ``False`` once closing."""
+        """Queue one message: ``str`` as text, bytes-like as binary. ``False`` once closing.
+
+        Any other type raises ``TypeError`` (nothing is sent, the connection stays open)."""
         if self.state != OPEN:
             return False
         # PERF: exact type check first; str is by far the most common payload.
-        self.queue_frame(text_frame(data) if type(data) is str else _binary(data))
+        self.queue_frame(text_frame(data) if type(data) is str else _frame_of(data))
         return True
 
     def queue_frame(self, frame: bytes) -> None:
-        """Queue an already framed message (the pub/sub path: framed once, written to many)."""
+        """Queue an already framed message (the pub/sub path: framed once, written to many).
+
+        Dropped when the connection is past its outgoing buffer cap (it is then disconnected)
+        or already closed."""
+        # PERF: the exact count (a transport call) only when the total may be over the cap:
+        # unpaused, the transport holds at most ``write_high_water``.
+        if self._write_paused or self._out_size > self._check_above:
+            if self._over_limit(self._out_size):
+                return
+        elif self.state == CLOSED:
+            return
         out = self._out
         if not out and not self._in_feed:
             self.server.mark_dirty(self)
         out.append(frame)
+        self._out_size += len(frame)
 
     def flush(self) -> None:
         """Hand everything queued to the transport in one write."""
@@ -189,21 +232,33 @@ class WebSocketConnection(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        if self.state == CLOSED:
+        self._out_size = 0
+        transport = self.transport
+        if self.state == CLOSED or transport.is_closing():
             return
-        self.transport.write(data)
+        transport.write(data)
+        self._flushed += len(data)
         if self._write_paused:
-            self._check_slow_consumer()
+            self._over_limit(0)
 
-    def _check_slow_consumer(self) -> None:
-        size = self.transport.get_write_buffer_size()
+    def _over_limit(self, extra: int) -> bool:
+        """Disconnect a slow consumer: ``True`` when ``extra`` bytes plus the transport's buffer
+        exceed ``max_outgoing_buffer`` (the connection is then aborted, with a log line)."""
+        if self.state == CLOSED:
+            return True
+        size = extra + self.transport.get_write_buffer_size()
         limit = self.server.limits.max_outgoing_buffer
-        if size > limit:
+        if size <= limit:
+            return False
+        if not self.transport.is_closing():
             log.warning(
-                "WebSocket %s: %d bytes queued (limit %d): the client is not reading; disconnecting",
-                self.id, size, limit,
+                "WebSocket %s: %d bytes queued (limit %d): the client is not reading; dropping it",
+                self.id,
+                size,
+                limit,
             )
-            self.abort()
+        self.abort()
+        return True
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -219,7 +274,9 @@ class WebSocketConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection at once (no closing handshake)."""
         self._out.clear()
+        self._out_size = 0
         if self.state != CLOSED:
+            self.state = CLOSING
             self.transport.abort()
 
     def shutdown(self) -> None:
@@ -243,18 +300,37 @@ class WebSocketConnection(asyncio.Protocol):
             return
         if self.state != OPEN or not limits.ping_interval:
             return
+        if self._read_paused:
+            self._check_progress(now)
         if self._ping_at:
-            if self._last > self._ping_at:
+            # ``_last`` is stamped with the reaper's clock, so a pong that arrived during the
+            # tick that sent the ping carries the same time as ``_ping_at``: hence ``>=``.
+            if self._last >= self._ping_at:
                 self._ping_at = 0.0
             elif now - self._ping_at > limits.ping_timeout:
-                log.info("WebSocket %s: no answer to ping in %.1fs; closing", self.id,
-                         limits.ping_timeout)
+                log.info(
+                    "WebSocket %s: no answer to ping in %.1fs; closing",
+                    self.id,
+                    limits.ping_timeout,
+                )
                 self.close(CloseCode.INTERNAL_ERROR, "ping timeout")
                 self.flush()
                 self.abort()
         elif now - self._last >= limits.ping_interval:
             self._ping_at = now
             self.queue_frame(ping_frame())
+
+    def _check_progress(self, now: float) -> None:
+        """Reading is paused by us, so the peer cannot show it is alive by sending (a pong would
+        wait unread): count its reading of what we queued as a sign of life instead, and a
+        backlog of our own async callbacks as no fault of its."""
+        if not self._write_paused:
+            self._last = now
+            return
+        drained = self._flushed - self.transport.get_write_buffer_size()
+        if drained > self._drained:
+            self._drained = drained
+            self._last = now
 
     # -- sans-I/O reader callbacks ----------------------------------------------------------
 
@@ -268,9 +344,14 @@ class WebSocketConnection(asyncio.Protocol):
             self._start_async(cb(data), "on_message")
         else:
             try:
-                cb(data)
-            except Exception:  # noqa: BLE001 - user code must not take the server down
+                result = cb(data)
+            except Exception:  # user code must not take the server down
                 log.exception("error in %s.on_message", type(self.handler).__name__)
+                return
+            # PERF: one comparison for a plain ``def``; a sync wrapper around an ``async def``
+            # (a decorator) returns an awaitable, which is awaited like a declared one.
+            if result is not None and inspect.isawaitable(result):
+                self._start_async(result, "on_message")
 
     def on_ws_ping(self, payload: bytes) -> None:
         if self.state == OPEN:
@@ -283,15 +364,20 @@ class WebSocketConnection(asyncio.Protocol):
         if self.state == OPEN:
             # Echo the peer's code, as RFC 6455 section 5.5.1 asks.
             self._out.append(close_frame(code) if code is not None else close_frame())
-        self.state = CLOSING
-        self.flush()
-        self.transport.close()
+        self._end()
 
     def on_ws_error(self, code: int, reason: str) -> None:
         log.info("WebSocket %s: %s; closing with %d", self.id, reason, code)
         if self.state == OPEN:
             self._out.append(close_frame(code))
-        self.state = CLOSING
+        self._end()
+
+    def _end(self) -> None:
+        """Flush what is queued (the close frame last) and close the transport once it is sent;
+        the reaper aborts it if that takes longer than ``close_timeout``."""
+        if self.state != CLOSED:
+            self.state = CLOSING
+            self._closing_at = self.server.now
         self.flush()
         self.transport.close()
 
@@ -308,10 +394,10 @@ class WebSocketConnection(asyncio.Protocol):
             return
         try:
             result = func() if arg is _NO_ARG else func(arg)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("error in %s.%s", type(self.handler).__name__, _name(func))
             return
-        if is_async:
+        if is_async or (result is not None and inspect.isawaitable(result)):
             self._start_async(result, _name(func))
 
     def _enqueue(self, func: Callable[..., Any], arg: Any, is_async: bool) -> None:
@@ -332,17 +418,28 @@ class WebSocketConnection(asyncio.Protocol):
         while True:
             try:
                 await awaitable
-            except Exception:  # noqa: BLE001
+            except asyncio.CancelledError:
+                # Only the server cancels this task: a shutdown whose time is up. The callback
+                # is abandoned; those queued behind it (``on_close``) still run.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                log.warning(
+                    "%s.%s was still running at the end of the shutdown; cancelled",
+                    type(self.handler).__name__,
+                    name,
+                )
+            except Exception:
                 log.exception("error in %s.%s", type(self.handler).__name__, name)
             self.flush()
             while queue:
                 func, arg, is_async = queue.popleft()
                 try:
                     result = func() if arg is _NO_ARG else func(arg)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("error in %s.%s", type(self.handler).__name__, _name(func))
                     continue
-                if is_async:
+                if is_async or (result is not None and inspect.isawaitable(result)):
                     awaitable, name = result, _name(func)
                     break
             else:
@@ -354,10 +451,14 @@ class WebSocketConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
 
-def _binary(data: bytes | bytearray | memoryview) -> bytes:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"write() takes str or bytes-like data, not {type(data).__name__}")
-    return binary_frame(data)
+def _frame_of(data: object) -> bytes:
+    """The frame for anything but an exact ``str``: a ``str`` subclass is text, bytes-like is
+    binary, anything else is a ``TypeError`` for the caller."""
+    if isinstance(data, str):
+        return text_frame(data)
+    if isinstance(data, bytes | bytearray | memoryview):
+        return binary_frame(data)
+    raise TypeError(f"write() takes str or bytes-like data, not {type(data).__name__}")
 
 
 def _name(func: Callable[..., Any]) -> str:
