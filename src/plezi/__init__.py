@@ -16,7 +16,7 @@ Run the script: the server starts when it ends (port 3000, ``$PORT`` or ``--port
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import autostart as _autostart
@@ -38,9 +38,14 @@ __all__ = [
     "ServerStartError",
     "app",
     "no_autostart",
+    "publish",
+    "pubsub_status",
     "route",
     "run",
+    "subscribe",
+    "unsubscribe",
     "url_for",
+    "write_to",
 ]
 
 __version__ = "0.1.0"
@@ -79,6 +84,55 @@ def run(argv: Sequence[str] | None = None, **options: Any) -> None:
     code = _run(app, argv, **options)
     if code:
         raise SystemExit(code)
+
+
+def publish(channel: str, message: Any) -> None:
+    """Publish ``message`` on ``channel`` to every subscriber, in every process the pub/sub
+    engine reaches (one process; all workers; every server on the same Redis).
+
+    ``str`` is sent as text, ``bytes`` as binary, ``dict``/``list`` as JSON text. Safe to call
+    from a controller, a callback, module level, a timer or another thread.
+    """
+    from .pubsub.hub import hub
+
+    hub.publish(channel, message)
+
+
+def subscribe(channel: str, handler: Callable[..., Any], *, pattern: bool = False) -> None:
+    """A connectionless subscription: call ``handler(message)`` (or
+    ``handler(channel, message)``) for every message on ``channel`` until :func:`unsubscribe`.
+
+    ``pattern=True`` makes ``channel`` a Redis glob pattern (``"chat.*"``). In a cluster every
+    worker process that ran this call has its own subscription.
+    """
+    from .pubsub.hub import hub
+
+    hub.subscribe(channel, handler, pattern=pattern)
+
+
+def unsubscribe(channel: str, handler: Callable[..., Any], *, pattern: bool = False) -> bool:
+    """Remove a connectionless subscription; ``False`` if there was none."""
+    from .pubsub.hub import hub
+
+    return hub.unsubscribe(channel, handler, pattern=pattern)
+
+
+def write_to(connection_id: str, message: Any) -> bool:
+    """Send ``message`` to one WebSocket connection by its ``id``, from any process.
+
+    Returns ``False`` when the connection lived in this process and is gone; for a connection
+    in another process the message is sent on its way and ``True`` is returned.
+    """
+    from .pubsub.hub import hub
+
+    return hub.write_to(connection_id, message)
+
+
+def pubsub_status() -> dict[str, object]:
+    """The pub/sub engine's state: engine name, whether it is connected, subscription counts."""
+    from .pubsub.hub import hub
+
+    return hub.status()
 
 
 def no_autostart() -> None:

@@ -91,6 +91,21 @@ class App:
         self.routes.append(route)
         return route
 
+    # -- lifecycle (called by the server) ---------------------------------------------------
+
+    async def startup(self, server: Any) -> None:
+        """The server is listening: bind pub/sub to its loop and start the engine."""
+        from .pubsub.hub import hub
+
+        await hub.attach(server)
+
+    async def cleanup(self, server: Any) -> None:
+        """The server has shut down: stop the pub/sub engine."""
+        from .pubsub.hub import hub
+
+        if hub.server is server:
+            await hub.detach()
+
     # -- requests ---------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Reply | Coroutine[Any, Any, Reply]:

@@ -34,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-p", "--port", type=int, help="TCP port (default: $PORT or 3000)")
     p.add_argument("-b", "--bind", help="address to bind, or a Unix socket path (default 0.0.0.0)")
+    p.add_argument(
+        "-w", "--workers", type=int, help="worker processes (default: $WEB_CONCURRENCY or 1)"
+    )
+    p.add_argument(
+        "--slow-consumer",
+        choices=("disconnect", "drop"),
+        dest="slow_consumer",
+        help="a client past --max-outgoing is disconnected (default) or its "
+        "messages are dropped until it catches up",
+    )
     p.add_argument("-v", "--verbose", action="store_true", default=None, help="log every request")
     p.add_argument(
         "--max-header",
@@ -103,6 +113,8 @@ def config_from_args(argv: Sequence[str], **overrides: Any) -> ServerConfig:
         raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
     limits = Limits(**{k: v for k, v in values.items() if k in _LIMIT_NAMES})
     server = {k: v for k, v in values.items() if k in _SERVER_NAMES}
+    if "workers" in server and server["workers"] < 1:
+        raise ConfigError("--workers must be at least 1")
     if "port" in server and not 0 <= server["port"] <= 65535:
         raise ConfigError(f"invalid port {server['port']}")
     return ServerConfig(limits=limits, **server)

@@ -39,6 +39,9 @@ class Limits:
     max_outgoing_buffer: int = 4 * MIB
     #: Bytes queued past which ``on_drained`` is armed and reading from the client pauses.
     write_high_water: int = 64 * KIB
+    #: What happens to a client past ``max_outgoing_buffer``: ``"disconnect"`` it, or ``"drop"``
+    #: the messages sent to it until it has caught up (each policy logs a line).
+    slow_consumer: str = "disconnect"
 
     def validate(self) -> None:
         """Raise :class:`plezi.ConfigError` when a limit is out of range."""
@@ -52,8 +55,15 @@ class Limits:
                 raise ConfigError(f"{name} must be a positive number of seconds")
         if self.ping_interval < 0:
             raise ConfigError("ping_interval must be >= 0 (0 disables pings)")
+        if self.slow_consumer not in ("disconnect", "drop"):
+            raise ConfigError("slow_consumer must be 'disconnect' or 'drop'")
         if self.write_high_water > self.max_outgoing_buffer:
             raise ConfigError("write_high_water must not exceed max_outgoing_buffer")
+
+
+def _default_workers() -> int:
+    value = os.environ.get("WEB_CONCURRENCY", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def _default_port() -> int:
@@ -68,6 +78,9 @@ class ServerConfig:
     port: int = field(default_factory=_default_port)
     #: An address to bind (``0.0.0.0``, ``::1`` ...) or a Unix socket path (contains ``/``).
     bind: str = "0.0.0.0"
+    #: Worker processes (``--workers``, ``$WEB_CONCURRENCY``); more than 1 starts a master
+    #: process that supervises them and relays pub/sub between them.
+    workers: int = field(default_factory=_default_workers)
     #: Log one line per request.
     verbose: bool = False
     #: Seconds graceful shutdown waits for connections to finish before cutting them.

@@ -7,7 +7,7 @@ directly works too and keeps type checkers informed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .http.cookies import format_delete_cookie, format_set_cookie
@@ -79,6 +79,7 @@ class Controller:
     _pl_response: Response | None
     _pl_cookies: Cookies | None
     _pl_conn: WebSocketConnection | None
+    _pl_subs: set[tuple[str, bool]] | None = None
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -172,6 +173,70 @@ class Controller:
         """This connection's id (``None`` outside a WebSocket connection)."""
         conn = self._pl_conn
         return conn.id if conn is not None else None
+
+    # -- pub/sub ----------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        channel: str,
+        handler: Callable[..., Any] | None = None,
+        *,
+        binary: bool = False,
+        pattern: bool = False,
+    ) -> None:
+        """Subscribe this connection to ``channel`` until it closes.
+
+        With no ``handler``, every message is sent straight to the client (text or binary as
+        published; ``binary=True`` forces binary frames). With a ``handler``, it is called as
+        ``handler(message)`` or ``handler(channel, message)`` instead, in this connection's
+        callback order. ``pattern=True`` makes ``channel`` a Redis glob (``"chat.*"``).
+        Subscribing again to the same channel replaces the earlier subscription.
+        """
+        from .pubsub.hub import _check_name, hub
+
+        conn = self._pl_conn
+        if conn is None:
+            raise RuntimeError(
+                "subscribe() needs a WebSocket connection; "
+                "use plezi.subscribe(channel, handler) for a connectionless subscription"
+            )
+        _check_name(channel)
+        if not conn.is_open:
+            return
+        registry = hub.registry
+        if handler is None:
+            registry.forward(channel, conn, binary=binary, pattern=pattern)
+        else:
+            registry.handle(channel, handler, owner=conn, pattern=pattern)
+        subs = self._pl_subs
+        if subs is None:
+            subs = self._pl_subs = set()
+            conn.add_cleanup(self._pl_unsubscribe_all)
+        subs.add((channel, pattern))
+
+    def unsubscribe(self, channel: str, *, pattern: bool = False) -> bool:
+        """End this connection's subscription to ``channel``; ``False`` if there was none."""
+        from .pubsub.hub import hub
+
+        subs = self._pl_subs
+        if not subs or (channel, pattern) not in subs:
+            return False
+        subs.discard((channel, pattern))
+        return hub.registry.remove(channel, self._pl_conn, pattern=pattern)
+
+    def _pl_unsubscribe_all(self) -> None:
+        from .pubsub.hub import hub
+
+        subs, self._pl_subs = self._pl_subs, None
+        for channel, pattern in subs or ():
+            hub.registry.remove(channel, self._pl_conn, pattern=pattern)
+
+    def publish(self, channel: str, message: Any) -> None:
+        """Publish ``message`` (str, bytes, dict or list) on ``channel`` (see
+        :func:`plezi.publish`)."""
+        from .pubsub.hub import hub
+
+        hub.publish(channel, message)
 
 
 def _controller_names() -> frozenset[str]:

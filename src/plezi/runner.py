@@ -6,14 +6,16 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .cli import config_from_args
 from .config import ServerConfig
 from .errors import PleziError
 from .server.server import Server, bind_socket
+from .supervisor import Supervisor, worker_settings
 
 __all__ = ["new_event_loop", "run", "serve_config"]
 
@@ -68,25 +70,55 @@ class _InlineFallbackExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = False) -> int:
-    """Bind, announce, serve until SIGINT/SIGTERM, shut down. Returns the exit code."""
+    """Serve in the mode the environment and ``config`` ask for: a worker of a cluster, the
+    master of ``config.workers`` workers, or a single process. Returns the exit code."""
+    worker = worker_settings()
+    if worker is not None:
+        return _serve_worker(app, config, *worker, inline_fallback=inline_fallback)
     try:
-        server = Server(app, config)
         sock = bind_socket(config)
+        server = Server(app, config) if config.workers == 1 else None
     except PleziError as exc:
         print(f"plezi: {exc}", file=sys.stderr)
         return 1
     where = config.bind if config.is_unix else _url(config.bind, sock.getsockname()[1])
-    log.info("listening on %s (pid %d); press Ctrl+C to stop", where, os.getpid())
+    mode = f"{config.workers} workers" if server is None else "1 process"
+    log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
+    if server is None:
+        code = _run_loop(Supervisor(config, sock, config.workers).run(), inline_fallback)
+    else:
+        code = _run_loop(server.serve(sock), inline_fallback)
+    log.info("stopped")
+    return code or 0
+
+
+def _serve_worker(
+    app: Any, config: ServerConfig, fd: int, index: int, relay: str, *, inline_fallback: bool
+) -> int:
+    """A worker of a cluster: serve the inherited socket, pub/sub through the master's relay."""
+    from .pubsub.cluster import ClusterEngine
+    from .pubsub.hub import hub
+
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    server = Server(app, config)
+    server.owns_socket_path = False
+    hub.use_engine(ClusterEngine(hub, relay, on_lost=server.request_shutdown))
+    log.info("worker %d ready (pid %d)", index, os.getpid())
+    code = _run_loop(server.serve(sock), inline_fallback)
+    return code or 0
+
+
+def _run_loop(main: Coroutine[Any, Any, Any], inline_fallback: bool) -> Any:
     loop = new_event_loop()
     if inline_fallback:
         loop.set_default_executor(_InlineFallbackExecutor())
     try:
-        loop.run_until_complete(server.serve(sock))
+        result = loop.run_until_complete(main)
         loop.run_until_complete(loop.shutdown_asyncgens())
+        return result
     finally:
         loop.close()
-    log.info("stopped")
-    return 0
 
 
 def _url(host: str, port: int) -> str:

@@ -48,7 +48,11 @@ class Server:
         #: activity with this attribute instead of calling a clock per read.
         self.now = time.monotonic()
         self.connections: set[_Timed] = set()
+        #: Open WebSocket connections by serial number (``write_to`` looks them up here).
+        self.websockets: dict[int, WebSocketConnection] = {}
         self.shutting_down = False
+        #: Remove a Unix socket's path at shutdown (a cluster worker leaves it to its master).
+        self.owns_socket_path = True
         self.sockets: list[socket.socket] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._dirty: list[WebSocketConnection] = []
@@ -101,6 +105,7 @@ class Server:
             )
         self._servers.append(server)
         self.sockets.append(sock)
+        await self.app.startup(self)
         self._tick()
 
     @property
@@ -175,7 +180,7 @@ class Server:
         for server in self._servers:
             server.close()
         for sock in self.sockets:
-            if sock.family == socket.AF_UNIX:
+            if sock.family == socket.AF_UNIX and self.owns_socket_path:
                 _unlink_quietly(sock.getsockname())
         count = len(self.connections)
         if count:
@@ -199,6 +204,10 @@ class Server:
             self._reaper.cancel()
         for server in self._servers:
             await server.wait_closed()
+        try:
+            await self.app.cleanup(self)
+        except Exception:
+            log.exception("error while stopping the application's services")
 
     async def _wait_for_connections(self, deadline: float) -> None:
         assert self._loop is not None

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from ..routes import ControllerRoute
     from .server import Server
 
-__all__ = ["WebSocketConnection"]
+__all__ = ["PROCESS_TOKEN", "WebSocketConnection"]
 
 log = logging.getLogger("plezi")
 
@@ -66,7 +66,7 @@ _QUEUE_PAUSE = 64
 _NO_ARG: Any = object()
 
 #: A per-process prefix that makes connection ids unique across processes and machines.
-_PROCESS_TOKEN = os.urandom(6).hex()
+PROCESS_TOKEN = os.urandom(6).hex()
 _counter = itertools.count(1)
 
 
@@ -75,8 +75,10 @@ class WebSocketConnection(asyncio.Protocol):
 
     __slots__ = (
         "_check_above",
+        "_cleanup",
         "_closing_at",
         "_drained",
+        "_dropping",
         "_flushed",
         "_in_feed",
         "_last",
@@ -128,6 +130,10 @@ class WebSocketConnection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._serial = next(_counter)
+        #: Functions to call when the connection is lost (pub/sub unsubscribes), or ``None``.
+        self._cleanup: list[Callable[[], object]] | None = None
+        #: The slow-consumer policy is "drop" and messages are being dropped right now.
+        self._dropping = False
         # PERF: bound once; a message costs one Python call into the user's method.
         self._on_message: Callable[[Any], Any] | None = getattr(handler, "on_message", None)
         self._msg_async = "on_message" in route.async_names
@@ -137,6 +143,7 @@ class WebSocketConnection(asyncio.Protocol):
     def start(self, initial: bytes) -> None:
         """Begin after the handshake: ``on_open``, then any bytes that came with the upgrade."""
         self.server.connections.add(self)
+        self.server.websockets[self._serial] = self
         limits = self.server.limits
         self.transport.set_write_buffer_limits(high=limits.write_high_water, low=0)
         self.handler._pl_conn = self
@@ -147,7 +154,7 @@ class WebSocketConnection(asyncio.Protocol):
     @property
     def id(self) -> str:
         """This connection's id, unique across processes and machines."""
-        return f"{_PROCESS_TOKEN}-{self._serial:x}"
+        return f"{PROCESS_TOKEN}-{self._serial:x}"
 
     @property
     def is_open(self) -> bool:
@@ -179,8 +186,26 @@ class WebSocketConnection(asyncio.Protocol):
         self._out.clear()
         self._out_size = 0
         self.server.connections.discard(self)
+        self.server.websockets.pop(self._serial, None)
+        cleanup, self._cleanup = self._cleanup, None
+        for func in cleanup or ():
+            try:
+                func()
+            except Exception:
+                log.exception("error while releasing a closed connection")
         if first:
             self._callback("on_close")
+
+    def add_cleanup(self, func: Callable[[], object]) -> None:
+        """Call ``func`` once the connection is lost (before ``on_close``)."""
+        if self._cleanup is None:
+            self._cleanup = []
+        self._cleanup.append(func)
+
+    def run_handler(self, handler: Any, message: Any) -> None:
+        """Run a pub/sub ``handler`` bound to this connection, in its callback order."""
+        if self.state != CLOSED:
+            self._enqueue_or_run(handler.call, message, handler.is_async)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -190,6 +215,9 @@ class WebSocketConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._dropping:
+            self._dropping = False
+            log.info("WebSocket %s: the client caught up; messages flow again", self.id)
         if self._read_paused and self._queue is None and self.state != CLOSED:
             self._read_paused = False
             self.transport.resume_reading()
@@ -215,7 +243,7 @@ class WebSocketConnection(asyncio.Protocol):
         # PERF: the exact count (a transport call) only when the total may be over the cap:
         # unpaused, the transport holds at most ``write_high_water``.
         if self._write_paused or self._out_size > self._check_above:
-            if self._over_limit(self._out_size):
+            if self._over_limit(self._out_size, queuing=True):
                 return
         elif self.state == CLOSED:
             return
@@ -239,17 +267,30 @@ class WebSocketConnection(asyncio.Protocol):
         transport.write(data)
         self._flushed += len(data)
         if self._write_paused:
-            self._over_limit(0)
+            self._over_limit(0, queuing=False)
 
-    def _over_limit(self, extra: int) -> bool:
-        """Disconnect a slow consumer: ``True`` when ``extra`` bytes plus the transport's buffer
-        exceed ``max_outgoing_buffer`` (the connection is then aborted, with a log line)."""
+    def _over_limit(self, extra: int, *, queuing: bool) -> bool:
+        """Handle a slow consumer: ``True`` when ``extra`` bytes plus the transport's buffer
+        exceed ``max_outgoing_buffer`` and the frame being queued must not be. The policy
+        (``Limits.slow_consumer``) disconnects the client, or drops frames until it catches up;
+        either way with a log line."""
         if self.state == CLOSED:
             return True
         size = extra + self.transport.get_write_buffer_size()
         limit = self.server.limits.max_outgoing_buffer
         if size <= limit:
             return False
+        if self.server.limits.slow_consumer == "drop":
+            if queuing and not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "WebSocket %s: %d bytes queued (limit %d): the client is not reading; "
+                    "dropping messages until it catches up",
+                    self.id,
+                    size,
+                    limit,
+                )
+            return queuing
         if not self.transport.is_closing():
             log.warning(
                 "WebSocket %s: %d bytes queued (limit %d): the client is not reading; dropping it",

@@ -1,0 +1,1 @@
+"""Pub/sub: local subscriptions, and engines that carry messages between processes."""

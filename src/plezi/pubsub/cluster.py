@@ -1,0 +1,236 @@
+"""The cluster engine: pub/sub between the worker processes of one machine, no Redis.
+
+Theory of operation
+-------------------
+The master process runs a :class:`Relay` on a Unix socket; every worker connects to it with a
+:class:`ClusterEngine`. A worker that publishes delivers the message to its own subscribers at once
+and sends one frame to the master; the master forwards the frame's bytes, unparsed, to every other
+worker, which delivers it locally. So each process receives each message once, and messages from
+one publisher keep their order everywhere.
+
+Wire format, one frame per message: ``!I`` length of the rest, ``!B`` flags (bit 0: text),
+``!H`` channel length, the UTF-8 channel, the payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .engine import Engine, Sink
+from .message import Message
+
+__all__ = ["ClusterEngine", "Relay", "decode_frames", "encode_frame"]
+
+log = logging.getLogger("plezi")
+
+_HEAD = struct.Struct("!IBH")
+_LEN = struct.Struct("!I")
+#: Frames a worker holds while it is not connected to the master, before dropping new ones.
+MAX_BACKLOG = 10_000
+#: Bytes the master queues for one worker that is not reading before it drops its messages.
+MAX_RELAY_BUFFER = 64 * 1024 * 1024
+
+
+def encode_frame(message: Message) -> bytes:
+    """One relay frame for ``message``."""
+    channel = message.channel.encode()
+    rest = 3 + len(channel) + len(message.payload)
+    return _HEAD.pack(rest, 1 if message.is_text else 0, len(channel)) + channel + message.payload
+
+
+def decode_frames(buffer: bytearray) -> list[Message]:
+    """Take every complete frame off the front of ``buffer``."""
+    messages: list[Message] = []
+    offset, size = 0, len(buffer)
+    while size - offset >= 4:
+        (length,) = _LEN.unpack_from(buffer, offset)
+        end = offset + 4 + length
+        if end > size:
+            break
+        _, flags, clen = _HEAD.unpack_from(buffer, offset)
+        start = offset + 7
+        channel = bytes(buffer[start : start + clen]).decode()
+        messages.append(Message(channel, bytes(buffer[start + clen : end]), bool(flags & 1)))
+        offset = end
+    del buffer[:offset]
+    return messages
+
+
+class _WorkerLink(asyncio.Protocol):
+    """A worker's end of the relay connection."""
+
+    def __init__(self, engine: ClusterEngine) -> None:
+        self.engine = engine
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        deliver = self.engine.sink.deliver
+        for message in decode_frames(self.buffer):
+            try:
+                deliver(message)
+            except Exception:
+                log.exception("error delivering a message from the cluster")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.engine.lost()
+
+
+class ClusterEngine(Engine):
+    """A worker's engine: local delivery plus the master relay (see the module docstring)."""
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        sink: Sink,
+        relay_path: str,
+        *,
+        on_lost: Callable[[], Any] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(sink)
+        self.relay_path = relay_path
+        self.on_lost = on_lost
+        self.connect_timeout = connect_timeout
+        self._link: _WorkerLink | None = None
+        self._backlog: deque[bytes] = deque()
+        self._dropped = 0
+        self._stopping = False
+
+    def publish(self, message: Message) -> None:
+        self.sink.deliver(message)
+        frame = encode_frame(message)
+        link = self._link
+        if link is not None and link.transport is not None:
+            link.transport.write(frame)
+        elif len(self._backlog) < MAX_BACKLOG:
+            self._backlog.append(frame)
+        else:
+            self._dropped += 1
+            if self._dropped == 1:
+                log.error("cluster relay unreachable: dropping messages for other workers")
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        while True:
+            try:
+                _, link = await loop.create_unix_connection(
+                    lambda: _WorkerLink(self), self.relay_path
+                )
+                break
+            except OSError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        self._link = link
+        while self._backlog and link.transport is not None:
+            link.transport.write(self._backlog.popleft())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        link, self._link = self._link, None
+        if link is not None and link.transport is not None:
+            link.transport.close()
+
+    def lost(self) -> None:
+        """The master went away."""
+        self._link = None
+        if not self._stopping:
+            log.error("lost the connection to the cluster master; shutting down")
+            if self.on_lost is not None:
+                self.on_lost()
+
+    def status(self) -> dict[str, object]:
+        link = self._link
+        return {
+            "engine": self.name,
+            "connected": link is not None and link.transport is not None,
+            "dropped": self._dropped,
+        }
+
+
+class _MasterLink(asyncio.Protocol):
+    """The master's end of one worker's relay connection: forwards frames, never parses them."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.dropping = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.relay.links.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        # PERF: only frame lengths are read; whole frames are forwarded as one slice.
+        offset, size = 0, len(buffer)
+        while size - offset >= 4:
+            (length,) = _LEN.unpack_from(buffer, offset)
+            if offset + 4 + length > size:
+                break
+            offset += 4 + length
+        if offset:
+            chunk = bytes(buffer[:offset])
+            del buffer[:offset]
+            self.relay.forward(self, chunk)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.links.discard(self)
+        self.transport = None
+
+    def write(self, chunk: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() > MAX_RELAY_BUFFER:
+            if not self.dropping:
+                self.dropping = True
+                log.error("a worker is not reading cluster messages; dropping its messages")
+            return
+        self.dropping = False
+        transport.write(chunk)
+
+
+class Relay:
+    """The master's relay server (see the module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.links: set[_MasterLink] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Listen on the Unix socket ``path``."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _MasterLink(self), self.path)
+
+    def forward(self, origin: _MasterLink, chunk: bytes) -> None:
+        """Send ``chunk`` (whole frames) to every worker but ``origin``."""
+        for link in self.links:
+            if link is not origin:
+                link.write(chunk)
+
+    async def stop(self) -> None:
+        """Stop listening and close every link."""
+        if self._server is not None:
+            self._server.close()
+        for link in list(self.links):
+            if link.transport is not None:
+                link.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,58 @@
+"""Engines: how a published message reaches the other processes (or not)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .message import Message
+
+__all__ = ["Engine", "MemoryEngine", "Sink"]
+
+
+class Sink(Protocol):
+    """What an engine hands incoming messages to (the :class:`~plezi.pubsub.hub.Hub`)."""
+
+    def deliver(self, message: Message) -> None: ...
+
+
+class Engine:
+    """The in-process engine's interface; other engines extend it.
+
+    ``publish`` must deliver each message exactly once to every subscriber in every process the
+    engine reaches, this one included.
+    """
+
+    name = "base"
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def publish(self, message: Message) -> None:
+        """Send ``message`` to every process (this one included)."""
+        raise NotImplementedError
+
+    def subscribed(self, name: str, pattern: bool) -> None:
+        """This process now has a subscriber for ``name`` (engines that filter upstream)."""
+
+    def unsubscribed(self, name: str, pattern: bool) -> None:
+        """This process has no subscriber left for ``name``."""
+
+    async def start(self) -> None:
+        """Connect (called on the server's loop when it starts)."""
+
+    async def stop(self) -> None:
+        """Disconnect (called during shutdown, after connections closed)."""
+
+    def status(self) -> dict[str, object]:
+        """A description of the engine's state for ``plezi.pubsub_status()``."""
+        return {"engine": self.name, "connected": True}
+
+
+class MemoryEngine(Engine):
+    """One process: a published message goes straight to the local subscribers."""
+
+    name = "memory"
+
+    def publish(self, message: Message) -> None:
+        self.sink.deliver(message)

@@ -1,0 +1,75 @@
+"""A published message, encoded once per process and framed at most twice (text, binary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
+
+__all__ = ["Message", "encode_payload"]
+
+
+def encode_payload(data: Any) -> tuple[bytes, bool]:
+    """``(payload, is_text)`` for what :func:`plezi.publish` accepts.
+
+    ``str`` -> UTF-8 text; bytes-like -> binary; ``dict``/``list`` -> JSON text.
+    """
+    if isinstance(data, str):
+        return data.encode(), True
+    if isinstance(data, bytes):
+        return data, False
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data), False
+    if isinstance(data, dict | list):
+        return orjson.dumps(data), True
+    raise TypeError(f"cannot publish {type(data).__name__}: use str, bytes, dict or list")
+
+
+class Message:
+    """One published message as this process sees it.
+
+    PERF: the WebSocket frame is built on first use and cached, so a message published to a
+    thousand subscribers is framed once and the same ``bytes`` object is written to each.
+    """
+
+    __slots__ = ("_binary_frame", "_text_frame", "_value", "channel", "is_text", "payload")
+
+    def __init__(self, channel: str, payload: bytes, is_text: bool) -> None:
+        self.channel = channel
+        self.payload = payload
+        self.is_text = is_text
+        self._text_frame: bytes | None = None
+        self._binary_frame: bytes | None = None
+        self._value: str | bytes | None = None
+
+    @classmethod
+    def of(cls, channel: str, data: Any) -> Message:
+        """A message from any publishable value."""
+        payload, is_text = encode_payload(data)
+        return cls(channel, payload, is_text)
+
+    @property
+    def value(self) -> str | bytes:
+        """``str`` for a text message, ``bytes`` for a binary one (what handlers receive)."""
+        value = self._value
+        if value is None:
+            value = self._value = self.payload.decode() if self.is_text else self.payload
+        return value
+
+    def frame(self, force_binary: bool = False) -> bytes:
+        """The server-to-client frame: text or binary as published, or binary when forced."""
+        if self.is_text and not force_binary:
+            frame = self._text_frame
+            if frame is None:
+                frame = self._text_frame = encode_frame(OP_TEXT, self.payload)
+            return frame
+        frame = self._binary_frame
+        if frame is None:
+            frame = self._binary_frame = encode_frame(OP_BINARY, self.payload)
+        return frame
+
+    def __repr__(self) -> str:
+        kind = "text" if self.is_text else "binary"
+        return f"<Message {self.channel!r} {kind} {len(self.payload)} bytes>"

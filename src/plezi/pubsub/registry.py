@@ -1,0 +1,205 @@
+"""The subscriptions of one process: channel or pattern -> subscribers.
+
+Theory of operation
+-------------------
+A subscriber is either a WebSocket connection that forwards messages to its client (as published,
+or forced binary), a handler bound to a connection (runs in that connection's callback order and
+dies with it), or a connectionless handler (lives until unsubscribed). One connection has at most
+one subscription per channel: subscribing again replaces it.
+
+The registry tells its engine when a channel or pattern gets its first local subscriber and when
+it loses its last one, so that engines which talk to other processes (the cluster master, Redis)
+subscribe upstream once per process, whatever the number of local subscribers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .message import Message
+from .patterns import compile_glob
+
+__all__ = ["Handler", "Registry", "Subscriber"]
+
+log = logging.getLogger("plezi")
+
+
+class Subscriber(Protocol):
+    """What the registry needs from a WebSocket connection."""
+
+    def queue_frame(self, frame: bytes) -> None: ...
+    def run_handler(self, handler: Handler, message: Message) -> None: ...
+
+
+class Handler:
+    """A handler subscription: the function, how to call it, and who owns it."""
+
+    __slots__ = ("func", "is_async", "owner", "with_channel")
+
+    def __init__(self, func: Callable[..., Any], owner: Subscriber | None) -> None:
+        self.func = func
+        self.owner = owner
+        self.is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            getattr(func, "__call__", None)  # noqa: B004 - callable objects with async __call__
+        )
+        self.with_channel = _takes_two(func)
+
+    def call(self, message: Message) -> Any:
+        """Call the handler: ``func(channel, message)`` or ``func(message)``."""
+        if self.with_channel:
+            return self.func(message.channel, message.value)
+        return self.func(message.value)
+
+
+def _takes_two(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+class _Topic:
+    """Subscribers of one channel or one pattern."""
+
+    __slots__ = ("forward", "forward_binary", "handlers", "match")
+
+    def __init__(self, match: Callable[[str], object] | None = None) -> None:
+        self.forward: dict[Subscriber, None] = {}
+        self.forward_binary: dict[Subscriber, None] = {}
+        self.handlers: dict[object, Handler] = {}
+        self.match = match
+
+    def __bool__(self) -> bool:
+        return bool(self.forward or self.forward_binary or self.handlers)
+
+    def discard(self, key: object) -> None:
+        self.forward.pop(key, None)  # type: ignore[call-overload]
+        self.forward_binary.pop(key, None)  # type: ignore[call-overload]
+        self.handlers.pop(key, None)
+
+
+Hook = Callable[[str, bool], None]
+
+
+def _nothing(name: str, pattern: bool) -> None:
+    pass
+
+
+class Registry:
+    """Local subscriptions and local delivery (see the module docstring)."""
+
+    def __init__(self, on_first: Hook = _nothing, on_last: Hook = _nothing) -> None:
+        self._channels: dict[str, _Topic] = {}
+        self._patterns: dict[str, _Topic] = {}
+        #: Called with (name, is_pattern) when a channel/pattern gains its first subscriber.
+        self.on_first = on_first
+        #: Called with (name, is_pattern) when a channel/pattern loses its last subscriber.
+        self.on_last = on_last
+        #: Called with (handler, message) to run a connectionless handler.
+        self.run_free_handler: Callable[[Handler, Message], None] = _run_inline
+
+    # -- subscribing ------------------------------------------------------------------------
+
+    def _topic(self, name: str, pattern: bool) -> _Topic:
+        table = self._patterns if pattern else self._channels
+        topic = table.get(name)
+        if topic is None:
+            topic = table[name] = _Topic(compile_glob(name) if pattern else None)
+            self.on_first(name, pattern)
+        return topic
+
+    def forward(
+        self, name: str, conn: Subscriber, *, binary: bool = False, pattern: bool = False
+    ) -> None:
+        """Send every message on ``name`` straight to ``conn``'s client."""
+        topic = self._topic(name, pattern)
+        topic.discard(conn)
+        (topic.forward_binary if binary else topic.forward)[conn] = None
+
+    def handle(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        *,
+        owner: Subscriber | None = None,
+        pattern: bool = False,
+    ) -> None:
+        """Call ``func`` for every message on ``name`` (bound to ``owner`` when given)."""
+        topic = self._topic(name, pattern)
+        key: object = owner if owner is not None else func
+        topic.discard(key)
+        topic.handlers[key] = Handler(func, owner)
+
+    def remove(self, name: str, key: object, *, pattern: bool = False) -> bool:
+        """Remove ``key``'s (a connection's, or a connectionless handler's) subscription."""
+        table = self._patterns if pattern else self._channels
+        topic = table.get(name)
+        if topic is None:
+            return False
+        before = len(topic.forward) + len(topic.forward_binary) + len(topic.handlers)
+        topic.discard(key)
+        removed = before != len(topic.forward) + len(topic.forward_binary) + len(topic.handlers)
+        if not topic:
+            del table[name]
+            self.on_last(name, pattern)
+        return removed
+
+    def names(self) -> tuple[list[str], list[str]]:
+        """The channels and patterns with at least one local subscriber."""
+        return list(self._channels), list(self._patterns)
+
+    def count(self, name: str, *, pattern: bool = False) -> int:
+        """How many local subscribers ``name`` has."""
+        topic = (self._patterns if pattern else self._channels).get(name)
+        if topic is None:
+            return 0
+        return len(topic.forward) + len(topic.forward_binary) + len(topic.handlers)
+
+    # -- delivering -------------------------------------------------------------------------
+
+    def deliver(self, message: Message) -> int:
+        """Deliver ``message`` to every local subscriber; returns how many there were."""
+        delivered = 0
+        topic = self._channels.get(message.channel)
+        if topic is not None:
+            delivered += self._deliver(topic, message)
+        if self._patterns:
+            channel = message.channel
+            for topic in list(self._patterns.values()):
+                if topic.match is not None and topic.match(channel):
+                    delivered += self._deliver(topic, message)
+        return delivered
+
+    def _deliver(self, topic: _Topic, message: Message) -> int:
+        # PERF: framed once, the same bytes queued on every connection; queueing never runs
+        # user code, so the dicts cannot change under the loops.
+        forward = topic.forward
+        if forward:
+            frame = message.frame()
+            for conn in forward:
+                conn.queue_frame(frame)
+        forward_binary = topic.forward_binary
+        if forward_binary:
+            frame = message.frame(True)
+            for conn in forward_binary:
+                conn.queue_frame(frame)
+        handlers = topic.handlers
+        if handlers:
+            for handler in list(handlers.values()):
+                if handler.owner is not None:
+                    handler.owner.run_handler(handler, message)
+                else:
+                    self.run_free_handler(handler, message)
+        return len(forward) + len(forward_binary) + len(handlers)
+
+
+def _run_inline(handler: Handler, message: Message) -> None:
+    try:
+        handler.call(message)
+    except Exception:
+        log.exception("error in pub/sub handler %r", handler.func)
