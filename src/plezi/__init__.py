@@ -54,8 +54,9 @@ __version__ = "0.1.0"
 app = App()
 
 
-def route(path: str, controller: type) -> ControllerRoute:
-    """Route ``path`` (Plezi syntax: ``"/users/(:id)/(:format)"``) to ``controller``.
+def route(path: str, controller: type | str) -> ControllerRoute:
+    """Route ``path`` (Plezi syntax: ``"/users/(:id)/(:format)"``) to ``controller``: a class,
+    or ``"client"`` for the browser client (``/client.js``; its ES module at ``/client.mjs``).
 
     Routes are tried in the order they are added; a controller method that returns ``None`` or
     ``False`` lets the next route try.

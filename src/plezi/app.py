@@ -83,9 +83,17 @@ class App:
         self.routes: list[ControllerRoute] = []
 
     def route(self, path: str, handler: Any) -> ControllerRoute:
-        """Add a route (see :func:`plezi.route`)."""
+        """Add a route (see :func:`plezi.route`); ``handler`` is a controller class, or
+        ``"client"`` for the browser client (see :mod:`plezi.client`)."""
         if isinstance(handler, type):
             route = ControllerRoute(path, handler)
+        elif handler == "client":
+            # The browser client: the classic build at ``path``, the ES module beside it.
+            from .client import client_routes
+
+            routes = client_routes(path)
+            self.routes.extend(routes)
+            return routes[0]
         else:
             raise RouteError(f"route {path!r}: unsupported handler {handler!r}")
         self.routes.append(route)
@@ -164,7 +172,9 @@ class App:
         if action is None:
             return _FALL
         inst = new_instance(route, ctx.request, params)
-        result = getattr(inst, action)()
+        func = getattr(inst, action)
+        # An auto-dispatch event answers HTTP too: its ``msg`` is the request's params.
+        result = func(params) if action in route.events else func()
         if action in route.async_names or inspect.isawaitable(result):
             return _Pending(inst, result)
         return self._reply(ctx, inst, result)

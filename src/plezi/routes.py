@@ -13,6 +13,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 from .controller import PLEZI_NAMES, Controller
+from .dispatch import Event, dispatching_class, event_table, unknown_event
 from .errors import RouteError
 from .routing import RoutePattern
 
@@ -83,12 +84,15 @@ class ControllerRoute:
             self.pattern = RoutePattern(path, add_id=True)
         except ValueError as exc:
             raise RouteError(f"invalid route {path!r}: {exc}") from exc
-        self.cls._pl_route = self
         methods = _user_methods(self.cls)
         self.methods = methods
-        self.is_websocket = "on_message" in methods or bool(
-            getattr(self.cls, "auto_dispatch", False)
-        )
+        self.auto_dispatch = bool(getattr(self.cls, "auto_dispatch", False))
+        #: JSON events (``auto_dispatch``): also called over HTTP, as ``method(params)``.
+        self.events: dict[str, Event] = event_table(methods) if self.auto_dispatch else {}
+        if self.auto_dispatch and "on_message" not in methods:
+            self.cls = dispatching_class(self.cls, self.events, unknown_event(methods))
+        self.cls._pl_route = self
+        self.is_websocket = "on_message" in methods or self.auto_dispatch
         #: GET /<id> -> a public method that takes no arguments, named ``id`` (``None`` -> index).
         self.get_map: dict[str | None, str] = {
             name: name
@@ -106,6 +110,8 @@ class ControllerRoute:
 
     def action_for(self, method: str, id: str | None) -> str | None:
         """The method answering ``method`` for this ``id`` (Plezi's RESTful table), or ``None``."""
+        if id is not None and id in self.events:
+            return id  # like Plezi, a named event wins for every verb (its AJAX fallback POSTs)
         if method == "GET" or method == "HEAD":
             name = self.get_map.get(id)
             if name is None and id is not None and self.has["show"]:
