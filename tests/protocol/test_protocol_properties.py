@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,7 @@ from plezi.protocol import (
     OP_PONG,
     OP_TEXT,
     WebSocketReader,
+    apply_mask,
     binary_frame,
     close_frame,
     encode_frame,
@@ -23,6 +25,8 @@ from plezi.protocol import (
     pong_frame,
     text_frame,
 )
+from plezi.protocol.frames import _apply_mask_py
+from plezi.protocol.reader import _JOIN_EVERY
 
 Event = tuple[object, ...]
 
@@ -254,3 +258,136 @@ def test_garbage_after_a_valid_prefix_never_raises(prefix: bytes, garbage: bytes
     stream = encode_frame(OP_TEXT, b"ok", mask=b"abcd") + prefix + garbage
     events, _closed = feed_chunks(stream, [len(stream) // 2])
     assert events[0] == ("message", "ok")
+
+
+# -- many fragments, chunk types, limits, memory ---------------------------------------------
+
+chunk_types = st.sampled_from([bytes, bytearray, memoryview])
+
+
+def feed_typed(
+    data: bytes, cuts: list[int], types: list[type], **kwargs: object
+) -> tuple[list[Event], WebSocketReader]:
+    """Like :func:`feed_chunks`, each chunk given as bytes, a bytearray or a memoryview."""
+    rec = Recorder()
+    rd = WebSocketReader(rec, **kwargs)  # type: ignore[arg-type]
+    bounds = [0, *sorted(cuts), len(data)]
+    for i, (start, end) in enumerate(itertools.pairwise(bounds)):
+        kind = types[i % len(types)] if types else bytes
+        rd.feed(kind(data[start:end]))
+    return rec.events, rd
+
+
+@st.composite
+def many_fragments(draw: st.DrawFn) -> Message:
+    """Messages in 60-250 fragments of 0-3 bytes (empty ones included): enough to go past the
+    reader's joining of parts, and the shape of a memory-exhaustion attempt."""
+    text = draw(st.booleans())
+    if text:
+        payload = draw(st.text(min_size=20, max_size=300)).encode("utf-8", "replace")
+        payload = payload.decode("utf-8", "replace").encode()
+    else:
+        payload = draw(st.binary(min_size=20, max_size=300))
+    sizes = draw(st.lists(st.integers(0, 3), min_size=60, max_size=250))
+    controls = draw(st.lists(control_frames, max_size=2))
+    return Message(text, payload, sizes, controls)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(many_fragments(), masks, st.data(), st.lists(chunk_types, min_size=1, max_size=3))
+def test_many_tiny_fragments_round_trip(
+    message: Message, mask: bytes | None, data: st.DataObject, types: list[type]
+) -> None:
+    stream, expected = encode_message(message, mask)
+    cuts = data.draw(cuts_for(stream))
+    events, _rd = feed_typed(stream, cuts, types, require_mask=mask is not None)
+    assert events == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(frame_soup(), st.binary(max_size=400)), st.data(), st.lists(chunk_types))
+def test_chunk_types_do_not_matter(stream: bytes, data: st.DataObject, types: list[type]) -> None:
+    cuts = data.draw(cuts_for(stream))
+    reference, _rd = feed_typed(stream, cuts, [bytes])
+    events, _rd = feed_typed(stream, cuts, types)
+    assert events == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.booleans(),
+    st.integers(0, 400),
+    st.integers(0, 400),
+    st.lists(st.integers(0, 150), max_size=6),
+    st.data(),
+)
+def test_message_size_limit_is_exact(
+    text: bool, size: int, limit: int, sizes: list[int], data: st.DataObject
+) -> None:
+    """A message of ``size`` bytes, however fragmented, passes iff ``size <= limit``; past it
+    the reader reports 1009 and never delivers any of it."""
+    message = Message(text, b"a" * size, sizes, [])
+    stream, expected = encode_message(message, b"\x01\x02\x03\x04")
+    events, _rd = feed_typed(stream, data.draw(cuts_for(stream)), [bytes], max_message_size=limit)
+    if size <= limit:
+        assert events == expected
+    else:
+        assert events == [("error", 1009, "message too big")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(frame_soup(), many_fragments().map(lambda m: encode_message(m, b"abcd")[0])))
+def test_memory_held_is_bounded_by_the_limit(stream: bytes) -> None:
+    """Whatever arrives, the reader holds at most one frame header plus ``max_message_size``
+    bytes of input, and few objects for a fragmented message (not one per fragment)."""
+    limit = 100
+    rec = Recorder()
+    rd = WebSocketReader(rec, max_message_size=limit)
+    for i in range(0, len(stream), 7):
+        rd.feed(stream[i : i + 7])
+        assert len(rd._buf) <= 14 + limit
+        parts = rd._frag_parts
+        assert sum(map(len, parts)) <= rd._frag_size <= limit
+        assert len(parts) <= _JOIN_EVERY + rd._frag_size // _JOIN_EVERY + 1
+
+
+def test_empty_fragments_cost_no_memory() -> None:
+    """The attack the bound above is about: endless empty continuation frames."""
+    rec = Recorder()
+    rd = WebSocketReader(rec, max_message_size=1000)
+    rd.feed(encode_frame(OP_BINARY, b"x", fin=False, mask=b"abcd"))
+    rd.feed(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * 100_000)
+    assert len(rd._frag_parts) == 1
+    rd.feed(encode_frame(OP_CONT, b"y", mask=b"abcd"))
+    assert rec.events == [("message", b"xy")]
+
+
+# -- encoders --------------------------------------------------------------------------------
+
+BOUNDARY_SIZES = [0, 1, 124, 125, 126, 127, 65535, 65536, 65537]
+sizes = st.one_of(st.sampled_from(BOUNDARY_SIZES), st.integers(0, 70000))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes, st.data())
+def test_hot_path_encoders_match_the_general_one(size: int, data: st.DataObject) -> None:
+    payload = data.draw(st.binary(min_size=min(size, 64), max_size=min(size, 64))) * (
+        size // 64 + 1
+    )
+    payload = payload[:size] if size else b""
+    text = payload.decode("latin-1")
+    assert text_frame(text) == encode_frame(OP_TEXT, text.encode())
+    for kind in (bytes, bytearray, memoryview):
+        assert binary_frame(kind(payload)) == encode_frame(OP_BINARY, payload)
+    if size <= 125:
+        assert ping_frame(payload) == encode_frame(OP_PING, payload)
+        assert pong_frame(payload) == encode_frame(OP_PONG, payload)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.binary(min_size=4, max_size=4), chunk_types)
+def test_c_and_python_masking_agree(data: bytes, mask: bytes, kind: type) -> None:
+    masked = apply_mask(kind(data), kind(mask))
+    assert masked == _apply_mask_py(data, mask)
+    assert apply_mask(masked, mask) == data
+    assert all(m == d ^ mask[i % 4] for i, (m, d) in enumerate(zip(masked, data, strict=True)))

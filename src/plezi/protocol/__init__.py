@@ -26,9 +26,11 @@ from .frames import (
 from .handshake import (
     GUID,
     HandshakeError,
+    OriginPolicy,
     accept_key,
     handshake_response,
     is_upgrade_request,
+    parse_origin,
     validate_upgrade,
 )
 from .reader import FrameHandler, WebSocketReader
@@ -45,6 +47,7 @@ __all__ = [
     "CloseCode",
     "FrameHandler",
     "HandshakeError",
+    "OriginPolicy",
     "WebSocketReader",
     "accept_key",
     "apply_mask",
@@ -54,6 +57,7 @@ __all__ = [
     "handshake_response",
     "is_upgrade_request",
     "is_valid_close_code",
+    "parse_origin",
     "ping_frame",
     "pong_frame",
     "sse_comment",

@@ -2,6 +2,8 @@
 
 Works on an already parsed request: the method and a mapping of lower-case
 header names to values. Produces the ``101 Switching Protocols`` response bytes.
+:class:`OriginPolicy` decides which ``Origin`` values may open a WebSocket (the
+server's ``allowed_origins`` setting).
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 
 __all__ = [
     "GUID",
     "HandshakeError",
+    "OriginPolicy",
     "accept_key",
     "handshake_response",
     "is_upgrade_request",
+    "parse_origin",
     "validate_upgrade",
 ]
 
@@ -130,3 +135,92 @@ def handshake_response(key: str, headers: Iterable[tuple[str, str]] = ()) -> byt
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+# -- Origin check (cross-site WebSocket hijacking) ---------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+#: A host as browsers serialize it in ``Origin``: a lower-case DNS name (punycode), an IPv4
+#: address or an IPv6 literal (no sub-delims: never in a browser's origin, and ``*`` is ours).
+_ORIGIN_HOST = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9\-._~%]+")
+
+
+def parse_origin(value: str) -> tuple[str, str, int | None] | None:
+    """Split a serialized origin (``scheme://host[:port]``, RFC 6454) into its lower-case
+    scheme and host and its port (the scheme's default port when absent, ``None`` for a scheme
+    without one). Returns ``None`` for anything else: ``null``, a path, userinfo, a list."""
+    return _parse_origin(value, wildcard=False)
+
+
+def _parse_origin(value: str, *, wildcard: bool) -> tuple[str, str, int | None] | None:
+    scheme, sep, rest = value.strip().lower().partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme) or not rest:
+        return None
+    if rest.startswith("["):
+        end = rest.find("]") + 1
+        host, port_text = rest[:end], rest[end:]
+    else:
+        host, colon, port_text = rest.partition(":")
+        port_text = colon + port_text
+    port: int | None = _DEFAULT_PORTS.get(scheme)
+    if port_text:
+        digits = port_text[1:]
+        if port_text[0] != ":" or not digits.isascii() or not digits.isdigit():
+            return None
+        port = int(digits)
+        if port > 65535:
+            return None
+    name = host[2:] if wildcard and host.startswith("*.") else host
+    if not name or not _ORIGIN_HOST.fullmatch(name):
+        return None
+    return scheme, host, port
+
+
+class OriginPolicy:
+    """Which ``Origin`` values may open a WebSocket (the ``allowed_origins`` setting).
+
+    Entries are origins as a browser sends them: ``https://example.com`` (default port),
+    ``http://localhost:3000``; ``https://*.example.com`` also admits every subdomain, at any
+    depth, of ``example.com`` (not ``example.com`` itself: list it too). Schemes, hosts and
+    ports must match exactly, case aside. An entry that is not an origin raises ``ValueError``.
+
+    A request without an ``Origin`` header is allowed: browsers always send one, so it comes
+    from another kind of client, which could send any ``Origin`` it likes anyway. This is a
+    guard against cross-site WebSocket hijacking by web pages, not authentication. The opaque
+    origin ``null`` (sandboxed frames, ``file:`` pages) is never allowed.
+    """
+
+    __slots__ = ("_exact", "_suffixes")
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self._exact: set[tuple[str, str, int | None]] = set()
+        self._suffixes: list[tuple[str, str, int | None]] = []
+        for entry in allowed:
+            # (a trailing slash, as in a copied URL, is tolerated in the setting)
+            parsed = _parse_origin(entry.strip().removesuffix("/"), wildcard=True)
+            if parsed is None:
+                raise ValueError(
+                    f"not an origin: {entry!r} (expected scheme://host[:port], "
+                    "for example https://example.com or https://*.example.com)"
+                )
+            scheme, host, port = parsed
+            if host.startswith("*."):
+                self._suffixes.append((scheme, host[1:], port))
+            else:
+                self._exact.add(parsed)
+
+    def allows(self, origin: str | None) -> bool:
+        """Whether a WebSocket upgrade carrying this ``Origin`` value (``None``: no header)
+        may proceed."""
+        if origin is None:
+            return True
+        parsed = parse_origin(origin)
+        if parsed is None:
+            return False
+        if parsed in self._exact:
+            return True
+        scheme, host, port = parsed
+        return any(
+            scheme == s and port == p and host.endswith(suffix) for s, suffix, p in self._suffixes
+        )

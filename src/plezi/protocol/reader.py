@@ -24,6 +24,10 @@ _U64 = struct.Struct("!Q")
 # the views (measured crossover with websockets.speedups: about 8 KiB).
 _VIEW_THRESHOLD = 8192
 
+# Parts of a fragmented message kept apart before they are joined into one (see
+# ``WebSocketReader._continue``).
+_JOIN_EVERY = 64
+
 
 def _first_byte_error(b0: int) -> str | None:
     """Return why a frame whose first header byte is ``b0`` is invalid, if it is."""
@@ -88,6 +92,7 @@ class WebSocketReader:
         "_buf",
         "_decoder",
         "_fast",
+        "_frag_joined",
         "_frag_op",
         "_frag_parts",
         "_frag_size",
@@ -129,10 +134,12 @@ class WebSocketReader:
         # How many bytes _buf must hold before parsing is worth retrying.
         self._need = 0
         # Fragmented message in progress: its opcode (0 = none), size so far and
-        # parts (str for text, bytes for binary).
+        # parts (str for text, bytes for binary); the first ``_frag_joined`` parts
+        # each stand for up to ``_JOIN_EVERY`` fragments (see ``_continue``).
         self._frag_op = 0
         self._frag_size = 0
         self._frag_parts: list[typing.Any] = []
+        self._frag_joined = 0
         # Created on the first fragmented text message, then reused.
         self._decoder: codecs.IncrementalDecoder | None = None
 
@@ -325,6 +332,7 @@ class WebSocketReader:
         self._frag_op = 0
         self._frag_size = 0
         self._frag_parts = []
+        self._frag_joined = 0
         self._decoder = None
 
     def _fail(self, code: int, reason: str) -> None:
@@ -352,31 +360,44 @@ class WebSocketReader:
         return False
 
     def _continue(self, payload: bytes, length: int, fin: int) -> bool:
-        """Add a continuation frame; True if it failed (error reported)."""
+        """Add a continuation frame; True if it failed (error reported).
+
+        A message sent as many tiny fragments must not cost much more memory than
+        the message itself: empty parts are not kept (they add nothing to the size,
+        so nothing else would bound them), and every ``_JOIN_EVERY`` new parts are
+        joined into one, so the list holds one object per that many fragments.
+        """
         self._frag_size += length
         parts = self._frag_parts
-        message: str | bytes
-        if self._frag_op == 1:
+        text = self._frag_op == 1
+        part: str | bytes
+        if text:
             # Fail fast: each fragment is validated as soon as it is complete.
             decoder = typing.cast(codecs.IncrementalDecoder, self._decoder)
             try:
-                parts.append(decoder.decode(payload, bool(fin)))
+                part = decoder.decode(payload, bool(fin))
             except UnicodeDecodeError:
                 self._fail(1007, "invalid UTF-8 in text message")
                 return True
-            if not fin:
-                if _bad_utf8_tail(decoder):
-                    self._fail(1007, "invalid UTF-8 in text message")
-                    return True
-                return False
+            if not fin and _bad_utf8_tail(decoder):
+                self._fail(1007, "invalid UTF-8 in text message")
+                return True
             # (a successful final decode leaves the decoder reset for the next message)
-            message = "".join(parts)
         else:
-            parts.append(payload)
-            if not fin:
-                return False
-            message = b"".join(parts)
-        parts.clear()
+            part = payload
+        if part:
+            parts.append(part)
+            start = self._frag_joined
+            if len(parts) - start >= _JOIN_EVERY:
+                # PERF: each byte is copied here at most once (joined parts are not
+                # joined again); messages in fewer fragments never get here.
+                parts[start:] = [("" if text else b"").join(parts[start:])]
+                self._frag_joined = start + 1
+        if not fin:
+            return False
+        message: str | bytes = ("" if text else b"").join(parts)
+        self._frag_parts = []
+        self._frag_joined = 0
         self._frag_op = 0
         self._frag_size = 0
         self._on_message(message)

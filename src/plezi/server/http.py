@@ -26,12 +26,25 @@ The head size limit is checked twice, each count a lower bound of the real size 
 refuses a head within the limit: httptools' callbacks give the exact size of the request line and
 of each complete header, and the raw bytes of reads that fall wholly inside one head catch a
 header that is dribbled in and never completes (httptools buffers a header value until its end).
+A chunked body's framing is bounded the same way: the bytes of reads wholly inside the body that
+are not body data (chunk sizes, chunk extensions, which httptools skips without a callback) may
+not exceed ``max_header_size`` plus the data received plus a few bytes per chunk; else a client
+could stream extension bytes forever without ever reaching ``max_body_size``.
+
+Hostile-input rules beyond httptools' own (see ``docs/security.md``): HTTP/1.1 needs exactly one
+valid ``Host`` (an absolute-form target's authority replaces it, RFC 9112 section 3.2.2);
+``Transfer-Encoding`` in HTTP/1.0 is refused (RFC 9112 section 6.1: its framing cannot be
+trusted); an upgrade request may not carry a body (httptools would not read it); a WebSocket
+upgrade must be HTTP/1.1 and, when ``allowed_origins`` is set, come from an allowed ``Origin``
+(checked before the application sees the request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +52,7 @@ import httptools
 
 from ..app import Reply, Upgrade, error_reply
 from ..http.request import Request
-from ..protocol.handshake import handshake_response
+from ..protocol.handshake import OriginPolicy, handshake_response, is_upgrade_request
 from .websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -52,6 +65,11 @@ access_log = logging.getLogger("plezi.access")
 
 IDLE, HEAD, BODY, BUSY = 0, 1, 2, 3
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Framing bytes every chunk may take on top of the allowance (see the module docstring): its
+#: two CRLFs and a size of up to 12 hex digits, so that even 1-byte chunks always pass.
+_CHUNK_FRAMING = 16
+#: A valid ``Host`` value (RFC 9110 section 7.2): an IP literal or a reg-name, then a port.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
 class _Limit(Exception):
@@ -68,12 +86,15 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_body_size",
+        "_chunks",
         "_close_after",
         "_completed",
         "_deferred",
+        "_framing",
         "_head_raw",
         "_head_size",
         "_headers",
+        "_host",
         "_last",
         "_no_more",
         "_out",
@@ -97,11 +118,16 @@ class HttpProtocol(asyncio.Protocol):
         self._state = IDLE
         self._url = b""
         self._headers: dict[str, str] = {}
+        #: The last ``Host`` value found valid on this connection (see ``_check_host``).
+        self._host = ""
         self._body: list[bytes] = []
         self._body_size = 0
         #: Bytes of the current head seen by the callbacks, and in reads wholly inside it.
         self._head_size = 0
         self._head_raw = 0
+        #: Chunks of the current body, and the non-data bytes seen in reads wholly inside it.
+        self._chunks = 0
+        self._framing = 0
         #: Requests completed on this connection (tells whether a read spans two messages).
         self._completed = 0
         self._out: list[bytes] = []
@@ -136,6 +162,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._no_more:
             return  # after a request that closes the connection, nothing more is read
         completed = self._completed
+        state = self._state
+        body_size = self._body_size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -156,12 +184,24 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self._fail(400, f"Bad Request: {exc}")
             return
-        if self._state == HEAD and self._completed == completed:
-            # This whole read belongs to a head that is still incomplete.
-            self._head_raw += len(data)
-            if self._head_raw > self.server.limits.max_header_size:
-                self._fail(431, "Request Header Fields Too Large")
-                return
+        if self._completed == completed:
+            if self._state == HEAD:
+                # This whole read belongs to a head that is still incomplete.
+                self._head_raw += len(data)
+                if self._head_raw > self.server.limits.max_header_size:
+                    self._fail(431, "Request Header Fields Too Large")
+                    return
+            elif state == BODY and self._state == BODY and "transfer-encoding" in self._headers:
+                # This whole read belongs to a chunked body: what is not data is framing.
+                self._framing += len(data) - (self._body_size - body_size)
+                allowance = (
+                    self.server.limits.max_header_size
+                    + self._body_size
+                    + _CHUNK_FRAMING * self._chunks
+                )
+                if self._framing > allowance:
+                    self._fail(413, "Content Too Large: chunk framing or extensions too large")
+                    return
         self._flush()
 
     # -- httptools callbacks ----------------------------------------------------------------
@@ -175,6 +215,8 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._head_size = 0
         self._head_raw = 0
+        self._chunks = 0
+        self._framing = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -201,6 +243,10 @@ class HttpProtocol(asyncio.Protocol):
         if version != "1.1" and version != "1.0":
             raise _Limit(505, f"HTTP Version Not Supported: HTTP/{version}")
         headers = self._headers
+        host = headers.get("host")
+        # PERF: a keep-alive connection sends the same Host every time: it is checked once.
+        if host is None or host != self._host or self._url[:1] != b"/":
+            self._check_host(headers, version)
         length = headers.get("content-length")
         if (
             length is not None
@@ -209,6 +255,10 @@ class HttpProtocol(asyncio.Protocol):
         ):
             raise _Limit(413, "Content Too Large")  # before the client sends the body
         coding = headers.get("transfer-encoding")
+        if coding is not None and version == "1.0":
+            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+            # framing (an HTTP/1.0 proxy in front would not have read it as chunked).
+            raise _Limit(400, "Bad Request: Transfer-Encoding in an HTTP/1.0 request")
         if coding is not None and coding.strip().lower() != "chunked":
             # RFC 9112 section 6: without "chunked" last the body has no reliable length (400);
             # httptools accepts "gzip, chunked" but hands over the body still gzipped, and a
@@ -226,6 +276,28 @@ class HttpProtocol(asyncio.Protocol):
             # it). Queued after any earlier reply, so it never jumps ahead of one; behind an
             # async reply it is left out and the client sends the body after its own delay.
             self._out.append(_CONTINUE)
+
+    def _check_host(self, headers: dict[str, str], version: str) -> None:
+        """RFC 9112 section 3.2: HTTP/1.1 needs a valid ``Host``; an absolute-form target's
+        authority replaces it (the app must see the host the client and any proxy used)."""
+        host = headers.get("host")
+        if self._url[:1] != b"/":
+            authority = _authority(self._url.decode("latin-1"))
+            if authority is not None:
+                host = authority
+        if host is None:
+            if version == "1.1":
+                raise _Limit(400, "Bad Request: no Host header")
+            return
+        value = host.strip(" \t")
+        if not _HOST.fullmatch(value):
+            raise _Limit(400, "Bad Request: invalid Host header")
+        headers["host"] = value
+        if value == host and self._url[:1] == b"/":
+            self._host = value
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -342,10 +414,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._close_after and self._waiting is None:
             self.transport.close()
 
-    def _fail(self, status: int, message: str) -> None:
-        """Refuse the request being read with ``status``, after the replies still owed."""
+    def _fail(self, status: int, message: str, *, level: int = logging.INFO) -> None:
+        """Refuse the request being read with ``status``, after the replies still owed.
+
+        ``message`` goes to the log; the peer only sees its part before the first colon."""
         peer = self.client[0] if self.client else "-"
-        log.info("%s: %d %s", peer, status, message)
+        log.log(level, "%s: %d %s", peer, status, message)
         self._no_more = True
         reply = error_reply(status, message.split(":")[0], keep_alive=False)
         if self._waiting is not None:
@@ -383,12 +457,39 @@ class HttpProtocol(asyncio.Protocol):
         if request is None:  # httptools flagged an upgrade we did not see complete
             self._fail(400, "Bad Request: incomplete upgrade")
             return
+        headers = request.headers
+        if headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers:
+            # httptools switches protocols right after the head: a body would be read as the
+            # new protocol's bytes, and the request answered without it. Refused instead.
+            self._fail(400, "Bad Request: an upgrade request with a body")
+            return
+        if is_upgrade_request(headers) and not self._upgrade_allowed(request):
+            return
         reply = self.server.app.handle(request)
         if isinstance(reply, bytes | Upgrade):
             self._finish_upgrade(request, reply, rest)
             return
         self._pause()
         self.server.spawn(self._upgrade_async(request, reply, rest))
+
+    def _upgrade_allowed(self, request: Request) -> bool:
+        """What a WebSocket upgrade must satisfy before the application sees it; if it does not,
+        it is refused here (with a log line) and ``False`` returned."""
+        headers = request.headers
+        if request.http_version != "1.1":  # RFC 6455 section 4.1
+            self._fail(400, "Bad Request: a WebSocket upgrade needs HTTP/1.1")
+            return False
+        allowed = self.server.config.allowed_origins
+        if allowed and not _origin_policy(tuple(allowed)).allows(headers.get("origin")):
+            origin = headers.get("origin", "")
+            self._fail(
+                403,
+                f"Forbidden: WebSocket upgrade to {request.path[:200]!r} from Origin "
+                f"{origin[:200]!r} refused (not in allowed_origins)",
+                level=logging.WARNING,
+            )
+            return False
+        return True
 
     async def _upgrade_async(self, request: Request, pending: Any, rest: bytes) -> None:
         reply = await pending
@@ -457,6 +558,25 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
         else:
             self._close_after = True
+
+
+@functools.lru_cache(maxsize=16)
+def _origin_policy(allowed: tuple[str, ...]) -> OriginPolicy:
+    """The compiled ``allowed_origins`` (built once per distinct setting)."""
+    return OriginPolicy(allowed)
+
+
+def _authority(url: str) -> str | None:
+    """The ``host[:port]`` of an absolute-form ``http(s)://`` target, ``None`` for any other
+    form. Raises :class:`_Limit` (400) for userinfo, which RFC 9110 section 4.2.4 forbids."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority = rest[:cut]
+    if "@" in authority:
+        raise _Limit(400, "Bad Request: userinfo in the request target")
+    return authority
 
 
 def _origin_form(url: str) -> str:
