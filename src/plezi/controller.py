@@ -190,7 +190,8 @@ class Controller:
         published; ``binary=True`` forces binary frames). With a ``handler``, it is called as
         ``handler(message)`` or ``handler(channel, message)`` instead, in this connection's
         callback order. ``pattern=True`` makes ``channel`` a Redis glob (``"chat.*"``).
-        Subscribing again to the same channel replaces the earlier subscription.
+        Subscribing again to the same channel replaces the earlier subscription; a channel and a
+        matching pattern are two subscriptions, and each delivers the message (as in Redis).
         """
         from .pubsub.hub import _check_name, hub
 
@@ -201,6 +202,8 @@ class Controller:
                 "use plezi.subscribe(channel, handler) for a connectionless subscription"
             )
         _check_name(channel)
+        if handler is not None and not callable(handler):
+            raise TypeError(f"a pub/sub handler must be callable, not {handler!r}")
         if not conn.is_open:
             return
         registry = hub.registry

@@ -5,7 +5,10 @@ Theory of operation
 A subscriber is either a WebSocket connection that forwards messages to its client (as published,
 or forced binary), a handler bound to a connection (runs in that connection's callback order and
 dies with it), or a connectionless handler (lives until unsubscribed). One connection has at most
-one subscription per channel: subscribing again replaces it.
+one subscription per channel: subscribing again replaces it. A channel name and a pattern are
+separate subscriptions: a message reaches a subscriber once per subscription it matches (as with
+Redis, whose clients get a ``message`` and a ``pmessage``), so a connection subscribed to
+``chat.1`` and to the pattern ``chat.*`` gets a message on ``chat.1`` twice.
 
 The registry tells its engine when a channel or pattern gets its first local subscriber and when
 it loses its last one, so that engines which talk to other processes (the cluster master, Redis)
@@ -37,7 +40,7 @@ class Subscriber(Protocol):
 class Handler:
     """A handler subscription: the function, how to call it, and who owns it."""
 
-    __slots__ = ("func", "is_async", "owner", "with_channel")
+    __slots__ = ("call", "func", "is_async", "owner", "with_channel")
 
     def __init__(self, func: Callable[..., Any], owner: Subscriber | None) -> None:
         self.func = func
@@ -46,12 +49,24 @@ class Handler:
             getattr(func, "__call__", None)  # noqa: B004 - callable objects with async __call__
         )
         self.with_channel = _takes_two(func)
+        #: ``call(message)`` calls the handler: ``func(channel, message)`` or ``func(message)``.
+        #: It bears the handler's name, so that a connection's error log names the handler.
+        self.call: Callable[[Message], Any] = _caller(func, self.with_channel)
 
-    def call(self, message: Message) -> Any:
-        """Call the handler: ``func(channel, message)`` or ``func(message)``."""
-        if self.with_channel:
-            return self.func(message.channel, message.value)
-        return self.func(message.value)
+
+def _caller(func: Callable[..., Any], with_channel: bool) -> Callable[[Message], Any]:
+    if with_channel:
+
+        def call(message: Message) -> Any:
+            return func(message.channel, message.value)
+
+    else:
+
+        def call(message: Message) -> Any:
+            return func(message.value)
+
+    call.__name__ = getattr(func, "__name__", type(func).__name__)
+    return call
 
 
 def _takes_two(func: Callable[..., Any]) -> bool:
