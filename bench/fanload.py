@@ -6,7 +6,9 @@ Deliveries per second are counted at the clients:
 * lockstep: the sender sends its next 32-byte message only when the previous one came back to it;
   deliveries/s = N x round trips/s (checked against what the receivers really got);
 * burst: the sender writes 2,000 messages back to back; deliveries/s = 2,000 x N / the time until
-  every connection has all of them (best of ``--bursts``).
+  every connection has all of them (best of ``--bursts``);
+* steady: the sender sends ``--rate`` messages per second, each carrying its send time; 50 probe
+  receivers record publish-to-delivery latency (p50, p99).
 
 To stay cheap, receivers are not read on every message: an epoll timer drains them every few
 milliseconds, so one ``recv`` returns many messages; only the sender is read promptly. Prints
@@ -21,8 +23,8 @@ import base64
 import json
 import os
 import socket
-import sys
 import struct
+import sys
 import time
 
 import uvloop
@@ -61,16 +63,35 @@ def handshake(host: str, port: int) -> socket.socket:
     return sock
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted seconds, in milliseconds (-1 when there are none)."""
+    if not ordered:
+        return -1.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
 class Receiver(asyncio.Protocol):
     """One subscriber that is not the sender: counts bytes as they come (prompt reading keeps
-    the kernel's receive queues short, which is what a real client does)."""
+    the kernel's receive queues short, which is what a real client does). A probe also reads
+    the send time in each steady-mode message and records the latency."""
 
-    def __init__(self, group: Receivers) -> None:
+    def __init__(self, group: Receivers, probe: bool = False) -> None:
         self.group = group
         self.received = 0
+        self.probe = probe
+        self.pending = b""
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
+        if self.probe and self.group.timing:
+            now = time.perf_counter()
+            data = self.pending + data
+            whole = len(data) - len(data) % FRAME_IN
+            for i in range(0, whole, FRAME_IN):
+                stamp = data[i + 2 : i + FRAME_IN]
+                if stamp.startswith(b"t"):
+                    self.group.latencies.append(now - float(stamp[1:]))
+            self.pending = data[whole:]
         group = self.group
         if group.waiting is not None and self.received // FRAME_IN >= group.target:
             group.check()
@@ -82,6 +103,8 @@ class Receivers:
 
     def __init__(self) -> None:
         self.members: list[Receiver] = []
+        self.timing = False
+        self.latencies: list[float] = []
         self.target = 0
         self.waiting: asyncio.Future[None] | None = None
 
@@ -107,14 +130,27 @@ async def receivers_main(args: argparse.Namespace) -> None:
     group = Receivers()
     for _ in range(args.subs - 1):
         sock = handshake(args.host, args.port)
-        _, receiver = await loop.connect_accepted_socket(lambda: Receiver(group), sock)
+        probe = len(group.members) < 50
+        _, receiver = await loop.connect_accepted_socket(
+            lambda probe=probe: Receiver(group, probe), sock
+        )
         group.members.append(receiver)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     cpu0 = time.process_time()
     print("ready", flush=True)
     while line := (await reader.readline()).decode().split():
-        if line[0] == "wait":
+        if line[0] == "time":
+            group.timing = True
+            for r in group.members:
+                r.pending = b"" if r.received % FRAME_IN == 0 else r.pending
+            print("ok", flush=True)
+        elif line[0] == "latency":
+            group.timing = False
+            lat = sorted(group.latencies)
+            p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
+            print(json.dumps({"p50_ms": p50, "p99_ms": p99, "samples": len(lat)}), flush=True)
+        elif line[0] == "wait":
             when = await asyncio.wait_for(group.wait(int(line[1])), 60)
             print(f"{when} {time.process_time() - cpu0}", flush=True)
 
@@ -172,7 +208,7 @@ async def main(args: argparse.Namespace) -> None:
     sender.transport.write(sender.frame)  # every subscriber is known: the handshakes are done
     await wait_receivers(1)
     result: dict[str, float] = {}
-    if args.mode in ("lockstep", "both"):
+    if args.mode in ("lockstep", "both", "all"):
         start = sender.messages
         sender.lockstep = True
         t0 = time.perf_counter()
@@ -184,7 +220,7 @@ async def main(args: argparse.Namespace) -> None:
         await wait_receivers(sender.messages)  # every receiver got every round: nothing lost
         result["lockstep"] = rounds * args.subs / elapsed
         result["round_trip_us"] = elapsed / max(rounds, 1) * 1e6
-    if args.mode in ("burst", "both"):
+    if args.mode in ("burst", "both", "all"):
         best = 0.0
         burst = sender.frame * args.burst
         for _ in range(args.bursts):
@@ -196,6 +232,23 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.001)
             best = max(best, args.burst * args.subs / (max(t1, time.perf_counter()) - t0))
         result["burst"] = best
+    if args.mode in ("steady", "all"):
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(b"time\n")
+        await child.stdout.readline()
+        start = sender.messages
+        t0 = time.perf_counter()
+        count = int(args.seconds * args.rate)
+        for i in range(count):
+            # PERF of the load generator: frames built on the fly, 32-byte payload "t<time>".
+            delay = t0 + i / args.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            stamp = f"t{time.perf_counter():.6f}".encode().ljust(32)
+            sender.transport.write(client_frame(stamp))
+        await wait_receivers(start + count)
+        child.stdin.write(b"latency\n")
+        result.update(json.loads(await child.stdout.readline()))
     _, child_cpu = await wait_receivers(0)
     result["client_cpu"] = (time.process_time() - cpu0 + child_cpu) / (time.perf_counter() - wall0)
     print(json.dumps(result))
@@ -209,7 +262,8 @@ if __name__ == "__main__":
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--subs", type=int, default=1000)
-    p.add_argument("--mode", choices=("lockstep", "burst", "both"), default="both")
+    p.add_argument("--mode", choices=("lockstep", "burst", "steady", "both", "all"), default="all")
+    p.add_argument("--rate", type=float, default=100, help="steady mode: messages per second")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--burst", type=int, default=2000)
     p.add_argument("--bursts", type=int, default=3)

@@ -3,8 +3,9 @@
     bench/.venv/bin/python bench/fanout.py --runs 3
 
 1,000 WebSocket subscribers on one channel; one of them sends 32-byte messages and the server
-publishes each one to all (see fanload.py for the lockstep and burst modes). Servers on core 0,
-the load generator on core 1.
+publishes each one to all (see fanload.py for the lockstep, burst and steady modes). Servers on
+core 0 (a private redis-server too, for "plezi redis"), the load generator on core 1;
+"--workers 2" servers get both cores.
 """
 
 from __future__ import annotations
@@ -14,54 +15,34 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from run import PY, free_port, measure, wait_port
 
 HERE = Path(__file__).resolve().parent
+REDIS_PORT = free_port()
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+FANOUT_APP = str(HERE / "servers/plezi_fanout.py")
 
-SERVERS = {
-    "plezi": lambda port: [
-        PY,
-        str(HERE / "servers/plezi_fanout.py"),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-    ],
-    "plezi --workers 2": lambda port: [
-        PY,
-        str(HERE / "servers/plezi_fanout.py"),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--workers",
-        "2",
-    ],
-    "handwritten write": lambda port: [
-        PY,
-        str(HERE / "servers/handwritten.py"),
-        "--mode",
-        "write",
-        "--port",
-        str(port),
-    ],
-    "handwritten cork": lambda port: [
-        PY,
-        str(HERE / "servers/handwritten.py"),
-        "--mode",
-        "cork",
-        "--port",
-        str(port),
-    ],
-    "websockets broadcast": lambda port: [
-        PY,
-        str(HERE / "servers/websockets_broadcast.py"),
-        "--port",
-        str(port),
-    ],
+
+def _plezi(*extra: str) -> Callable[[int], list[str]]:
+    return lambda port: [PY, FANOUT_APP, "--port", str(port), "--bind", "127.0.0.1", *extra]
+
+
+def _script(name: str, *extra: str) -> Callable[[int], list[str]]:
+    return lambda port: [PY, str(HERE / "servers" / name), *extra, "--port", str(port)]
+
+
+SERVERS: dict[str, Callable[[int], list[str]]] = {
+    "plezi": _plezi(),
+    "plezi --workers 2": _plezi("--workers", "2"),
+    "plezi redis": _plezi("--redis", REDIS_URL),
+    "handwritten write": _script("handwritten.py", "--mode", "write"),
+    "handwritten cork": _script("handwritten.py", "--mode", "cork"),
+    "websockets broadcast": _script("websockets_broadcast.py"),
 }
+KEYS = ("lockstep", "burst", "p50_ms", "p99_ms")
 
 
 def one(name: str, args: argparse.Namespace) -> dict[str, float]:
@@ -72,27 +53,62 @@ def one(name: str, args: argparse.Namespace) -> dict[str, float]:
     )
     try:
         wait_port(port)
-        out, server_cpu, _ = measure(
-            proc.pid,
-            [
-                PY,
-                str(HERE / "fanload.py"),
-                "--port",
-                str(port),
-                "--subs",
-                str(args.subs),
-                "--seconds",
-                str(args.seconds),
-                "--bursts",
-                str(args.bursts),
-            ],
-        )
-        result = json.loads(out.strip().splitlines()[-1])
+        load = [
+            PY,
+            str(HERE / "fanload.py"),
+            "--port",
+            str(port),
+            "--subs",
+            str(args.subs),
+            "--seconds",
+            str(args.seconds),
+            "--bursts",
+            str(args.bursts),
+            "--mode",
+            "all",
+        ]
+        out, server_cpu, _ = measure(proc.pid, load)
+        result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
         result["server_cpu"] = server_cpu
         return result
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def run_all(args: argparse.Namespace, names: list[str]) -> None:
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for run in range(args.runs):
+        for name in names:
+            r = one(name, args)
+            results[name].append(r)
+            print(
+                f"run {run + 1}: {name:22} lockstep {r['lockstep']:>9.0f}/s  burst "
+                f"{r['burst']:>10.0f}/s  steady p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f}"
+                f" ms  server cpu {r['server_cpu']:.0%}  load cpu {r['client_cpu']:.0%}",
+                flush=True,
+            )
+    print(
+        f"\nmedians of {args.runs} run(s); deliveries/s counted at the clients; {args.subs} "
+        "subscribers; steady: 100 msgs/s, publish-to-delivery latency"
+    )
+    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in KEYS} for n in names}
+    print(
+        f"{'server':22} {'lockstep':>10} {'burst':>11} {'p50 ms':>7} {'p99 ms':>7}   "
+        "plezi / server (lockstep, burst)"
+    )
+    for n in names:
+        ratio = ""
+        if "plezi" in med and n != "plezi":
+            ratio = (
+                f"{med['plezi']['lockstep'] / med[n]['lockstep']:.2f}x, "
+                f"{med['plezi']['burst'] / med[n]['burst']:.2f}x"
+            )
+        m = med[n]
+        print(
+            f"{n:22} {m['lockstep']:>10.0f} {m['burst']:>11.0f} {m['p50_ms']:>7.2f} "
+            f"{m['p99_ms']:>7.2f}   {ratio}"
+        )
 
 
 def main() -> None:
@@ -103,35 +119,30 @@ def main() -> None:
     p.add_argument("--bursts", type=int, default=3)
     p.add_argument("--servers", default=",".join(SERVERS))
     args = p.parse_args()
-    names = args.servers.split(",")
-    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    for run in range(args.runs):
-        for name in names:
-            r = one(name, args)
-            results[name].append(r)
-            print(
-                f"run {run + 1}: {name:22} lockstep {r['lockstep']:>11.0f}/s  burst "
-                f"{r['burst']:>12.0f}/s  server cpu {r['server_cpu']:.0%} (master only with "
-                f"workers)  load cpu {r['client_cpu']:.0%}",
-                flush=True,
-            )
-    print(
-        f"\nmedians of {args.runs} run(s); deliveries per second counted at the clients; "
-        f"{args.subs} subscribers"
+    redis = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            "redis-server",
+            "--port",
+            str(REDIS_PORT),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    med = {
-        n: {k: statistics.median(r[k] for r in results[n]) for k in ("lockstep", "burst")}
-        for n in names
-    }
-    print(f"{'server':22} {'lockstep':>12} {'burst':>14}   plezi / server")
-    for n in names:
-        ratio = ""
-        if "plezi" in med and n != "plezi":
-            ratio = (
-                f"lockstep {med['plezi']['lockstep'] / med[n]['lockstep']:.2f}x, "
-                f"burst {med['plezi']['burst'] / med[n]['burst']:.2f}x"
-            )
-        print(f"{n:22} {med[n]['lockstep']:>12.0f} {med[n]['burst']:>14.0f}   {ratio}")
+    wait_port(REDIS_PORT)
+    try:
+        run_all(args, args.servers.split(","))
+    finally:
+        redis.terminate()
+        redis.wait(10)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ from plezi import App, Limits, ServerConfig
 from plezi.runner import new_event_loop
 from plezi.server.server import Server
 
+# Tests that want Redis pass a private server's URL explicitly; one inherited from the
+# environment must not switch the in-process tests to a shared Redis.
+os.environ.pop("PL_REDIS_URL", None)
+os.environ.pop("REDIS_URL", None)
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Every timeout in the tests is a multiple of this unit (raise it on a slow machine).
 UNIT = float(os.environ.get("PLEZI_TEST_UNIT", "1.0"))

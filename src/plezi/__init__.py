@@ -24,6 +24,7 @@ from .app import App
 from .config import Limits, ServerConfig
 from .controller import Controller
 from .errors import ConfigError, HTTPError, PleziError, RouteError, ServerStartError
+from .pubsub.hub import default_app_name as _default_app_name
 from .routes import ControllerRoute
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ServerConfig",
     "ServerStartError",
     "app",
+    "app_name",
     "no_autostart",
     "publish",
     "pubsub_status",
@@ -52,6 +54,12 @@ __version__ = "0.1.0"
 
 #: The application that :func:`route` adds to and :func:`run` serves.
 app = App()
+
+#: The application's shared pub/sub namespace on Redis: apps with the same ``app_name`` share
+#: pub/sub, apps with different names on one Redis never see each other's messages. Default:
+#: the main script's name plus ``_app`` (``chat.py`` -> ``chat_app``). Set it before the server
+#: starts.
+app_name: str = _default_app_name()
 
 
 def route(path: str, controller: type | str) -> ControllerRoute:

@@ -27,6 +27,11 @@ def _size(text: str) -> int:
     return value
 
 
+def _origins(text: str) -> list[str]:
+    """``https://a.example,https://b.example`` -> one entry per origin."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags every plezi app accepts."""
     p = argparse.ArgumentParser(
@@ -36,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--bind", help="address to bind, or a Unix socket path (default 0.0.0.0)")
     p.add_argument(
         "-w", "--workers", type=int, help="worker processes (default: $WEB_CONCURRENCY or 1)"
+    )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="pub/sub through this Redis (default: $PL_REDIS_URL or $REDIS_URL)",
     )
     p.add_argument(
         "--slow-consumer",
@@ -86,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         dest="ping_interval",
         help="seconds of WebSocket silence before a server ping (default 40, 0: off)",
+    )
+    p.add_argument(
+        "--origin",
+        type=_origins,
+        action="extend",
+        dest="allowed_origins",
+        metavar="ORIGIN",
+        help="allow WebSocket upgrades only from this Origin (https://example.com, "
+        "https://*.example.com; repeat or comma-separate for more; default: no check)",
     )
     p.add_argument(
         "--shutdown-timeout",

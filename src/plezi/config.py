@@ -61,6 +61,10 @@ class Limits:
             raise ConfigError("write_high_water must not exceed max_outgoing_buffer")
 
 
+def _default_redis() -> str | None:
+    return os.environ.get("PL_REDIS_URL") or os.environ.get("REDIS_URL") or None
+
+
 def _default_workers() -> int:
     value = os.environ.get("WEB_CONCURRENCY", "")
     return int(value) if value.isdigit() and int(value) > 0 else 1
@@ -81,13 +85,34 @@ class ServerConfig:
     #: Worker processes (``--workers``, ``$WEB_CONCURRENCY``); more than 1 starts a master
     #: process that supervises them and relays pub/sub between them.
     workers: int = field(default_factory=_default_workers)
+    #: Redis URL for pub/sub across machines (``--redis``; default ``$PL_REDIS_URL``, else
+    #: ``$REDIS_URL``); ``None``: in-process (or cluster) pub/sub only.
+    redis: str | None = field(default_factory=_default_redis)
     #: Log one line per request.
     verbose: bool = False
     #: Seconds graceful shutdown waits for connections to finish before cutting them.
     shutdown_timeout: float = 10.0
     #: Listen backlog.
     backlog: int = 2048
+    #: Origins allowed to open a WebSocket (``https://example.com``, ``https://*.example.com``);
+    #: others get HTTP 403 and a log line. Empty (the default): no Origin check. See
+    #: :class:`plezi.protocol.OriginPolicy` and ``docs/security.md``.
+    allowed_origins: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        origins = self.allowed_origins
+        if isinstance(origins, str):  # one origin given as a plain string
+            origins = (origins,)
+        self.allowed_origins = tuple(origins)
+        if self.allowed_origins:
+            from .errors import ConfigError
+            from .protocol.handshake import OriginPolicy
+
+            try:
+                OriginPolicy(self.allowed_origins)
+            except ValueError as exc:
+                raise ConfigError(f"allowed_origins: {exc}") from None
 
     @property
     def is_unix(self) -> bool:

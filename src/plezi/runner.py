@@ -76,12 +76,18 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
     if worker is not None:
         return _serve_worker(app, config, *worker, inline_fallback=inline_fallback)
     try:
+        if config.redis:
+            from .pubsub.redis import check_redis
+
+            check_redis(config.redis)
         sock = bind_socket(config)
         server = Server(app, config) if config.workers == 1 else None
     except PleziError as exc:
         print(f"plezi: {exc}", file=sys.stderr)
         return 1
     where = config.bind if config.is_unix else _url(config.bind, sock.getsockname()[1])
+    if config.redis and server is not None:
+        _use_redis(config.redis)
     mode = f"{config.workers} workers" if server is None else "1 process"
     log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
     if server is None:
@@ -103,13 +109,27 @@ def _serve_worker(
     sock.setblocking(False)
     server = Server(app, config)
     server.owns_socket_path = False
-    hub.use_engine(ClusterEngine(hub, relay, on_lost=server.request_shutdown))
+    server.master_pid = os.getppid()
+    if config.redis:
+        _use_redis(config.redis)  # Redis crosses processes itself: no relay needed
+    else:
+        hub.use_engine(ClusterEngine(hub, relay, on_lost=server.request_shutdown))
     log.info("worker %d ready (pid %d)", index, os.getpid())
     code = _run_loop(server.serve(sock), inline_fallback)
     return code or 0
 
 
+def _use_redis(url: str) -> None:
+    from .pubsub.hub import current_app_name, hub
+    from .pubsub.redis import RedisEngine
+    from .server.websocket import PROCESS_TOKEN
+
+    hub.use_engine(RedisEngine(hub, url, current_app_name(), PROCESS_TOKEN))
+
+
 def _run_loop(main: Coroutine[Any, Any, Any], inline_fallback: bool) -> Any:
+    """Run ``main`` on a new loop; a :class:`PleziError` (e.g. Redis unreachable at start) is a
+    one-line message and exit status 1."""
     loop = new_event_loop()
     if inline_fallback:
         loop.set_default_executor(_InlineFallbackExecutor())
@@ -117,6 +137,9 @@ def _run_loop(main: Coroutine[Any, Any, Any], inline_fallback: bool) -> Any:
         result = loop.run_until_complete(main)
         loop.run_until_complete(loop.shutdown_asyncgens())
         return result
+    except PleziError as exc:
+        print(f"plezi: {exc}", file=sys.stderr)
+        return 1
     finally:
         loop.close()
 

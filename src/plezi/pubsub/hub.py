@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ from .registry import Handler, Registry
 
 if TYPE_CHECKING:
     from ..server.server import Server
+    from ..server.websocket import WebSocketConnection
 
 __all__ = ["DIRECT_PREFIX", "Hub", "hub"]
 
@@ -35,16 +38,30 @@ class Hub:
     def __init__(self) -> None:
         self.registry = Registry(self._on_first, self._on_last)
         self.registry.run_free_handler = self._run_free
-        self.engine: Engine = MemoryEngine(self)
+        self._engine: Engine | None = None
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
 
     # -- binding to a running server --------------------------------------------------------
 
+    @property
+    def engine(self) -> Engine:
+        """The engine in use: chosen by :meth:`use_engine`, else Redis when ``PL_REDIS_URL`` or
+        ``REDIS_URL`` is set (so a plain script's ``publish`` reaches the servers), else memory."""
+        if self._engine is None:
+            url = redis_url_from_env()
+            if url:
+                from .redis import RedisEngine
+
+                self._engine = RedisEngine(self, url, current_app_name(), PROCESS_TOKEN)
+            else:
+                self._engine = MemoryEngine(self)
+        return self._engine
+
     def use_engine(self, engine: Engine) -> None:
         """Switch engines (before the server starts); local subscriptions are announced."""
-        self.engine = engine
+        self._engine = engine
         channels, patterns = self.registry.names()
         for name in channels:
             engine.subscribed(name, False)
@@ -81,15 +98,18 @@ class Hub:
         ``False`` when the connection is known to be gone (it lived here and closed); a
         connection in another process cannot be checked, so ``True`` means "sent on its way".
         """
-        token, _, _serial = conn_id.partition("-")
         message = Message.of(DIRECT_PREFIX + conn_id, data)
-        if token == PROCESS_TOKEN:
-            if self._loop is not None and threading.get_ident() != self._thread:
-                self._loop.call_soon_threadsafe(self._direct, message)
-                return True
-            return self._direct(message)
-        self._send(message)
-        return True
+        if not conn_id.startswith(PROCESS_TOKEN + "-"):
+            self._send(message)
+            return True
+        if self._loop is not None and threading.get_ident() != self._thread:
+            # Another thread: answer from the connection table (a dict lookup is safe here),
+            # and queue the frame on the loop.
+            if self._local(conn_id) is None:
+                return False
+            self._loop.call_soon_threadsafe(self._direct, message)
+            return True
+        return self._direct(message)
 
     def _send(self, message: Message) -> None:
         loop = self._loop
@@ -106,19 +126,23 @@ class Hub:
             self.registry.deliver(message)
 
     def _direct(self, message: Message) -> bool:
-        conn_id = message.channel[len(DIRECT_PREFIX) :]
-        token, _, serial = conn_id.partition("-")
-        server = self.server
-        if token != PROCESS_TOKEN or server is None:
-            return False
-        try:
-            conn = server.websockets.get(int(serial, 16))
-        except ValueError:
-            return False
-        if conn is None or not conn.is_open:
+        conn = self._local(message.channel[len(DIRECT_PREFIX) :])
+        if conn is None:
             return False
         conn.queue_frame(message.frame())
         return True
+
+    def _local(self, conn_id: str) -> WebSocketConnection | None:
+        """The open connection ``conn_id`` of this process, if any."""
+        token, _, serial = conn_id.partition("-")
+        server = self.server
+        if token != PROCESS_TOKEN or server is None:
+            return None
+        try:
+            conn = server.websockets.get(int(serial, 16))
+        except ValueError:
+            return None
+        return conn if conn is not None and conn.is_open else None
 
     # -- connectionless subscriptions -------------------------------------------------------
 
@@ -163,6 +187,27 @@ class Hub:
         """The engine's state plus local subscription counts."""
         channels, patterns = self.registry.names()
         return {**self.engine.status(), "channels": len(channels), "patterns": len(patterns)}
+
+
+def redis_url_from_env() -> str | None:
+    """``PL_REDIS_URL``, else ``REDIS_URL`` (Plezi's order), else ``None``."""
+    return os.environ.get("PL_REDIS_URL") or os.environ.get("REDIS_URL") or None
+
+
+def current_app_name() -> str:
+    """``plezi.app_name`` as the application set it (or its default)."""
+    module = sys.modules.get("plezi")
+    name = getattr(module, "app_name", None)
+    return name if isinstance(name, str) and name else default_app_name()
+
+
+def default_app_name() -> str:
+    """The main script's file name without extension, plus ``_app`` (``chat.py`` ->
+    ``chat_app``), as Plezi does; ``plezi_app`` when there is no script."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or ""
+    base = os.path.splitext(os.path.basename(path))[0]
+    return f"{base or 'plezi'}_app"
 
 
 def _check_name(channel: str) -> None:

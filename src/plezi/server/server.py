@@ -53,6 +53,8 @@ class Server:
         self.shutting_down = False
         #: Remove a Unix socket's path at shutdown (a cluster worker leaves it to its master).
         self.owns_socket_path = True
+        #: A cluster worker's master: when it is gone (we were re-parented), shut down.
+        self.master_pid: int | None = None
         self.sockets: list[socket.socket] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._dirty: list[WebSocketConnection] = []
@@ -95,6 +97,10 @@ class Server:
         config = self.config
         if sock is None:
             sock = bind_socket(config)
+        # The application's services (the pub/sub engine) are up before the first client is
+        # accepted: a cluster worker must not serve a subscriber before it is linked to the
+        # other workers, or that subscriber misses their messages.
+        await self.app.startup(self)
         if sock.family == socket.AF_UNIX:
             server = await self._loop.create_unix_server(
                 lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
@@ -105,7 +111,6 @@ class Server:
             )
         self._servers.append(server)
         self.sockets.append(sock)
-        await self.app.startup(self)
         self._tick()
 
     @property
@@ -128,6 +133,10 @@ class Server:
         """The reaper: one timer for all connections (no timer handle per connection)."""
         assert self._loop is not None
         now = self.now = self._loop.time()
+        if self.master_pid is not None and os.getppid() != self.master_pid:
+            log.error("the cluster master (pid %d) is gone; shutting down", self.master_pid)
+            self.master_pid = None
+            self.request_shutdown()
         for conn in list(self.connections):
             try:
                 conn.check_timeout(now)

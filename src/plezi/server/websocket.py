@@ -239,13 +239,14 @@ class WebSocketConnection(asyncio.Protocol):
         """Queue an already framed message (the pub/sub path: framed once, written to many).
 
         Dropped when the connection is past its outgoing buffer cap (it is then disconnected)
-        or already closed."""
+        or no longer open: nothing may follow our close frame."""
+        if self.state != OPEN:
+            return
         # PERF: the exact count (a transport call) only when the total may be over the cap:
         # unpaused, the transport holds at most ``write_high_water``.
-        if self._write_paused or self._out_size > self._check_above:
-            if self._over_limit(self._out_size, queuing=True):
-                return
-        elif self.state == CLOSED:
+        if (self._write_paused or self._out_size > self._check_above) and self._over_limit(
+            self._out_size, queuing=True
+        ):
             return
         out = self._out
         if not out and not self._in_feed:
@@ -402,15 +403,19 @@ class WebSocketConnection(asyncio.Protocol):
         pass  # any incoming byte already counts as a sign of life (see ``_last``)
 
     def on_ws_close(self, code: int | None, reason: str) -> None:
-        if self.state == OPEN:
-            # Echo the peer's code, as RFC 6455 section 5.5.1 asks.
-            self._out.append(close_frame(code) if code is not None else close_frame())
-        self._end()
+        # Messages read before the close frame may still be in the hands of async callbacks:
+        # the close is answered after them, so that their replies are not lost.
+        self._enqueue_or_run(self._answer_close, code, False)
 
     def on_ws_error(self, code: int, reason: str) -> None:
         log.info("WebSocket %s: %s; closing with %d", self.id, reason, code)
+        self._enqueue_or_run(self._answer_close, code, False)
+
+    def _answer_close(self, code: int | None) -> None:
+        """Queue the close frame (echoing the peer's code, as RFC 6455 section 5.5.1 asks, or
+        failing with a protocol error's) and end the connection."""
         if self.state == OPEN:
-            self._out.append(close_frame(code))
+            self._out.append(close_frame(code) if code is not None else close_frame())
         self._end()
 
     def _end(self) -> None:

@@ -1,0 +1,280 @@
+"""The Redis engine with real, private redis-server processes: several plezi servers sharing
+one Redis, app_name namespaces, publishing from a plain script, and Redis killed mid-stream."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redisproc import RedisProcess
+from websockets.sync.client import ClientConnection, connect
+
+from conftest import ROOT, UNIT, Script
+
+APP = Path(__file__).with_name("redis_app.py")
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path).start()
+    yield server
+    server.kill()
+
+
+def status(server: Script) -> dict[str, Any]:
+    with urllib.request.urlopen(server.url + "/", timeout=5 * UNIT) as reply:
+        return json.loads(reply.read())  # type: ignore[no-any-return]
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout * UNIT
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def clients() -> Iterator[contextlib.ExitStack]:
+    """Every WebSocket client a test opens is closed at its end."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def join(server: Script, stack: contextlib.ExitStack) -> tuple[ClientConnection, str]:
+    ws = stack.enter_context(
+        connect(server.ws_url + "/", open_timeout=5 * UNIT, proxy=None, compression=None)
+    )
+    greeting = ws.recv(timeout=5 * UNIT)
+    assert isinstance(greeting, str) and greeting.startswith("id:")
+    return ws, greeting[3:]
+
+
+def sync(
+    sender: ClientConnection,
+    receivers: list[ClientConnection],
+    tag: str,
+    ignore: frozenset[str] = frozenset(),
+) -> None:
+    """Send numbered probes until every receiver got one: subscriptions are live on Redis.
+    Drains the probes (and messages in ``ignore``), so later reads see only what the test
+    sends next."""
+    deadline = time.monotonic() + 15 * UNIT
+    n = 0
+    pending = list(receivers)
+    while pending:
+        assert time.monotonic() < deadline, "subscriptions never became live"
+        n += 1
+        sender.send(f"{tag}-{n}")
+        still = []
+        for ws in pending:
+            try:
+                message = ws.recv(timeout=0.3 * UNIT)
+            except TimeoutError:
+                still.append(ws)
+                continue
+            if message in ignore:
+                still.append(ws)
+                continue
+            assert isinstance(message, str) and message.startswith(tag)
+        pending = still
+    # Let late probes land, then drop them.
+    sender.send(f"{tag}-end")
+    for ws in {*receivers, sender}:
+        while (m := ws.recv(timeout=10 * UNIT)) != f"{tag}-end":
+            assert isinstance(m, str) and (m.startswith(tag) or m in ignore)
+
+
+def recv_all(ws: ClientConnection, count: int) -> list[str | bytes]:
+    return [ws.recv(timeout=10 * UNIT) for _ in range(count)]
+
+
+def assert_quiet(ws: ClientConnection, sender: ClientConnection, tag: str) -> None:
+    """Nothing more is queued for ``ws``: the next message it gets is a fresh marker."""
+    sender.send(tag)
+    assert ws.recv(timeout=10 * UNIT) == tag
+
+
+def test_two_servers_exchange_messages_once_each_in_order(redis, script, clients) -> None:
+    s1 = script(APP, "--redis", redis.url)
+    s2 = script(APP, "--redis", redis.url)
+    a, _ = join(s1, clients)
+    b, _ = join(s2, clients)
+    sync(a, [a, b], "warm")
+    sent = [f"m{i}" for i in range(100)]
+    for m in sent:
+        a.send(m)
+    assert recv_all(a, 100) == sent
+    assert recv_all(b, 100) == sent
+    assert_quiet(b, a, "marker")
+    assert status(s1)["engine"] == "redis" and status(s1)["connected"] is True
+
+
+def test_binary_stays_binary_and_patterns_cross_servers(redis, script, clients) -> None:
+    s1 = script(APP, "--redis", redis.url)
+    s2 = script(APP, "--redis", redis.url)
+    a, _ = join(s1, clients)
+    b, _ = join(s2, clients)
+    sync(a, [a, b], "warm")
+    a.send("news:goal")  # published on news.sport, matched by news.* on both servers
+    assert a.recv(timeout=10 * UNIT) == "goal"
+    assert b.recv(timeout=10 * UNIT) == "goal"
+
+
+def test_write_to_reaches_a_connection_on_another_server(redis, script, clients) -> None:
+    s1 = script(APP, "--redis", redis.url)
+    s2 = script(APP, "--redis", redis.url)
+    a, _ = join(s1, clients)
+    b, b_id = join(s2, clients)
+    sync(a, [a, b], "warm")
+    a.send(f"to:{b_id}:just for you")
+    assert b.recv(timeout=10 * UNIT) == "just for you"
+    assert_quiet(a, b, "marker")  # a got nothing of it
+
+
+def run_publisher(redis_url: str, app_name: str, channel: str, message: str) -> None:
+    code = (
+        "import plezi, sys\n"
+        f"plezi.app_name = {app_name!r}\n"
+        f"plezi.publish({channel!r}, {message!r})\n"
+    )
+    env = {**os.environ, "REDIS_URL": redis_url}
+    subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, timeout=30 * UNIT, cwd=str(ROOT)
+    )
+
+
+def test_a_plain_script_publishes_to_the_servers(redis, script, clients) -> None:
+    s1 = script(APP, "--redis", redis.url, env={"APP_NAME": "shop"})
+    s2 = script(APP, "--redis", redis.url, env={"APP_NAME": "shop"})
+    a, _ = join(s1, clients)
+    b, _ = join(s2, clients)
+    sync(a, [a, b], "warm")
+    run_publisher(redis.url, "shop", "room", "from a script")
+    assert a.recv(timeout=10 * UNIT) == "from a script"
+    assert b.recv(timeout=10 * UNIT) == "from a script"
+    assert status(s1)["app_name"] == "shop"
+
+
+def test_default_app_name_is_the_script_name(redis, script, clients) -> None:
+    s1 = script(APP, "--redis", redis.url)
+    assert status(s1)["app_name"] == "redis_app_app"
+
+
+def test_app_names_isolate_and_share(redis, script, clients) -> None:
+    one = script(APP, "--redis", redis.url, env={"APP_NAME": "one"})
+    two = script(APP, "--redis", redis.url, env={"APP_NAME": "two"})
+    also_one = script(APP, "--redis", redis.url, env={"APP_NAME": "one"})
+    a, _ = join(one, clients)
+    b, _ = join(two, clients)
+    c, _ = join(also_one, clients)
+    sync(a, [a, c], "warm")
+    sync(b, [b], "warm-two")
+    a.send("for app one")
+    assert a.recv(timeout=10 * UNIT) == "for app one"  # Redis has delivered it everywhere
+    assert c.recv(timeout=10 * UNIT) == "for app one"  # same app_name: shared
+    # Redis delivers in order on b's server's connection: had "for app one" reached app two,
+    # it would come before this message, published later.
+    run_publisher(redis.url, "two", "room", "for app two")
+    assert b.recv(timeout=10 * UNIT) == "for app two"
+
+
+def test_redis_killed_and_restarted_delivery_resumes_everywhere(redis, script, clients) -> None:
+    s1 = script(APP, "--redis", redis.url)
+    s2 = script(APP, "--redis", redis.url)
+    a, _ = join(s1, clients)
+    b, _ = join(s2, clients)
+    sync(a, [a, b], "warm")
+    redis.kill()
+    wait_for(
+        lambda: not status(s1)["connected"] and not status(s2)["connected"],
+        "both servers to notice the outage",
+    )
+    # HTTP keeps being served during the outage (status() itself is HTTP), and WebSockets too:
+    during, _ = join(s1, clients)
+    a.send("sent during the outage")  # queued by s1's engine
+    assert status(s1)["queued"] >= 1
+    redis.start()
+    wait_for(
+        lambda: status(s1)["connected"] and status(s2)["connected"], "both servers to reconnect"
+    )
+    # The queued message is published after recovery; s1 resubscribed before flushing.
+    assert a.recv(timeout=10 * UNIT) == "sent during the outage"
+    assert during.recv(timeout=10 * UNIT) == "sent during the outage"
+    # No subscriber is deaf: both directions work again, on every server. (Whether s2 got the
+    # queued message depends on which server resubscribed first: Redis keeps nothing.)
+    sync(a, [a, b, during], "after-a", ignore=frozenset({"sent during the outage"}))
+    sync(b, [a, b, during], "after-b")
+    assert status(s1)["outages"] == 1 and status(s2)["outages"] == 1
+    code, err = s1.stop()
+    assert code == 0
+    assert "lost the connection to Redis" in err and "reconnected to Redis" in err
+
+
+def test_wrong_url_is_a_clear_error_at_start(tmp_path) -> None:
+    closed = RedisProcess(tmp_path)  # a free port nobody listens on
+    proc = subprocess.run(
+        [sys.executable, str(APP), "--port", "0", "--bind", "127.0.0.1", "--redis", closed.url],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+        cwd=str(ROOT),
+    )
+    assert proc.returncode == 1
+    assert "cannot use Redis at" in proc.stderr
+    assert "listening on" not in proc.stderr
+
+
+def test_refused_auth_is_a_clear_error_at_start(tmp_path) -> None:
+    guarded = RedisProcess(tmp_path, "--requirepass", "s3cret").start()
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(APP),
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--redis",
+                guarded.url.replace("redis://", "redis://:wrong@"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30 * UNIT,
+            cwd=str(ROOT),
+        )
+    finally:
+        guarded.kill()
+    assert proc.returncode == 1
+    assert "cannot use Redis at" in proc.stderr
+    assert "wrong" not in proc.stderr  # the password is never printed
+
+
+def test_workers_each_receive_each_message_once(redis, script, clients) -> None:
+    server = script(APP, "--redis", redis.url, "--workers", "2")
+    by_worker: dict[str, ClientConnection] = {}
+    for _ in range(40):  # the kernel spreads accepts between the two workers
+        ws, conn_id = join(server, clients)
+        if by_worker.setdefault(conn_id.split("-")[0], ws) is not ws:
+            ws.close()  # a worker we already reach: this client is not needed
+        if len(by_worker) == 2:
+            break
+    assert len(by_worker) == 2, "could not reach both workers"
+    a, b = by_worker.values()
+    sync(a, [a, b], "warm")
+    sent = [f"w{i}" for i in range(50)]
+    for m in sent:
+        a.send(m)
+    assert recv_all(a, 50) == sent
+    assert recv_all(b, 50) == sent
+    assert_quiet(b, a, "marker")
