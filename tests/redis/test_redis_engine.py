@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,32 @@ def sync(
             assert isinstance(m, str) and (m.startswith(tag) or m in ignore)
 
 
+@dataclass
+class Pair:
+    """Two servers sharing one Redis, a client on each, their subscriptions live on Redis."""
+
+    s1: Script
+    s2: Script
+    a: ClientConnection
+    b: ClientConnection
+    b_id: str
+
+
+def two_servers(
+    redis: RedisProcess,
+    script: Callable[..., Script],
+    clients: contextlib.ExitStack,
+    app_name: str | None = None,
+) -> Pair:
+    env = {"APP_NAME": app_name} if app_name else None
+    s1 = script(APP, "--redis", redis.url, env=env)
+    s2 = script(APP, "--redis", redis.url, env=env)
+    a, _ = join(s1, clients)
+    b, b_id = join(s2, clients)
+    sync(a, [a, b], "warm")
+    return Pair(s1, s2, a, b, b_id)
+
+
 def recv_all(ws: ClientConnection, count: int) -> list[str | bytes]:
     return [ws.recv(timeout=10 * UNIT) for _ in range(count)]
 
@@ -105,11 +132,8 @@ def assert_quiet(ws: ClientConnection, sender: ClientConnection, tag: str) -> No
 
 
 def test_two_servers_exchange_messages_once_each_in_order(redis, script, clients) -> None:
-    s1 = script(APP, "--redis", redis.url)
-    s2 = script(APP, "--redis", redis.url)
-    a, _ = join(s1, clients)
-    b, _ = join(s2, clients)
-    sync(a, [a, b], "warm")
+    pair = two_servers(redis, script, clients)
+    s1, a, b = pair.s1, pair.a, pair.b
     sent = [f"m{i}" for i in range(100)]
     for m in sent:
         a.send(m)
@@ -120,22 +144,16 @@ def test_two_servers_exchange_messages_once_each_in_order(redis, script, clients
 
 
 def test_binary_stays_binary_and_patterns_cross_servers(redis, script, clients) -> None:
-    s1 = script(APP, "--redis", redis.url)
-    s2 = script(APP, "--redis", redis.url)
-    a, _ = join(s1, clients)
-    b, _ = join(s2, clients)
-    sync(a, [a, b], "warm")
+    pair = two_servers(redis, script, clients)
+    a, b = pair.a, pair.b
     a.send("news:goal")  # published on news.sport, matched by news.* on both servers
     assert a.recv(timeout=10 * UNIT) == "goal"
     assert b.recv(timeout=10 * UNIT) == "goal"
 
 
 def test_write_to_reaches_a_connection_on_another_server(redis, script, clients) -> None:
-    s1 = script(APP, "--redis", redis.url)
-    s2 = script(APP, "--redis", redis.url)
-    a, _ = join(s1, clients)
-    b, b_id = join(s2, clients)
-    sync(a, [a, b], "warm")
+    pair = two_servers(redis, script, clients)
+    a, b, b_id = pair.a, pair.b, pair.b_id
     a.send(f"to:{b_id}:just for you")
     assert b.recv(timeout=10 * UNIT) == "just for you"
     assert_quiet(a, b, "marker")  # a got nothing of it
@@ -154,11 +172,8 @@ def run_publisher(redis_url: str, app_name: str, channel: str, message: str) -> 
 
 
 def test_a_plain_script_publishes_to_the_servers(redis, script, clients) -> None:
-    s1 = script(APP, "--redis", redis.url, env={"APP_NAME": "shop"})
-    s2 = script(APP, "--redis", redis.url, env={"APP_NAME": "shop"})
-    a, _ = join(s1, clients)
-    b, _ = join(s2, clients)
-    sync(a, [a, b], "warm")
+    pair = two_servers(redis, script, clients, app_name="shop")
+    s1, a, b = pair.s1, pair.a, pair.b
     run_publisher(redis.url, "shop", "room", "from a script")
     assert a.recv(timeout=10 * UNIT) == "from a script"
     assert b.recv(timeout=10 * UNIT) == "from a script"
@@ -189,11 +204,8 @@ def test_app_names_isolate_and_share(redis, script, clients) -> None:
 
 
 def test_redis_killed_and_restarted_delivery_resumes_everywhere(redis, script, clients) -> None:
-    s1 = script(APP, "--redis", redis.url)
-    s2 = script(APP, "--redis", redis.url)
-    a, _ = join(s1, clients)
-    b, _ = join(s2, clients)
-    sync(a, [a, b], "warm")
+    pair = two_servers(redis, script, clients)
+    s1, s2, a, b = pair.s1, pair.s2, pair.a, pair.b
     redis.kill()
     wait_for(
         lambda: not status(s1)["connected"] and not status(s2)["connected"],
@@ -262,15 +274,12 @@ def test_refused_auth_is_a_clear_error_at_start(tmp_path) -> None:
 
 def test_workers_each_receive_each_message_once(redis, script, clients) -> None:
     server = script(APP, "--redis", redis.url, "--workers", "2")
-    by_worker: dict[str, ClientConnection] = {}
-    for _ in range(40):  # the kernel spreads accepts between the two workers
-        ws, conn_id = join(server, clients)
-        if by_worker.setdefault(conn_id.split("-")[0], ws) is not ws:
-            ws.close()  # a worker we already reach: this client is not needed
-        if len(by_worker) == 2:
-            break
-    assert len(by_worker) == 2, "could not reach both workers"
-    a, b = by_worker.values()
+    a, a_id = join(server, clients)
+    # Hold a's worker for a second: the next client can only be accepted by the other one.
+    a.send("hold")
+    assert a.recv(timeout=10 * UNIT) == "holding"
+    b, b_id = join(server, clients)
+    assert a_id.split("-")[0] != b_id.split("-")[0], "both clients on one worker"
     sync(a, [a, b], "warm")
     sent = [f"w{i}" for i in range(50)]
     for m in sent:
