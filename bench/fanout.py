@@ -41,6 +41,27 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     "handwritten write": _script("handwritten.py", "--mode", "write"),
     "handwritten cork": _script("handwritten.py", "--mode", "cork"),
     "websockets broadcast": _script("websockets_broadcast.py"),
+    "uvicorn+starlette loop": lambda port: [
+        PY,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(HERE / "servers"),
+        "starlette_fanout:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--loop",
+        "uvloop",
+        "--ws",
+        "websockets",
+        "--ws-ping-interval",
+        "3600",
+        "--backlog",
+        "4096",
+    ],
 }
 KEYS = ("lockstep", "burst", "p50_ms", "p99_ms")
 

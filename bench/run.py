@@ -62,12 +62,62 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "--ws",
         "websockets",
     ],
+    "granian": lambda port: [
+        PY,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--no-log",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--working-dir",
+        str(HERE / "servers"),
+        "asgi_hello:app",
+    ],
+    "bare uvloop+httptools": lambda port: [
+        PY,
+        str(HERE / "servers/bare_http.py"),
+        "--port",
+        str(port),
+    ],
+    "websockets": lambda port: [PY, str(HERE / "servers/websockets_echo.py"), "--port", str(port)],
+    "picows": lambda port: [PY, str(HERE / "servers/picows_echo.py"), "--port", str(port)],
 }
+HTTP_ONLY = {"granian", "bare uvloop+httptools"}
+WS_ONLY = {"websockets", "picows"}
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process under it (granian and ``--workers`` fork workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo.extend(int(c) for c in task.read_text().split())
+            except OSError:
+                pass
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
+    """CPU time used by ``pid`` and its live descendants."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK
 
 
 def wait_port(port: int, timeout: float = 15) -> None:
@@ -138,7 +188,16 @@ SCENARIOS: dict[str, Callable[[int, int, float], dict[str, float]]] = {
 }
 
 
+def applies(name: str, scenario: str) -> bool:
+    if name in HTTP_ONLY:
+        return scenario.startswith("http")
+    if name in WS_ONLY:
+        return scenario.startswith("ws")
+    return True
+
+
 def run_server(name: str, seconds: float, scenarios: list[str]) -> dict[str, dict[str, float]]:
+    scenarios = [sc for sc in scenarios if applies(name, sc)]
     port = free_port()
     proc = subprocess.Popen(
         ["taskset", "-c", "0", *SERVERS[name](port)],
@@ -177,15 +236,19 @@ def main() -> None:
     print(
         f"\nmedians of {args.runs} run(s), {args.seconds:g}s each; server on core 0, load on core 1"
     )
-    header = f"{'scenario':34} " + " ".join(f"{n:>18}" for n in names)
-    print(header + "   plezi/peer")
     for sc in scenarios:
-        med = {n: statistics.median(v["value"] for v in results[n][sc]) for n in names}
-        ratios = ", ".join(
-            f"{med['plezi'] / med[n]:.2f}x {n}" for n in names if n != "plezi" and "plezi" in med
-        )
-        print(f"{sc:34} " + " ".join(f"{med[n]:>18.0f}" for n in names) + f"   {ratios}")
-        for n in names:
+        here = [n for n in names if results[n][sc]]
+        med = {n: statistics.median(v["value"] for v in results[n][sc]) for n in here}
+        cpu = {n: statistics.median(v["server_cpu"] for v in results[n][sc]) for n in here}
+        load = {n: statistics.median(v["client_cpu"] for v in results[n][sc]) for n in here}
+        print(f"\n{sc}")
+        print(f"  {'server':24} {'median':>10} {'server cpu':>11} {'load cpu':>9}   plezi/server")
+        for n in here:
+            ratio = f"{med['plezi'] / med[n]:.2f}x" if "plezi" in med and n != "plezi" else ""
+            print(
+                f"  {n:24} {med[n]:>10.0f} {cpu[n]:>11.0%} {load[n]:>9.0%}   {ratio}",
+            )
+        for n in here:
             low = [v for v in results[n][sc] if v["server_cpu"] < 0.9]
             if low:
                 print(

@@ -1,0 +1,174 @@
+"""Memory per idle WebSocket connection: plezi against its peers, in one run.
+
+    bench/.venv/bin/python bench/idle.py              # 10,000 connections per server
+
+For each server (pinned to core 0): open and close a few hundred connections (so that lazily
+built code paths and buffers exist), read the server's RSS (VmRSS of its process tree, from
+/proc), open ``--conns`` WebSocket connections and complete their handshakes (raw sockets, this
+process, core 1), wait for the RSS to settle, read it again: (RSS delta) / N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import resource
+import selectors
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from run import PY, descendants, free_port, wait_port
+from run import SERVERS as RUN_SERVERS
+
+HERE = Path(__file__).resolve().parent
+SERVERS: dict[str, Callable[[int], list[str]]] = {
+    "plezi": RUN_SERVERS["plezi"],
+    "websockets": RUN_SERVERS["websockets"],
+    "uvicorn+starlette": RUN_SERVERS["uvicorn+starlette"],
+    "handwritten echo": lambda port: [
+        PY,
+        str(HERE / "servers/handwritten.py"),
+        "--mode",
+        "echo",
+        "--port",
+        str(port),
+    ],
+}
+
+
+def raise_nofile(n: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, n)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def rss_kib(pid: int) -> int:
+    total = 0
+    for p in descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def open_many(port: int, n: int, batch: int = 200) -> list[socket.socket]:
+    """Open ``n`` WebSocket connections, ``batch`` handshakes in flight at a time."""
+    socks: list[socket.socket] = []
+    sel = selectors.DefaultSelector()
+    request = (
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    while len(socks) < n:
+        pending: dict[socket.socket, bytes] = {}
+        for _ in range(min(batch, n - len(socks))):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(request.format(base64.b64encode(os.urandom(16)).decode()).encode())
+            s.setblocking(False)
+            pending[s] = b""
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while pending:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(pending)} handshakes did not complete")
+            for key, _ in sel.select(1):
+                s = key.fileobj  # type: ignore[assignment]
+                assert isinstance(s, socket.socket)
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise SystemExit("server closed a connection during the handshake")
+                data = pending[s] + chunk
+                if b"\r\n\r\n" in data:
+                    if not data.startswith(b"HTTP/1.1 101"):
+                        raise SystemExit(f"handshake refused: {data[:60]!r}")
+                    sel.unregister(s)
+                    del pending[s]
+                    socks.append(s)
+                else:
+                    pending[s] = data
+    sel.close()
+    return socks
+
+
+def settle(pid: int, seconds: float = 10) -> int:
+    """The server's RSS once it stopped changing (or after ``seconds``)."""
+    last, deadline = rss_kib(pid), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_kib(pid)
+        if abs(now - last) < 64:
+            return now
+        last = now
+    return last
+
+
+def one(name: str, n: int) -> dict[str, float]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", *SERVERS[name](port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: raise_nofile(n + 1000),
+    )
+    try:
+        wait_port(port)
+        for s in open_many(port, 300):
+            s.close()
+        time.sleep(1)
+        before = settle(proc.pid)
+        t0 = time.perf_counter()
+        socks = open_many(port, n)
+        opened = time.perf_counter() - t0
+        after = settle(proc.pid)
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited while connections were open")
+        for s in socks:
+            s.close()
+        return {
+            "before": before,
+            "after": after,
+            "per_conn": (after - before) * 1024 / n,
+            "open_s": opened,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--conns", type=int, default=10_000)
+    p.add_argument("--servers", default=",".join(SERVERS))
+    args = p.parse_args()
+    limit = raise_nofile(args.conns + 1000)
+    if limit < args.conns + 100:
+        raise SystemExit(f"RLIMIT_NOFILE is {limit}: too low for {args.conns} connections")
+    os.sched_setaffinity(0, {1})
+    results = {}
+    for name in args.servers.split(","):
+        r = results[name] = one(name, args.conns)
+        print(
+            f"{name:20} RSS {r['before'] / 1024:7.1f} MiB -> {r['after'] / 1024:7.1f} MiB  "
+            f"{r['per_conn'] / 1024:6.2f} KiB/conn  (opened in {r['open_s']:.1f} s)",
+            flush=True,
+        )
+    print(f"\nidle WebSocket connections: {args.conns}; RSS delta / N (KiB per connection)")
+    print(f"{'server':20} {'KiB/conn':>9}   plezi uses")
+    for name, r in results.items():
+        ratio = ""
+        if "plezi" in results and name != "plezi":
+            ratio = f"{results['plezi']['per_conn'] / r['per_conn']:.2f}x"
+        print(f"{name:20} {r['per_conn'] / 1024:>9.2f}   {ratio}")
+
+
+if __name__ == "__main__":
+    main()
