@@ -22,7 +22,6 @@ import plezi
 from conftest import UNIT, Running
 from plezi.protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from plezi.pubsub.hub import hub
-from plezi.server.websocket import WebSocketConnection
 from server.wsclient import RawClient, connect, small_send_buffer
 
 
@@ -612,11 +611,13 @@ def test_one_frame_object_is_queued_for_every_forwarding_subscriber(
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queued: list[tuple[int, bytes]] = []
-    original = WebSocketConnection.queue_frame
+    original = hub.registry.fan_out
 
-    def recording(self: WebSocketConnection, frame: bytes) -> None:
-        queued.append((id(self), frame))
-        original(self, frame)
+    def recording(conns: Any, frame: bytes) -> None:
+        conns = list(conns)
+        original(conns, frame)
+        # What each connection really holds: the very frame object, not a copy.
+        queued.extend((id(conn), conn._out[-1]) for conn in conns)
 
     class Sub(WS):
         def on_open(self) -> None:
@@ -627,7 +628,7 @@ def test_one_frame_object_is_queued_for_every_forwarding_subscriber(
     running = serve(app_of(("/", Sub)))
     clients = [opened(running.ws_url + "/") for _ in range(3)]
     try:
-        monkeypatch.setattr(WebSocketConnection, "queue_frame", recording)
+        monkeypatch.setattr(hub.registry, "fan_out", recording)
         payload = "x" * 70_000
         publish_on_loop(running, "room", payload)
         publish_on_loop(running, "raw", payload)

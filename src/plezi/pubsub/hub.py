@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..server.websocket import PROCESS_TOKEN
+from ..server.websocket import PROCESS_TOKEN, queue_frame_many
 from .engine import Engine, MemoryEngine
 from .message import Message
 from .registry import Handler, Registry
@@ -38,6 +38,7 @@ class Hub:
     def __init__(self) -> None:
         self.registry = Registry(self._on_first, self._on_last)
         self.registry.run_free_handler = self._run_free
+        self.registry.fan_out = queue_frame_many  # type: ignore[assignment]
         self._engine: Engine | None = None
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from .message import Message
@@ -115,6 +115,8 @@ class Registry:
         self.on_first = on_first
         #: Called with (name, is_pattern) when a channel/pattern loses its last subscriber.
         self.on_last = on_last
+        #: Queues one frame on many subscribers; the hub installs the server's batch version.
+        self.fan_out: Callable[[Iterable[Subscriber], bytes], None] = _queue_each
         #: Called with (handler, message) to run a connectionless handler.
         self.run_free_handler: Callable[[Handler, Message], None] = _run_inline
 
@@ -195,14 +197,10 @@ class Registry:
         # user code, so the dicts cannot change under the loops.
         forward = topic.forward
         if forward:
-            frame = message.frame()
-            for conn in forward:
-                conn.queue_frame(frame)
+            self.fan_out(forward, message.frame())
         forward_binary = topic.forward_binary
         if forward_binary:
-            frame = message.frame(True)
-            for conn in forward_binary:
-                conn.queue_frame(frame)
+            self.fan_out(forward_binary, message.frame(True))
         handlers = topic.handlers
         if handlers:
             for handler in list(handlers.values()):
@@ -211,6 +209,11 @@ class Registry:
                 else:
                     self.run_free_handler(handler, message)
         return len(forward) + len(forward_binary) + len(handlers)
+
+
+def _queue_each(subscribers: Iterable[Subscriber], frame: bytes) -> None:
+    for conn in subscribers:
+        conn.queue_frame(frame)
 
 
 def _run_inline(handler: Handler, message: Message) -> None:
