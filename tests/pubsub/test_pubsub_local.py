@@ -632,6 +632,7 @@ def test_one_frame_object_is_queued_for_every_forwarding_subscriber(
         payload = "x" * 70_000
         publish_on_loop(running, "room", payload)
         publish_on_loop(running, "raw", payload)
+        running.call(lambda: None)  # the loop has run the batch flush scheduled by the publishes
         monkeypatch.undo()
         text, binary = queued[:3], queued[3:]
         assert len({conn for conn, _ in text}) == 3

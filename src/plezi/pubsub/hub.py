@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..server.websocket import PROCESS_TOKEN, queue_frame_many
+from ..server.websocket import PENDING, PROCESS_TOKEN, queue_frame_many
 from .engine import Engine, MemoryEngine
 from .message import Message
 from .registry import Handler, Registry
@@ -39,6 +39,7 @@ class Hub:
         self.registry = Registry(self._on_first, self._on_last)
         self.registry.run_free_handler = self._run_free
         self.registry.fan_out = queue_frame_many  # type: ignore[assignment]
+        self.registry.batch_hook = _set_pending
         self._engine: Engine | None = None
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,10 +75,13 @@ class Hub:
         self.server = server
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self.registry.schedule = self._loop.call_soon
         await self.engine.start()
 
     async def detach(self) -> None:
         """Stop the engine (called at the end of the server's shutdown)."""
+        self.registry.flush_batch()
+        self.registry.schedule = None
         try:
             await self.engine.stop()
         finally:
@@ -188,6 +192,10 @@ class Hub:
         """The engine's state plus local subscription counts."""
         channels, patterns = self.registry.names()
         return {**self.engine.status(), "channels": len(channels), "patterns": len(patterns)}
+
+
+def _set_pending(flush: Callable[[], None] | None) -> None:
+    PENDING[0] = flush
 
 
 def redis_url_from_env() -> str | None:

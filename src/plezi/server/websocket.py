@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from ..routes import ControllerRoute
     from .server import Server
 
-__all__ = ["PROCESS_TOKEN", "WebSocketConnection", "queue_frame_many"]
+__all__ = ["PENDING", "PROCESS_TOKEN", "WebSocketConnection", "queue_frame_many"]
 
 log = logging.getLogger("plezi")
 
@@ -64,6 +64,10 @@ OPEN, CLOSING, CLOSED = 0, 1, 2
 #: Events queued behind a running async callback before reading from the client pauses.
 _QUEUE_PAUSE = 64
 _NO_ARG: Any = object()
+
+#: Pub/sub sets ``PENDING[0]`` while published frames wait in a batch (one topic, one read):
+#: it is called before anything else is queued on any connection, so order is kept.
+PENDING: list[Callable[[], object] | None] = [None]
 
 #: A per-process prefix that makes connection ids unique across processes and machines.
 PROCESS_TOKEN = os.urandom(6).hex()
@@ -177,6 +181,9 @@ class WebSocketConnection(asyncio.Protocol):
             self.reader.feed(data)
         finally:
             self._in_feed = False
+        pending = PENDING[0]
+        if pending is not None:  # what this read published goes out with this read's replies
+            pending()
         if self._out:
             self.flush()
 
@@ -242,6 +249,9 @@ class WebSocketConnection(asyncio.Protocol):
         or no longer open: nothing may follow our close frame."""
         if self.state != OPEN:
             return
+        pending = PENDING[0]
+        if pending is not None:  # frames published earlier go first
+            pending()
         # PERF: the exact count (a transport call) only when the total may be over the cap:
         # unpaused, the transport holds at most ``write_high_water``.
         if (self._write_paused or self._out_size > self._check_above) and self._over_limit(
@@ -414,6 +424,9 @@ class WebSocketConnection(asyncio.Protocol):
     def _answer_close(self, code: int | None) -> None:
         """Queue the close frame (echoing the peer's code, as RFC 6455 section 5.5.1 asks, or
         failing with a protocol error's) and end the connection."""
+        pending = PENDING[0]
+        if pending is not None:
+            pending()
         if self.state == OPEN:
             self._out.append(close_frame(code) if code is not None else close_frame())
         self._end()
