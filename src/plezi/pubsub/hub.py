@@ -93,8 +93,7 @@ class Hub:
 
     def publish(self, channel: str, data: Any) -> None:
         """Publish ``data`` (str, bytes, dict or list) on ``channel``, from any thread."""
-        if not isinstance(channel, str) or not channel or channel.startswith(DIRECT_PREFIX):
-            raise ValueError(f"invalid channel name {channel!r}")
+        _check_name(channel)
         self._send(Message.of(channel, data))
 
     def write_to(self, conn_id: str, data: Any) -> bool:

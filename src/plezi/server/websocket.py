@@ -451,13 +451,21 @@ class WebSocketConnection(asyncio.Protocol):
         if self._queue is not None:
             self._enqueue(func, arg, is_async)
             return
+        awaitable = self._invoke(func, arg, is_async)
+        if awaitable is not None:
+            self._start_async(awaitable, _name(func))
+
+    def _invoke(self, func: Callable[..., Any], arg: Any, is_async: bool) -> Any:
+        """Call a callback (logging its exception); its awaitable when it is async or returned
+        one (a sync wrapper around an ``async def``), else ``None``."""
         try:
             result = func() if arg is _NO_ARG else func(arg)
         except Exception:
             log.exception("error in %s.%s", type(self.handler).__name__, _name(func))
-            return
+            return None
         if is_async or (result is not None and inspect.isawaitable(result)):
-            self._start_async(result, _name(func))
+            return result
+        return None
 
     def _enqueue(self, func: Callable[..., Any], arg: Any, is_async: bool) -> None:
         queue = self._queue
@@ -493,12 +501,8 @@ class WebSocketConnection(asyncio.Protocol):
             self.flush()
             while queue:
                 func, arg, is_async = queue.popleft()
-                try:
-                    result = func() if arg is _NO_ARG else func(arg)
-                except Exception:
-                    log.exception("error in %s.%s", type(self.handler).__name__, _name(func))
-                    continue
-                if is_async or (result is not None and inspect.isawaitable(result)):
+                result = self._invoke(func, arg, is_async)
+                if result is not None:
                     awaitable, name = result, _name(func)
                     break
             else:
