@@ -120,11 +120,9 @@ def _serve_worker(
 
 
 def _use_redis(url: str) -> None:
-    from .pubsub.hub import current_app_name, hub
-    from .pubsub.redis import RedisEngine
-    from .server.websocket import PROCESS_TOKEN
+    from .pubsub.hub import hub
 
-    hub.use_engine(RedisEngine(hub, url, current_app_name(), PROCESS_TOKEN))
+    hub.use_engine(hub.redis_engine(url))
 
 
 def _run_loop(main: Coroutine[Any, Any, Any], inline_fallback: bool) -> Any:

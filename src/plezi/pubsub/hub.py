@@ -54,12 +54,16 @@ class Hub:
         if self._engine is None:
             url = redis_url_from_env()
             if url:
-                from .redis import RedisEngine
-
-                self._engine = RedisEngine(self, url, current_app_name(), PROCESS_TOKEN)
+                self._engine = self.redis_engine(url)
             else:
                 self._engine = MemoryEngine(self)
         return self._engine
+
+    def redis_engine(self, url: str) -> Engine:
+        """A Redis engine for ``url``, namespaced by ``plezi.app_name`` as it is now."""
+        from .redis import RedisEngine
+
+        return RedisEngine(self, url, current_app_name(), PROCESS_TOKEN)
 
     def use_engine(self, engine: Engine) -> None:
         """Switch engines (before the server starts); local subscriptions are announced."""
