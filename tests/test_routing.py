@@ -335,3 +335,21 @@ def test_match_is_stateless() -> None:
     route = RoutePattern("/users/(:id)")
     assert route.match("/users/1") == {"id": "1"}
     assert route.match("/users/2") == {"id": "2"}  # no state leaks between calls
+
+
+def test_match_results_are_remembered_boundedly() -> None:
+    """Matches are memoized per path (a dict lookup instead of a regex), with the same
+    answers as a fresh pattern, and the memo never outgrows its bound however many
+    distinct paths arrive."""
+    from plezi import routing
+
+    route = RoutePattern("/users/(:id)/(:name)")
+    fresh = RoutePattern("/users/(:id)/(:name)")
+    for _ in range(2):
+        assert route.match("/users/1/caf%C3%A9") == {"id": "1", "name": "café"}
+        assert route.match("/users/1") == {"id": "1"}
+        assert route.match("/other/1") is None
+    for n in range(3 * routing._MEMO_SIZE):
+        path = f"/users/{n}/x" if n % 2 else f"/nope/{n}"
+        assert route.match(path) == fresh.match(path)
+        assert len(route._memo) <= routing._MEMO_SIZE

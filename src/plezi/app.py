@@ -32,6 +32,8 @@ _JSON: Final = b"content-type: application/json\r\n"
 _BINARY: Final = b"content-type: application/octet-stream\r\n"
 _TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
 _FALL: Final = object()  # "this route declines; try the next one"
+#: Result types that are never awaitable (checked before the slower ``inspect.isawaitable``).
+_PLAIN_RESULTS: Final = frozenset((str, bytes, dict, list, bool, type(None)))
 
 
 @dataclass(slots=True)
@@ -143,6 +145,8 @@ class App:
         routes = self.routes
         for index in range(start, len(routes)):
             outcome = self._try(routes[index], ctx)
+            if type(outcome) is bytes:
+                return outcome  # PERF: the common sync reply skips the awaitable check
             if outcome is _FALL:
                 continue
             if inspect.isawaitable(outcome):
@@ -154,7 +158,9 @@ class App:
         match = route.pattern.match(ctx.path)
         if match is None:
             return _FALL
-        base = self._params(ctx)
+        base = ctx.base_params
+        if base is None:
+            base = self._params(ctx)
         # Each route gets its own copy: a handler that changes `params` and then falls through
         # must not change what the next route sees. PERF: no copy when there is nothing to copy.
         params = merge_params(base) if base else {}
@@ -175,7 +181,15 @@ class App:
         func = getattr(inst, action)
         # An auto-dispatch event answers HTTP too: its ``msg`` is the request's params.
         result = func(params) if action in route.events else func()
-        if action in route.async_names or inspect.isawaitable(result):
+        if type(result) is str and inst._pl_response is None:
+            # PERF: the hello-world path: no Response object, no awaitable check.
+            return simple_response(
+                200, result.encode(), keep_alive=ctx.request.keep_alive, head=ctx.head
+            )
+        # PERF: what sync methods return skips `inspect.isawaitable` (an ABC isinstance check).
+        if action in route.async_names or (
+            type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result)
+        ):
             return _Pending(inst, result)
         return self._reply(ctx, inst, result)
 

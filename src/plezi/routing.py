@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Final, Literal
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
@@ -207,6 +208,11 @@ def _compile(segments: list[_Segment]) -> re.Pattern[str]:
     return re.compile("".join(body) + ("/?" if segments else "/"), re.DOTALL)
 
 
+#: Paths whose match result each pattern remembers (see :meth:`RoutePattern.match`).
+_MEMO_SIZE: Final = 1024
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
 class RoutePattern:
     """A compiled route path pattern (see the module docstring for the syntax).
 
@@ -218,6 +224,7 @@ class RoutePattern:
     __slots__ = (
         "_checks",
         "_literal",
+        "_memo",
         "_regex",
         "_segments",
         "has_tail",
@@ -253,6 +260,9 @@ class RoutePattern:
             exact = self.prefix
             self._literal = frozenset((exact, exact + "/")) if exact != "/" else frozenset(("/",))
 
+        #: Recent match results by path (see :meth:`match`).
+        self._memo: dict[str, Mapping[str, str] | None] = {}
+
     def __repr__(self) -> str:
         return f"RoutePattern({self.path!r}, names={self.names!r})"
 
@@ -264,15 +274,29 @@ class RoutePattern:
             parts.append(seg.text)
         return "/" + "/".join(parts)
 
-    def match(self, path: str) -> dict[str, str] | None:
+    def match(self, path: str) -> Mapping[str, str] | None:
         """Match a request path (as returned by :func:`normalize_path`, no query string).
 
         Returns the decoded parameters (absent optionals left out; a non-empty tail under
-        ``"*"``, still percent-encoded), or ``None`` when the path does not match.
+        ``"*"``, still percent-encoded), or ``None`` when the path does not match. The dict may
+        be shared with later calls for the same path: read it, never change it.
         """
         # PERF: hot path - runs for every route tried on every request.
         if self._literal is not None:
-            return {} if path in self._literal else None
+            return _EMPTY if path in self._literal else None
+        # PERF: most traffic asks for a few paths again and again; a dict lookup replaces the
+        # regex and the decoding. Bounded: cleared when full, so random paths cannot grow it.
+        memo = self._memo
+        try:
+            return memo[path]
+        except KeyError:
+            pass
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        found = memo[path] = self._match(path)
+        return found
+
+    def _match(self, path: str) -> dict[str, str] | None:
         m = self._regex.fullmatch(path)
         if m is None:
             return None

@@ -232,6 +232,24 @@ def test_a_head_that_keeps_trickling_still_times_out(serve: Callable[..., Runnin
     assert time.monotonic() - started < timeout + 3 * UNIT
 
 
+def test_a_lone_first_byte_starts_the_head_timeout(serve: Callable[..., Running]) -> None:
+    """The head timeout starts with a request's first byte, though httptools reports nothing
+    of a lone method byte but its start; also when that byte follows a complete request in
+    the same read. (The keep-alive timeout, much longer here, must not apply.)"""
+    timeout = 0.3 * UNIT
+    running = serve(hello_app(), header_timeout=timeout, keepalive_timeout=30 * UNIT)
+    for first in (b"G", b"GET / HTTP/1.1\r\nHost: x\r\n\r\nG"):
+        with RawHTTP(running.port) as conn:
+            started = time.monotonic()
+            conn.send(first)
+            if first != b"G":
+                assert conn.read_response().status == 200
+            r = conn.read_response()
+            assert (r.status, r.header("connection")) == (408, "close")
+        assert time.monotonic() - started < timeout + 3 * UNIT
+    still_serving(running)
+
+
 def test_stalled_body_gets_408(
     serve: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:

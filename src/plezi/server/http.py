@@ -69,6 +69,14 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: two CRLFs and a size of up to 12 hex digits, so that even 1-byte chunks always pass.
 _CHUNK_FRAMING = 16
 #: A valid ``Host`` value (RFC 9110 section 7.2): an IP literal or a reg-name, then a port.
+#: Method names as ``str`` (PERF: no decode per request for the usual ones).
+_METHODS: dict[bytes, str] = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+}
+#: Lower-cased header names by their raw bytes, filled as they are seen (bounded: a client
+#: sending random names only makes the cache stop growing).
+_HEADER_NAMES: dict[bytes, str] = {}
+_HEADER_NAMES_MAX = 512
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
@@ -105,6 +113,7 @@ class HttpProtocol(asyncio.Protocol):
         "_upgrade",
         "_upgrade_rest",
         "_url",
+        "_version",
         "_waiting",
         "client",
         "server",
@@ -117,6 +126,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._state = IDLE
         self._url = b""
+        self._version = "1.1"
         self._headers: dict[str, str] = {}
         #: The last ``Host`` value found valid on this connection (see ``_check_host``).
         self._host = ""
@@ -207,6 +217,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        # Called on a request's first byte (even a lone "G" that no other callback reports):
+        # the head timeout starts here.
         self._state = HEAD
         self._started = self.server.now
         self._url = b""
@@ -228,7 +240,12 @@ class HttpProtocol(asyncio.Protocol):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.server.limits.max_header_size:
             raise _Limit(431, "Request Header Fields Too Large")
-        key = name.decode("latin-1").lower()
+        # PERF: clients send the same few header names on every request: decoded once.
+        key = _HEADER_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_HEADER_NAMES) < _HEADER_NAMES_MAX:
+                _HEADER_NAMES[name] = key
         text = value.decode("latin-1")
         headers = self._headers
         if key in headers:
@@ -239,7 +256,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._state = BODY
-        version = self._parser.get_http_version()
+        version = self._version = self._parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Limit(505, f"HTTP Version Not Supported: HTTP/{version}")
         headers = self._headers
@@ -267,9 +284,10 @@ class HttpProtocol(asyncio.Protocol):
                 raise _Limit(400, f"Bad Request: Transfer-Encoding {coding[:40]!r}")
             raise _Limit(501, f"Not Implemented: Transfer-Encoding {coding[:40]!r}")
         if (
-            version == "1.1"
+            "expect" in headers
+            and version == "1.1"
             and self._waiting is None
-            and headers.get("expect", "").lower() == "100-continue"
+            and headers["expect"].lower() == "100-continue"
             and (length not in (None, "0") or "transfer-encoding" in headers)
         ):
             # The client waits for this before sending the body (curl waits a second without
@@ -318,8 +336,15 @@ class HttpProtocol(asyncio.Protocol):
         if self._waiting is not None:
             self._waiting.append(request)
             self._pause()  # PERF/safety: one read's worth of requests queued at most
+            return
+        # PERF: `_handle` inlined: this is every request's path.
+        reply = self.server.app.handle(request)
+        # `type(...) is bytes` first: the common sync reply costs one identity check.
+        if type(reply) is bytes or isinstance(reply, Upgrade):
+            self._answer(request, reply)
         else:
-            self._handle(request)
+            self._waiting = deque()
+            self.server.spawn(self._handle_async(request, reply))
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -331,26 +356,18 @@ class HttpProtocol(asyncio.Protocol):
         path, _, query = target.partition("?")
         body = self._body
         parser = self._parser
+        method = parser.get_method()
         return Request(
-            parser.get_method().decode("ascii"),
+            _METHODS.get(method) or method.decode("ascii"),
             url,
             path,
             query,
             self._headers,
-            body=body[0] if len(body) == 1 else b"".join(body),
-            http_version=parser.get_http_version(),
+            body=(body[0] if len(body) == 1 else b"".join(body)) if body else b"",
+            http_version=self._version,
             client=self.client,
             keep_alive=parser.should_keep_alive() and not self.server.shutting_down,
         )
-
-    def _handle(self, request: Request) -> None:
-        reply = self.server.app.handle(request)
-        # PERF: `type(...) is bytes` first: the common sync reply costs one identity check.
-        if type(reply) is bytes or isinstance(reply, Upgrade):
-            self._answer(request, reply)
-        else:
-            self._waiting = deque()
-            self.server.spawn(self._handle_async(request, reply))
 
     async def _handle_async(self, request: Request, pending: Any) -> None:
         """Await an ``async`` reply, then answer the requests queued behind it, in order."""
