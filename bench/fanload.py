@@ -10,9 +10,24 @@ Deliveries per second are counted at the clients:
 * steady: the sender sends ``--rate`` messages per second, each carrying its send time; 50 probe
   receivers record publish-to-delivery latency (p50, p99).
 
-To stay cheap, receivers are not read on every message: an epoll timer drains them every few
-milliseconds, so one ``recv`` returns many messages; only the sender is read promptly. Prints
-one JSON line.
+Receivers are raw uvloop protocols that read promptly and count bytes (every message the server
+sends is a 34-byte frame); the sender's lockstep and burst frames are built once. Prints one
+JSON line, which also says how many messages were sent and whether any connection got fewer
+(``lost``) or more (``extra``).
+
+``--protocol socketio`` speaks Socket.IO 5 over Engine.IO 4's WebSocket transport directly (no
+polling first), as python-socketio frames it (checked against the server, not from memory):
+
+* ``GET /socket.io/?EIO=4&transport=websocket`` upgrade; the server sends the Engine.IO open
+  packet ``0{"sid":..,"pingInterval":25000,"pingTimeout":20000,..}`` in a text frame;
+* the client sends ``40`` (connect to "/"), the server answers ``40{"sid":..}``, after which the
+  connection is in the broadcast;
+* a message is the event ``42["chat","<32-byte payload>"]`` both ways, one packet per frame;
+* the server pings with ``2`` every pingInterval and closes connections that do not answer
+  ``3`` within pingTimeout, so every connection answers each ping.
+
+A Socket.IO receiver counts the frames that start with the "chat" event prefix (so a ping is
+never counted as a message) and answers pings; both are a ``bytes.count`` per read, not a parse.
 """
 
 from __future__ import annotations
@@ -39,13 +54,41 @@ def client_frame(payload: bytes) -> bytes:
     return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked
 
 
-def handshake(host: str, port: int) -> socket.socket:
+# Socket.IO: a "chat" event to the namespace "/" is ``42["chat",<JSON string>]``; the server
+# sends it unmasked in one text frame, so every delivery starts with SIO_MARK (47 bytes in all).
+SIO_EVENT = b'42["chat","'
+SIO_MARK = bytes((0x81, len(SIO_EVENT) + len(PAYLOAD) + 2)) + SIO_EVENT
+SIO_PING = b"\x81\x012"  # Engine.IO ping, a text frame "2"; 0x81 starts frames only
+
+
+def message_frame(payload: bytes, socketio: bool) -> bytes:
+    """What the sender writes for a 32-byte ``payload`` (a masked client frame)."""
+    return client_frame(SIO_EVENT + payload + b'"]' if socketio else payload)
+
+
+def read_frame(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
+    """One unmasked server frame (handshake only, blocking): its payload and what follows."""
+    while True:
+        if len(buf) >= 2:
+            size, start = buf[1] & 0x7F, 2
+            if size == 126 and len(buf) >= 4:
+                size, start = struct.unpack("!H", buf[2:4])[0], 4
+            if size < 126 and len(buf) >= start + size:
+                return buf[start : start + size], buf[start + size :]
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise SystemExit("server closed during handshake")
+        buf += chunk
+
+
+def handshake(host: str, port: int, socketio: bool = False) -> socket.socket:
     sock = socket.create_connection((host, port))
     # Small frames must leave at once: Nagle would hold each one for the previous one's ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16)).decode()
+    path = "/socket.io/?EIO=4&transport=websocket" if socketio else "/"
     sock.sendall(
-        f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     data = b""
@@ -57,6 +100,14 @@ def handshake(host: str, port: int) -> socket.socket:
     if not data.startswith(b"HTTP/1.1 101"):
         raise SystemExit(f"handshake refused: {data[:60]!r}")
     extra = data.split(b"\r\n\r\n", 1)[1]
+    if socketio:
+        opened, extra = read_frame(sock, extra)
+        if not opened.startswith(b"0{"):
+            raise SystemExit(f"no Engine.IO open packet: {opened[:60]!r}")
+        sock.sendall(client_frame(b"40"))
+        connected, extra = read_frame(sock, extra)
+        if not connected.startswith(b"40{"):
+            raise SystemExit(f"Socket.IO connect refused: {connected[:60]!r}")
     if extra:
         raise SystemExit("unexpected data after handshake")
     sock.setblocking(False)
@@ -70,39 +121,95 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+class SocketIOStream:
+    """Counts the "chat" events in one connection's byte stream and answers Engine.IO pings.
+
+    ``tail`` keeps the last bytes of the previous read, shorter than either pattern, so a frame
+    split across two reads is counted once, when its pattern is complete."""
+
+    KEEP = len(SIO_MARK) - 1
+    PONG = client_frame(b"3")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.tail = b""
+        self.messages = 0
+        self.pings = 0
+
+    def feed(self, data: bytes) -> None:
+        data = self.tail + data
+        self.messages += data.count(SIO_MARK)
+        if SIO_PING in data:  # about every 25 s per connection
+            # A ping wholly inside the tail was answered on the previous read.
+            pings = data.count(SIO_PING) - self.tail.count(SIO_PING)
+            self.pings += pings
+            self.transport.write(self.PONG * pings)
+        self.tail = data[-self.KEEP :]
+
+
 class Receiver(asyncio.Protocol):
-    """One subscriber that is not the sender: counts bytes as they come (prompt reading keeps
+    """One subscriber that is not the sender: counts messages as they come (prompt reading keeps
     the kernel's receive queues short, which is what a real client does). A probe also reads
     the send time in each steady-mode message and records the latency."""
 
     def __init__(self, group: Receivers, probe: bool = False) -> None:
         self.group = group
         self.received = 0
+        self.messages = 0
         self.probe = probe
         self.pending = b""
+        self.sio: SocketIOStream | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        if self.group.socketio:
+            self.sio = SocketIOStream(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.group.closed += 1
 
     def data_received(self, data: bytes) -> None:
-        self.received += len(data)
+        if self.sio is None:
+            self.received += len(data)
+            self.messages = self.received // FRAME_IN
+        else:
+            self.sio.feed(data)
+            self.messages = self.sio.messages
         if self.probe and self.group.timing:
-            now = time.perf_counter()
-            data = self.pending + data
-            whole = len(data) - len(data) % FRAME_IN
-            for i in range(0, whole, FRAME_IN):
-                stamp = data[i + 2 : i + FRAME_IN]
-                if stamp.startswith(b"t"):
-                    self.group.latencies.append(now - float(stamp[1:]))
-            self.pending = data[whole:]
+            self.record(data)
         group = self.group
-        if group.waiting is not None and self.received // FRAME_IN >= group.target:
+        if group.waiting is not None and self.messages >= group.target:
             group.check()
+
+    def record(self, data: bytes) -> None:
+        """The latency of every steady-mode message (payload "t<send time>") completed here."""
+        now = time.perf_counter()
+        data = self.pending + data
+        stamps: list[bytes] = []
+        if self.sio is None:
+            whole = len(data) - len(data) % FRAME_IN
+            stamps = [data[i + 2 : i + FRAME_IN] for i in range(0, whole, FRAME_IN)]
+            self.pending = data[whole:]
+        else:
+            end = len(SIO_MARK) + len(PAYLOAD)
+            while (i := data.find(SIO_MARK)) >= 0 and len(data) >= i + end:
+                stamps.append(data[i + len(SIO_MARK) : i + end])
+                data = data[i + end :]
+            # An incomplete event, or a prefix of one that may be completed by the next read.
+            self.pending = data[i:] if i >= 0 else data[-SocketIOStream.KEEP :]
+        for stamp in stamps:
+            if stamp.startswith(b"t"):
+                self.group.latencies.append(now - float(stamp[1:]))
 
 
 class Receivers:
     """The receivers' process: N-1 subscribers; answers "wait K" on stdin with the time at which
-    every receiver had K messages."""
+    every receiver had K messages, its CPU time so far, the fewest and the most messages any
+    receiver counted, and the pings answered."""
 
-    def __init__(self) -> None:
+    def __init__(self, socketio: bool) -> None:
+        self.socketio = socketio
         self.members: list[Receiver] = []
+        self.closed = 0  # connections the server closed (none should be)
         self.timing = False
         self.latencies: list[float] = []
         self.target = 0
@@ -112,7 +219,7 @@ class Receivers:
         if (
             self.waiting is not None
             and not self.waiting.done()
-            and all(r.received // FRAME_IN >= self.target for r in self.members)
+            and all(r.messages >= self.target for r in self.members)
         ):
             self.waiting.set_result(None)
 
@@ -127,9 +234,10 @@ class Receivers:
 
 async def receivers_main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    group = Receivers()
+    socketio = args.protocol == "socketio"
+    group = Receivers(socketio)
     for _ in range(args.subs - 1):
-        sock = handshake(args.host, args.port)
+        sock = handshake(args.host, args.port, socketio)
         probe = len(group.members) < 50
         _, receiver = await loop.connect_accepted_socket(
             lambda probe=probe: Receiver(group, probe), sock
@@ -143,7 +251,8 @@ async def receivers_main(args: argparse.Namespace) -> None:
         if line[0] == "time":
             group.timing = True
             for r in group.members:
-                r.pending = b"" if r.received % FRAME_IN == 0 else r.pending
+                if group.socketio or r.received % FRAME_IN == 0:
+                    r.pending = b""
             print("ok", flush=True)
         elif line[0] == "latency":
             group.timing = False
@@ -151,28 +260,62 @@ async def receivers_main(args: argparse.Namespace) -> None:
             p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
             print(json.dumps({"p50_ms": p50, "p99_ms": p99, "samples": len(lat)}), flush=True)
         elif line[0] == "wait":
-            when = await asyncio.wait_for(group.wait(int(line[1])), 60)
-            print(f"{when} {time.process_time() - cpu0}", flush=True)
+            try:
+                when = await asyncio.wait_for(group.wait(int(line[1])), args.timeout)
+            except TimeoutError:
+                counts = [r.messages for r in group.members]
+                raise SystemExit(
+                    f"receivers: waited {args.timeout:g} s for {line[1]} messages each: fewest "
+                    f"{min(counts)}, most {max(counts)}, {group.closed} connections closed"
+                ) from None
+            counts = [r.messages for r in group.members]
+            reply = {
+                "when": when,
+                "cpu": time.process_time() - cpu0,
+                "fewest": min(counts),
+                "most": max(counts),
+                "pings": sum(r.sio.pings for r in group.members if r.sio is not None),
+            }
+            print(json.dumps(reply), flush=True)
 
 
 class Sender(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, socketio: bool) -> None:
+        self.socketio = socketio
         self.received = 0
+        self.messages = 0
+        self.sent = 0
         self.lockstep = False
-        self.frame = client_frame(PAYLOAD)
+        self.frame = message_frame(PAYLOAD, socketio)
+        self.sio: SocketIOStream | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self.transport = transport
+        if self.socketio:
+            self.sio = SocketIOStream(transport)
 
     def data_received(self, data: bytes) -> None:
-        before = self.received // FRAME_IN
-        self.received += len(data)
-        if self.lockstep and self.received // FRAME_IN > before:
-            self.transport.write(self.frame)
+        before = self.messages
+        if self.sio is None:
+            self.received += len(data)
+            self.messages = self.received // FRAME_IN
+        else:
+            self.sio.feed(data)
+            self.messages = self.sio.messages
+        if self.lockstep and self.messages > before:
+            self.send(self.frame)
 
-    @property
-    def messages(self) -> int:
-        return self.received // FRAME_IN
+    def send(self, frame: bytes, count: int = 1) -> None:
+        self.sent += count
+        self.transport.write(frame)
+
+    async def caught_up(self, timeout: float) -> None:
+        """Until every message sent came back to the sender."""
+        deadline = time.perf_counter() + timeout
+        while self.messages < self.sent:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"sender got {self.messages} of {self.sent} messages back")
+            await asyncio.sleep(0.001)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -189,6 +332,10 @@ async def main(args: argparse.Namespace) -> None:
         args.host,
         "--subs",
         str(args.subs),
+        "--protocol",
+        args.protocol,
+        "--timeout",
+        str(args.timeout),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -196,27 +343,30 @@ async def main(args: argparse.Namespace) -> None:
     if (await child.stdout.readline()).strip() != b"ready":
         raise SystemExit("receivers failed to start")
 
-    async def wait_receivers(target: int) -> tuple[float, float]:
+    async def wait_receivers(target: int) -> dict[str, float]:
         assert child.stdin is not None and child.stdout is not None
         child.stdin.write(f"wait {target}\n".encode())
-        when, cpu = (await asyncio.wait_for(child.stdout.readline(), 70)).split()
-        return float(when), float(cpu)
+        reply: dict[str, float] = json.loads(
+            await asyncio.wait_for(child.stdout.readline(), args.timeout + 10)
+        )
+        return reply
 
-    sender_sock = handshake(args.host, args.port)
-    _, sender = await loop.connect_accepted_socket(Sender, sender_sock)
+    socketio = args.protocol == "socketio"
+    sender_sock = handshake(args.host, args.port, socketio)
+    _, sender = await loop.connect_accepted_socket(lambda: Sender(socketio), sender_sock)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    sender.transport.write(sender.frame)  # every subscriber is known: the handshakes are done
+    sender.send(sender.frame)  # every subscriber is known: the handshakes are done
     await wait_receivers(1)
     result: dict[str, float] = {}
     if args.mode in ("lockstep", "both", "all"):
         start = sender.messages
         sender.lockstep = True
         t0 = time.perf_counter()
-        sender.transport.write(sender.frame)
+        sender.send(sender.frame)
         await asyncio.sleep(args.seconds)
         sender.lockstep = False
         rounds, elapsed = sender.messages - start, time.perf_counter() - t0
-        await asyncio.sleep(0.05)  # the message in flight
+        await sender.caught_up(args.timeout)  # the message in flight
         await wait_receivers(sender.messages)  # every receiver got every round: nothing lost
         result["lockstep"] = rounds * args.subs / elapsed
         result["round_trip_us"] = elapsed / max(rounds, 1) * 1e6
@@ -226,10 +376,9 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(args.bursts):
             target = sender.messages + args.burst
             t0 = time.perf_counter()
-            sender.transport.write(burst)
-            t1, _ = await wait_receivers(target)
-            while sender.messages < target:
-                await asyncio.sleep(0.001)
+            sender.send(burst, args.burst)
+            t1 = (await wait_receivers(target))["when"]
+            await sender.caught_up(args.timeout)
             best = max(best, args.burst * args.subs / (max(t1, time.perf_counter()) - t0))
         result["burst"] = best
     if args.mode in ("steady", "all"):
@@ -245,12 +394,22 @@ async def main(args: argparse.Namespace) -> None:
             if delay > 0:
                 await asyncio.sleep(delay)
             stamp = f"t{time.perf_counter():.6f}".encode().ljust(32)
-            sender.transport.write(client_frame(stamp))
+            sender.send(message_frame(stamp, socketio))
         await wait_receivers(start + count)
         child.stdin.write(b"latency\n")
         result.update(json.loads(await child.stdout.readline()))
-    _, child_cpu = await wait_receivers(0)
-    result["client_cpu"] = (time.process_time() - cpu0 + child_cpu) / (time.perf_counter() - wall0)
+    await sender.caught_up(args.timeout)
+    await wait_receivers(sender.sent)
+    await asyncio.sleep(0.05)  # anything delivered twice would have arrived by now
+    final = await wait_receivers(0)
+    cpu = time.process_time() - cpu0 + final["cpu"]
+    result["client_cpu"] = cpu / (time.perf_counter() - wall0)
+    # Every connection must have got exactly what was sent (the waits above only ensure "at least").
+    result["sent"] = sender.sent
+    result["lost"] = sender.sent - min(final["fewest"], sender.messages)
+    result["extra"] = max(final["most"], sender.messages) - sender.sent
+    if sender.sio is not None:
+        result["pings"] = final["pings"] + sender.sio.pings  # answered, over all connections
     print(json.dumps(result))
     child.stdin.close()
     await child.wait()
@@ -267,6 +426,8 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--burst", type=int, default=2000)
     p.add_argument("--bursts", type=int, default=3)
+    p.add_argument("--protocol", choices=("ws", "socketio"), default="ws")
+    p.add_argument("--timeout", type=float, default=60, help="seconds to wait for deliveries")
     p.add_argument("--receivers", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     uvloop.run(receivers_main(args) if args.receivers else main(args))

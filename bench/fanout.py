@@ -5,7 +5,8 @@
 1,000 WebSocket subscribers on one channel; one of them sends 32-byte messages and the server
 publishes each one to all (see fanload.py for the lockstep, burst and steady modes). Servers on
 core 0 (a private redis-server too, for "plezi redis"), the load generator on core 1;
-"--workers 2" servers get both cores.
+"--workers 2" servers get both cores. python-socketio is driven by the same load generator
+speaking raw Socket.IO over the WebSocket transport (``fanload.py --protocol socketio``).
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "--backlog",
         "4096",
     ],
+    "python-socketio": _script("socketio_fanout.py"),
 }
-KEYS = ("lockstep", "burst", "p50_ms", "p99_ms")
+SOCKETIO = {"python-socketio"}
+KEYS = ("lockstep", "burst", "p50_ms", "p99_ms", "server_cpu", "client_cpu")
 
 
 def one(name: str, args: argparse.Namespace) -> dict[str, float]:
@@ -84,13 +87,18 @@ def one(name: str, args: argparse.Namespace) -> dict[str, float]:
             "--seconds",
             str(args.seconds),
             "--bursts",
-            str(args.bursts),
+            # python-socketio takes minutes per burst (2,000,000 deliveries at ~10k/s): one is
+            # enough, and it needs a longer wait than fanload's default 60 s.
+            "1" if name in SOCKETIO else str(args.bursts),
             "--mode",
             "all",
+            *(["--protocol", "socketio", "--timeout", "600"] if name in SOCKETIO else []),
         ]
         out, server_cpu, _ = measure(proc.pid, load)
         result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
         result["server_cpu"] = server_cpu
+        if result.get("lost") or result.get("extra"):
+            print(f"  note: {name}: {result['lost']} lost, {result['extra']} extra", flush=True)
         return result
     finally:
         proc.terminate()
@@ -115,8 +123,8 @@ def run_all(args: argparse.Namespace, names: list[str]) -> None:
     )
     med = {n: {k: statistics.median(r[k] for r in results[n]) for k in KEYS} for n in names}
     print(
-        f"{'server':22} {'lockstep':>10} {'burst':>11} {'p50 ms':>7} {'p99 ms':>7}   "
-        "plezi / server (lockstep, burst)"
+        f"{'server':22} {'lockstep':>10} {'burst':>11} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'cpu srv/load':>12}   plezi / server (lockstep, burst)"
     )
     for n in names:
         ratio = ""
@@ -126,9 +134,10 @@ def run_all(args: argparse.Namespace, names: list[str]) -> None:
                 f"{med['plezi']['burst'] / med[n]['burst']:.2f}x"
             )
         m = med[n]
+        cpu = f"{m['server_cpu']:.0%} / {m['client_cpu']:.0%}"
         print(
             f"{n:22} {m['lockstep']:>10.0f} {m['burst']:>11.0f} {m['p50_ms']:>7.2f} "
-            f"{m['p99_ms']:>7.2f}   {ratio}"
+            f"{m['p99_ms']:>7.2f} {cpu:>12}   {ratio}"
         )
 
 
