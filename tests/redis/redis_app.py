@@ -2,9 +2,9 @@
 
 Each connection first gets ``id:<its id>``. A message ``to:<id>:<text>`` is sent to one
 connection, ``news:<text>`` is published on ``news.sport`` (everyone subscribes ``news.*``),
-``hold`` blocks this worker's loop for a second (so that the next client is accepted by
-another worker), anything else is published on ``room``. GET / answers
-``plezi.pubsub_status()``.
+``pub:<channel>:<text>`` is published on ``channel``, ``hold`` blocks this worker's loop for a
+second (so that the next client is accepted by another worker), anything else is published on
+``room``. GET / answers ``plezi.pubsub_status()``.
 """
 
 import asyncio
@@ -37,6 +37,9 @@ class Room:
             plezi.write_to(target, text)
         elif data.startswith("news:"):
             plezi.publish("news.sport", data[5:])
+        elif data.startswith("pub:"):
+            _, channel, text = data.split(":", 2)
+            plezi.publish(channel, text)
         else:
             plezi.publish("room", data)
 

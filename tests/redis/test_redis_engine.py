@@ -20,6 +20,8 @@ from redisproc import RedisProcess
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import ROOT, UNIT, Script
+from plezi.protocol.frames import OP_TEXT, encode_frame
+from server.wsclient import MASK, RawClient
 
 APP = Path(__file__).with_name("redis_app.py")
 
@@ -287,3 +289,95 @@ def test_workers_each_receive_each_message_once(redis, script, clients) -> None:
     assert recv_all(a, 50) == sent
     assert recv_all(b, 50) == sent
     assert_quiet(b, a, "marker")
+
+
+def burst_commands(n: int, target: str) -> tuple[list[str], list[str], list[str]]:
+    """``n`` commands cycling through the channel ``room``, the pattern ``news.*`` and direct
+    writes to ``target``; and what a subscriber, and ``target``, must get, in order."""
+    commands, everyone, for_target = [], [], []
+    for i in range(n):
+        kind = i % 5
+        if kind in (0, 1):  # runs of two: consecutive messages to one topic share a batch
+            commands.append(f"r{i}")
+            everyone.append(f"r{i}")
+            for_target.append(f"r{i}")
+        elif kind in (2, 3):
+            commands.append(f"news:n{i}")
+            everyone.append(f"n{i}")
+            for_target.append(f"n{i}")
+        else:
+            commands.append(f"to:{target}:d{i}")
+            for_target.append(f"d{i}")
+    return commands, everyone, for_target
+
+
+@pytest.mark.parametrize("protocol", ["2", "3"])
+def test_a_burst_arrives_complete_and_in_order_everywhere(redis, script, clients, protocol) -> None:
+    """A burst read from Redis in bulk is batched per topic; mixing a channel, a pattern and
+    direct writes, it must still reach every subscriber complete and in publishing order (and
+    so in RESP3, where Redis sends push notifications)."""
+    url = f"{redis.url}?protocol={protocol}"
+    s1 = script(APP, "--redis", url)
+    s2 = script(APP, "--redis", url)
+    a, _ = join(s1, clients)
+    b, b_id = join(s2, clients)
+    c, _ = join(s2, clients)
+    sync(a, [a, b, c], "warm")
+    commands, everyone, for_b = burst_commands(1500, b_id)
+    sender = RawClient(s1.port, "/")
+    try:
+        assert sender.recv_frame().text.startswith("id:")
+        # One TCP write: s1 reads the burst at once, publishes it in one write to Redis, and
+        # s2 reads it back in a few large reads.
+        sender.send_raw(b"".join(encode_frame(OP_TEXT, m.encode(), mask=MASK) for m in commands))
+        assert recv_all(b, len(for_b)) == for_b
+        assert recv_all(c, len(everyone)) == everyone
+        assert recv_all(a, len(everyone)) == everyone
+        assert [sender.recv_frame().text for _ in everyone] == everyone
+    finally:
+        sender.close()
+    a.send("marker")  # nothing more was queued anywhere: the next message is a fresh one
+    for ws in (a, b, c):
+        assert ws.recv(timeout=10 * UNIT) == "marker"
+
+
+def numsub(redis: RedisProcess, channel: str) -> int:
+    reply = redis.command("PUBSUB", "NUMSUB", channel)
+    return int(reply.rsplit(":", 1)[1].split()[0])
+
+
+def test_subscriptions_follow_the_local_subscribers(redis, script, clients) -> None:
+    """The engine subscribes on Redis when a channel gets its first local subscriber and
+    unsubscribes when it loses the last one (commands written on the taken-over link)."""
+    pair = two_servers(redis, script, clients)
+    assert numsub(redis, "redis_app_app:room") == 2
+    c, _ = join(pair.s2, clients)
+    pair.b.close()
+    assert numsub(redis, "redis_app_app:room") == 2  # c still listens on s2
+    c.close()
+    wait_for(lambda: numsub(redis, "redis_app_app:room") == 1, "s2 to unsubscribe")
+    d, _ = join(pair.s2, clients)
+    wait_for(lambda: numsub(redis, "redis_app_app:room") == 2, "s2 to subscribe again")
+    sync(pair.a, [pair.a, d], "again")
+
+
+def test_a_message_redis_refuses_is_logged_and_does_not_hold_back_the_next(
+    redis, script, clients
+) -> None:
+    # This user may use ``room`` and the ``news.*`` pattern, not the channel ``secret``.
+    redis.command(
+        "ACL", "SETUSER", "plz", "on", ">pw", "~*", "+@all", "resetchannels",
+        "&redis_app_app:room", "&redis_app_app:news.*",
+    )  # fmt: skip
+    url = redis.url.replace("redis://", "redis://plz:pw@")
+    s1 = script(APP, "--redis", url)
+    a, _ = join(s1, clients)
+    sync(a, [a], "warm")
+    a.send("pub:secret:refused")
+    a.send("after")
+    assert a.recv(timeout=10 * UNIT) == "after"
+    assert status(s1)["queued"] == 0
+    code, err = s1.stop()
+    assert code == 0
+    assert "Redis refused to publish a message" in err and "NOPERM" in err
+    assert ":pw@" not in err  # the password is never printed

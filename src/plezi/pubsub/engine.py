@@ -14,6 +14,8 @@ class Sink(Protocol):
     """What an engine hands incoming messages to (the :class:`~plezi.pubsub.hub.Hub`)."""
 
     def deliver(self, message: Message) -> None: ...
+    def flush(self) -> None:
+        """The end of a read from another process: fan out what ``deliver`` left batched."""
 
 
 class Engine:

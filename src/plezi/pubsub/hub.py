@@ -133,6 +133,11 @@ class Hub:
         else:
             self.registry.deliver(message)
 
+    def flush(self) -> None:
+        """The end of a read from another process (Redis): fan out the batch that the messages
+        of that read built, now rather than at the end of the loop iteration."""
+        self.registry.flush_batch()
+
     def _direct(self, message: Message) -> bool:
         conn = self._local(message.channel[len(DIRECT_PREFIX) :])
         if conn is None:
