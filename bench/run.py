@@ -217,10 +217,20 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument(
+        "--scenarios",
+        help="comma-separated substrings; run only the scenarios whose name contains one "
+        '(e.g. "ws echo" or "4 KiB"); default: all',
+    )
     p.add_argument("--json", help="also write the raw results to this file")
     args = p.parse_args()
     names = args.servers.split(",")
     scenarios = list(SCENARIOS)
+    if args.scenarios:
+        wanted = [w.strip() for w in args.scenarios.split(",") if w.strip()]
+        scenarios = [sc for sc in scenarios if any(w in sc for w in wanted)]
+        if not scenarios:
+            p.error(f"no scenario matches {args.scenarios!r}; known: {', '.join(SCENARIOS)}")
     results: dict[str, dict[str, list[dict[str, float]]]] = {
         n: {sc: [] for sc in scenarios} for n in names
     }
