@@ -147,7 +147,24 @@ class SocketIOStream:
         self.tail = data[-self.KEEP :]
 
 
-class Receiver(asyncio.Protocol):
+class Counting(asyncio.Protocol):
+    """Counts the chat messages a connection receives: plain WebSocket frames (all of one
+    size) or Socket.IO packets."""
+
+    received: int
+    messages: int
+    sio: SocketIOStream | None
+
+    def count(self, data: bytes) -> None:
+        if self.sio is None:
+            self.received += len(data)
+            self.messages = self.received // FRAME_IN
+        else:
+            self.sio.feed(data)
+            self.messages = self.sio.messages
+
+
+class Receiver(Counting):
     """One subscriber that is not the sender: counts messages as they come (prompt reading keeps
     the kernel's receive queues short, which is what a real client does). A probe also reads
     the send time in each steady-mode message and records the latency."""
@@ -168,12 +185,7 @@ class Receiver(asyncio.Protocol):
         self.group.closed += 1
 
     def data_received(self, data: bytes) -> None:
-        if self.sio is None:
-            self.received += len(data)
-            self.messages = self.received // FRAME_IN
-        else:
-            self.sio.feed(data)
-            self.messages = self.sio.messages
+        self.count(data)
         if self.probe and self.group.timing:
             self.record(data)
         group = self.group
@@ -279,7 +291,7 @@ async def receivers_main(args: argparse.Namespace) -> None:
             print(json.dumps(reply), flush=True)
 
 
-class Sender(asyncio.Protocol):
+class Sender(Counting):
     def __init__(self, socketio: bool) -> None:
         self.socketio = socketio
         self.received = 0
@@ -296,12 +308,7 @@ class Sender(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         before = self.messages
-        if self.sio is None:
-            self.received += len(data)
-            self.messages = self.received // FRAME_IN
-        else:
-            self.sio.feed(data)
-            self.messages = self.sio.messages
+        self.count(data)
         if self.lockstep and self.messages > before:
             self.send(self.frame)
 
