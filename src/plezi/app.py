@@ -158,9 +158,7 @@ class App:
         match = route.pattern.match(ctx.path)
         if match is None:
             return _FALL
-        base = ctx.base_params
-        if base is None:
-            base = self._params(ctx)
+        base = self._params(ctx)
         # Each route gets its own copy: a handler that changes `params` and then falls through
         # must not change what the next route sees. PERF: no copy when there is nothing to copy.
         params = merge_params(base) if base else {}
@@ -181,11 +179,6 @@ class App:
         func = getattr(inst, action)
         # An auto-dispatch event answers HTTP too: its ``msg`` is the request's params.
         result = func(params) if action in route.events else func()
-        if type(result) is str and inst._pl_response is None:
-            # PERF: the hello-world path: no Response object, no awaitable check.
-            return simple_response(
-                200, result.encode(), keep_alive=ctx.request.keep_alive, head=ctx.head
-            )
         # PERF: what sync methods return skips `inspect.isawaitable` (an ABC isinstance check).
         if action in route.async_names or (
             type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result)

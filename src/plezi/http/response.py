@@ -57,11 +57,10 @@ def simple_response(
     PERF: the common case (a controller returned a string and never touched ``self.response``)
     skips the :class:`Response` object entirely: one bytes join.
     """
-    line = _STATUS_LINES.get(status)
     return b"".join(
         (
-            line if line is not None else status_line(status),
-            _date_header if int(time.time()) == _date_second else http_date(),
+            status_line(status),
+            http_date(),
             content_type,
             extra,
             _KEEP if keep_alive else _CLOSE,
