@@ -159,19 +159,18 @@ def http_hello(port: int, pid: int, seconds: float) -> dict[str, float]:
     return {"value": float(m.group(1)), "server_cpu": server_cpu, "client_cpu": client_cpu}
 
 
+def wsload() -> str:
+    """The C echo load generator (bench/wsload.c), compiled on first use or when changed."""
+    source, binary = HERE / "wsload.c", HERE / ".build/wsload"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        binary.parent.mkdir(exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True)
+    return str(binary)
+
+
 def ws_echo(port: int, pid: int, seconds: float, size: int) -> dict[str, float]:
     out, server_cpu, _ = measure(
-        pid,
-        [
-            PY,
-            str(HERE / "wsload.py"),
-            "--port",
-            str(port),
-            "--size",
-            str(size),
-            "--seconds",
-            str(seconds),
-        ],
+        pid, [wsload(), "--port", str(port), "--size", str(size), "--seconds", str(seconds)]
     )
     result = json.loads(out.strip().splitlines()[-1])
     return {

@@ -632,6 +632,85 @@ def test_shortcut_does_not_take_extended_length_frames() -> None:
     assert parse(frame) == [("message", "y" * 119)]
 
 
+# The shortcut also takes a single whole frame with a 16-bit length (126 bytes to 64 KiB).
+
+
+@pytest.mark.parametrize("n", [126, 127, 4096, 65535])
+def test_shortcut_16_bit_frames(n: int) -> None:
+    data = os.urandom(n)
+    assert parse(cf(OP_BINARY, data)) == [("message", data)]
+    text = "é" * (n // 2) + "x" * (n % 2)
+    assert parse(cf(OP_TEXT, text.encode())) == [("message", text)]
+    for kind in (bytearray, memoryview):
+        rd, rec = reader()
+        rd.feed(kind(cf(OP_BINARY, data)))
+        assert rec.events == [("message", data)]
+        assert type(rec.events[0][1]) is bytes
+
+
+def test_shortcut_16_bit_rejects_invalid_utf8() -> None:
+    assert parse(cf(OP_TEXT, b"x" * 200 + b"\xc3")) == [("error", 1007)]
+    assert parse(cf(OP_TEXT, b"\xed\xa0\x80" + b"x" * 200)) == [("error", 1007)]
+
+
+def test_shortcut_16_bit_respects_the_size_limit() -> None:
+    data = b"x" * 1000
+    assert parse(cf(OP_TEXT, data), max_message_size=1000) == [("message", "x" * 1000)]
+    assert parse(cf(OP_TEXT, data + b"x"), max_message_size=1000) == [("error", 1009)]
+    assert parse(cf(OP_BINARY, data + b"x"), max_message_size=1000) == [("error", 1009)]
+    # A limit below 125 bytes turns the shortcut off altogether.
+    assert parse(cf(OP_BINARY, b"x" * 200), max_message_size=100) == [("error", 1009)]
+
+
+def test_shortcut_16_bit_respects_fragment_in_progress() -> None:
+    rd, rec = reader()
+    rd.feed(cf(OP_BINARY, b"a", fin=False))
+    rd.feed(cf(OP_BINARY, b"b" * 300))
+    assert rec.events == [("error", 1002)]
+    rd, rec = reader()
+    rd.feed(cf(OP_BINARY, b"a", fin=False))
+    rd.feed(cf(OP_CONT, b"b" * 300))  # a whole continuation frame alone in a chunk
+    assert rec.events == [("message", b"a" + b"b" * 300)]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (cf(OP_BINARY, b"x" * 300, rsv=4), 1002),  # RSV1 without an extension
+        (cf(OP_BINARY, b"x" * 300, fin=False) + cf(OP_TEXT), 1002),  # new message inside
+        (b"\x82\x7e" + (300).to_bytes(2, "big") + b"x" * 300, 1002),  # unmasked
+        (cf(3, b"x" * 300), 1002),  # reserved opcode
+        (cf(OP_PING, b"x" * 300), 1002),  # control frame over 125 bytes
+    ],
+)
+def test_shortcut_16_bit_does_not_skip_rules(frame: bytes, code: int) -> None:
+    assert parse(frame) == [("error", code)]
+
+
+def test_shortcut_16_bit_needs_exactly_one_whole_frame() -> None:
+    frame = cf(OP_TEXT, b"y" * 300)
+    # A byte short, a byte more, a length one off: the general parser decides.
+    assert parse(frame[:-1], frame[-1:]) == [("message", "y" * 300)]
+    assert parse(frame + cf(OP_PING)) == [("message", "y" * 300), ("ping", b"")]
+    binary = cf(OP_BINARY, b"y" * 300)
+    rd, rec = reader()
+    rd.feed(binary[:2] + (301).to_bytes(2, "big") + binary[4:])
+    assert rec.events == []  # waits for the missing byte
+    rd.feed(b"\x00")
+    assert rec.events == [("message", b"y" * 300 + bytes([MASK[0]]))]
+
+
+def test_handler_exception_in_16_bit_shortcut_closes_the_reader() -> None:
+    class Raising(Recorder):
+        def on_ws_message(self, data: str | bytes) -> None:
+            raise Boom
+
+    rd = WebSocketReader(Raising())
+    with pytest.raises(Boom):
+        rd.feed(cf(OP_TEXT, b"z" * 1000))
+    assert rd.closed
+
+
 def apply(data: bytes) -> bytes:
     return bytes(b ^ MASK[i % 4] for i, b in enumerate(data))
 

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from wsclient import Frame, RawClient, connect, small_send_buffer
+from wsclient import MASK as M
+from wsclient import Echo, Frame, RawClient, connect, echo_app, masked, small_send_buffer
 
 import plezi
 from conftest import UNIT
@@ -22,22 +23,7 @@ from plezi.protocol.frames import (
     encode_frame,
 )
 
-M = b"abcd"
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
-    return encode_frame(opcode, payload, fin=fin, mask=M)
-
-
-class Echo:
-    def on_message(self, data: Any) -> None:
-        self.write(data)  # type: ignore[attr-defined]
-
-
-def echo_app() -> plezi.App:
-    app = plezi.App()
-    app.route("/", Echo)
-    return app
+frame = masked
 
 
 def frames_until_eof(client: RawClient, timeout: float) -> list[Frame]:
@@ -327,6 +313,17 @@ def test_a_client_that_never_reads_is_disconnected_and_memory_stays_bounded(
     assert any("not reading" in r.getMessage() for r in caplog.records if r.name == "plezi")
 
 
+def stall(serve: Any, controller: type, closed: threading.Event) -> None:
+    """Serve ``controller`` with a small cap, send it one message from a client that never
+    reads, and wait for the server to close the connection (``closed``, set by ``on_close``)."""
+    app = plezi.App()
+    app.route("/", controller)
+    running = serve(app, max_outgoing_buffer=CAP, write_high_water=16 * 1024)
+    with RawClient(running.port, rcvbuf=4096) as stalled:
+        stalled.send_raw(frame(OP_TEXT, b"go"))
+        assert closed.wait(5 * UNIT)
+
+
 def test_a_flood_from_one_callback_is_bounded_too(
     serve: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -353,12 +350,7 @@ def test_a_flood_from_one_callback_is_bounded_too(
         def on_close(self) -> None:
             closed.set()
 
-    app = plezi.App()
-    app.route("/", Burst)
-    running = serve(app, max_outgoing_buffer=CAP, write_high_water=16 * 1024)
-    with RawClient(running.port, rcvbuf=4096) as stalled:
-        stalled.send_raw(frame(OP_TEXT, b"go"))
-        assert closed.wait(5 * UNIT)
+    stall(serve, Burst, closed)
     assert results["open"] is False
     assert results["accepted"] < 64
     assert results["peak"] <= CAP + CHUNK + 14, results
@@ -366,6 +358,32 @@ def test_a_flood_from_one_callback_is_bounded_too(
 
 
 # -- closing handshake ---------------------------------------------------------------------
+
+
+def test_one_reply_larger_than_the_cap_drops_a_client_that_does_not_read(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The single reply to one message is handed to the transport as soon as the read is
+    handled; when it leaves more than ``max_outgoing_buffer`` queued for a client that does not
+    read, that client is dropped with a log line, as when the cap is passed frame by frame."""
+    caplog.set_level(logging.INFO, logger="plezi")
+    closed = threading.Event()
+    box: dict[str, Any] = {}
+
+    class Big:
+        def on_open(self) -> None:
+            small_send_buffer(self)
+
+        def on_message(self, data: Any) -> None:
+            box["accepted"] = self.write(b"B" * (4 * CAP))  # type: ignore[attr-defined]
+
+        def on_close(self) -> None:
+            closed.set()
+
+    stall(serve, Big, closed)
+    assert box["accepted"] is True  # queued whole (nothing was queued before it)...
+    # ...then the client was dropped for not reading it.
+    assert any("not reading" in r.getMessage() for r in caplog.records if r.name == "plezi")
 
 
 def test_close_handshake_times_out_when_the_client_never_answers(serve: Any) -> None:

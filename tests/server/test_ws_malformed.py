@@ -8,9 +8,9 @@ import struct
 from typing import Any
 
 import pytest
-from wsclient import RawClient, connect
+from wsclient import MASK as M
+from wsclient import RawClient, connect, echo_app, masked
 
-import plezi
 from conftest import UNIT
 from plezi.protocol.frames import (
     OP_BINARY,
@@ -19,32 +19,18 @@ from plezi.protocol.frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    encode_frame,
 )
 
-M = b"abcd"
-
-
-def frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bytes | None = M
-) -> bytes:
-    return encode_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask)
+frame = masked
 
 
 def close_payload(code: int, reason: bytes = b"") -> bytes:
     return struct.pack("!H", code) + reason
 
 
-class Echo:
-    def on_message(self, data: Any) -> None:
-        self.write(data)  # type: ignore[attr-defined]
-
-
 @pytest.fixture
 def echo_server(serve: Any) -> Any:
-    app = plezi.App()
-    app.route("/", Echo)
-    return serve(app)
+    return serve(echo_app())
 
 
 MALFORMED = [

@@ -20,12 +20,39 @@ from typing import Any
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as _connect
 
+import plezi
 from conftest import UNIT
 from plezi.protocol.frames import OP_CLOSE, OP_PING, OP_TEXT, encode_frame
 
-__all__ = ["Frame", "RawClient", "connect", "small_send_buffer"]
+__all__ = ["Echo", "Frame", "RawClient", "connect", "echo_app", "masked", "small_send_buffer"]
 
 MASK = b"abcd"
+
+
+def masked(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes | None = MASK,
+) -> bytes:
+    """A client frame (masked with ``mask`` unless it is ``None``), encoded by plezi."""
+    return encode_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask)
+
+
+class Echo:
+    """A controller that writes every message back."""
+
+    def on_message(self, data: Any) -> None:
+        self.write(data)  # type: ignore[attr-defined]
+
+
+def echo_app() -> plezi.App:
+    """An app with :class:`Echo` at ``/``."""
+    app = plezi.App()
+    app.route("/", Echo)
+    return app
 
 
 def connect(url: str, **kwargs: Any) -> ClientConnection:

@@ -125,7 +125,7 @@ class WebSocketReader:
         self._mask_bit = 0x80 if require_mask else 0
         # Python ints are unbounded, so "no limit" is just a bound no frame reaches.
         self._max_size = (1 << 64) if max_message_size is None else max_message_size
-        # Whether feed() may take its single-small-frame shortcut (see there).
+        # Whether feed() may take its single-frame shortcut (see there).
         self._fast = require_mask and self._max_size >= 125
         #: True once a close frame or an error was reported; feed() then ignores input.
         self.closed = False
@@ -166,29 +166,44 @@ class WebSocketReader:
                 data = data.tobytes()
             end = len(data)
             # PERF: fastest path, the usual server case: ``data`` is exactly one
-            # whole, final, masked text/binary frame of 1-125 bytes and no
-            # fragmented message is in progress. ``data[1]`` must then be the MASK
-            # bit plus a 7-bit length of ``end - 6``: 0x80 + end - 6 == end + 122
-            # (``end < 132`` keeps that length below 126). Everything the general
-            # loop would check is implied by these tests.
-            if self._fast and 6 < end < 132 and data[1] == end + 122 and not self._frag_op:
-                b0 = data[0]
-                try:
-                    if b0 == 0x81:
+            # whole, final, masked text/binary frame and no fragmented message is
+            # in progress. Up to 125 bytes, ``data[1]`` must then be the MASK bit
+            # plus a 7-bit length of ``end - 6``: 0x80 + end - 6 == end + 122
+            # (``end < 132`` keeps that length below 126). From 126 bytes to 64
+            # KiB, ``data[1]`` is the MASK bit plus 126 (0xFE) and the 16-bit
+            # length is ``end - 8`` (``end > 133`` keeps it at 126 or more, so
+            # the two cases cannot overlap). Everything the general loop would
+            # check is implied by these tests, and the size limit by the test
+            # itself (up to 125 bytes, ``_fast`` says the limit allows it).
+            if self._fast and not self._frag_op:
+                hlen = 0
+                if 6 < end < 132:
+                    if data[1] == end + 122:
+                        hlen = 6
+                elif (
+                    end > 133
+                    and data[1] == 0xFE
+                    and (data[2] << 8 | data[3]) == end - 8
+                    and end - 8 <= self._max_size
+                ):
+                    hlen = 8
+                if hlen and (data[0] == 0x81 or data[0] == 0x82):
+                    try:
+                        payload = apply_mask(data[hlen:], data[hlen - 4 : hlen])
+                        if data[0] == 0x82:
+                            self._on_message(payload)
+                            return
                         try:
-                            text = apply_mask(data[6:], data[2:6]).decode()
+                            text = payload.decode()
                         except UnicodeDecodeError:
                             self._fail(1007, "invalid UTF-8 in text message")
                             return
                         self._on_message(text)
                         return
-                    if b0 == 0x82:
-                        self._on_message(apply_mask(data[6:], data[2:6]))
-                        return
-                except BaseException:
-                    self._reset()
-                    self.closed = True
-                    raise
+                    except BaseException:
+                        self._reset()
+                        self.closed = True
+                        raise
         # PERF: the common case (nothing buffered, whole frames in ``data``) is
         # parsed straight out of the caller's bytes, without copying them into a
         # buffer. The loop is inlined here (no helper call per chunk) and walks

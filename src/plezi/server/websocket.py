@@ -238,8 +238,14 @@ class WebSocketConnection(asyncio.Protocol):
         Any other type raises ``TypeError`` (nothing is sent, the connection stays open)."""
         if self.state != OPEN:
             return False
-        # PERF: exact type check first; str is by far the most common payload.
-        self.queue_frame(text_frame(data) if type(data) is str else _frame_of(data))
+        # PERF: exact type checks first; str is by far the most common payload, then bytes.
+        if type(data) is str:
+            frame = text_frame(data)
+        elif type(data) is bytes:
+            frame = binary_frame(data)
+        else:
+            frame = _frame_of(data)
+        self.queue_frame(frame)
         return True
 
     def queue_frame(self, frame: bytes) -> None:

@@ -1,0 +1,243 @@
+/*
+ * A WebSocket echo load generator in C: one thread, epoll, no WebSocket library.
+ *
+ * Why C: the Python generator (bench/wsload.py, raw uvloop protocols) saturates its own core
+ * at about 130,000 echoes/s, so it could not tell plezi and picows apart. This one spends a
+ * fraction of that per message, so the server's core is what limits the figure.
+ *
+ * Each of --conns connections keeps exactly one message in flight: it sends a pre-built masked
+ * frame, counts bytes until the whole echo frame is back, then sends the next. Prints one JSON
+ * line, as wsload.py does: {"msgs_per_s": ..., "client_cpu": ...} over --seconds after
+ * --warmup seconds. Exits non-zero with a message on any error (refused handshake, a reset,
+ * more bytes than one echo, a server that closes).
+ *
+ * Build: gcc -O2 -o bench/.build/wsload bench/wsload.c  (bench/setup.sh does it)
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int fd;
+    int handshaking;
+    size_t head_len;   /* bytes of the handshake reply read so far */
+    char head[1024];
+    size_t got;        /* bytes of the current echo received */
+    size_t sent;       /* bytes of the current frame written (partial writes) */
+} conn_t;
+
+static unsigned char *frame;
+static size_t frame_len, expect;
+static long long count;
+static int ep;
+
+static void die(const char *what) {
+    fprintf(stderr, "wsload: %s: %s\n", what, errno ? strerror(errno) : "error");
+    exit(1);
+}
+
+static double now(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Write what is left of the frame; wait for EPOLLOUT if the socket is full. */
+static void send_frame(conn_t *c) {
+    while (c->sent < frame_len) {
+        ssize_t n = write(c->fd, frame + c->sent, frame_len - c->sent);
+        if (n < 0) {
+            if (errno == EAGAIN) {
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+                if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) die("epoll_ctl");
+                return;
+            }
+            die("write");
+        }
+        c->sent += (size_t)n;
+    }
+}
+
+/* Count received echo bytes; one whole echo starts the next message. */
+static void received(conn_t *c, size_t n) {
+    c->got += n;
+    if (c->got > expect) {
+        fprintf(stderr, "wsload: %zu bytes received for one echo of %zu\n", c->got, expect);
+        exit(1);
+    }
+    if (c->got == expect) {
+        c->got = 0;
+        c->sent = 0;
+        count++;
+        send_frame(c);
+    }
+}
+
+static void on_readable(conn_t *c) {
+    static char buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(c->fd, buf, sizeof buf);
+        if (n == 0) {
+            fprintf(stderr, "wsload: the server closed a connection\n");
+            exit(1);
+        }
+        if (n < 0) {
+            if (errno == EAGAIN) return;
+            die("read");
+        }
+        if (!c->handshaking) {
+            received(c, (size_t)n);
+            if ((size_t)n < sizeof buf) return; /* drained: skip the EAGAIN read */
+            continue;
+        }
+        size_t room = sizeof c->head - 1 - c->head_len;
+        size_t take = (size_t)n < room ? (size_t)n : room;
+        memcpy(c->head + c->head_len, buf, take);
+        c->head_len += take;
+        c->head[c->head_len] = 0;
+        char *end = strstr(c->head, "\r\n\r\n");
+        if (!end) {
+            if (c->head_len == sizeof c->head - 1) {
+                fprintf(stderr, "wsload: handshake reply too long\n");
+                exit(1);
+            }
+            continue;
+        }
+        if (strncmp(c->head, "HTTP/1.1 101", 12) != 0) {
+            fprintf(stderr, "wsload: handshake failed: %.80s\n", c->head);
+            exit(1);
+        }
+        c->handshaking = 0;
+        size_t used = (size_t)(end + 4 - c->head) - (c->head_len - take);
+        send_frame(c);
+        if ((size_t)n > used) received(c, (size_t)n - used);
+    }
+}
+
+static void build_frame(size_t size, int binary) {
+    size_t head = size < 126 ? 2 : size < 65536 ? 4 : 10;
+    frame_len = head + 4 + size;
+    expect = (size < 126 ? 2 : size < 65536 ? 4 : 10) + size;
+    frame = malloc(frame_len);
+    if (!frame) die("malloc");
+    frame[0] = 0x80 | (binary ? 2 : 1);
+    if (size < 126) {
+        frame[1] = 0x80 | (unsigned char)size;
+    } else if (size < 65536) {
+        frame[1] = 0x80 | 126;
+        frame[2] = (unsigned char)(size >> 8);
+        frame[3] = (unsigned char)size;
+    } else {
+        frame[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++) frame[2 + i] = (unsigned char)((uint64_t)size >> (56 - 8 * i));
+    }
+    unsigned char mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    memcpy(frame + head, mask, 4);
+    unsigned char fill = binary ? 'x' : 'a';
+    for (size_t i = 0; i < size; i++) frame[head + 4 + i] = fill ^ mask[i % 4];
+}
+
+/* Run the event loop until ``deadline`` (CLOCK_MONOTONIC seconds). */
+static void run_until(double deadline) {
+    struct epoll_event events[256];
+    for (;;) {
+        double left = deadline - now(CLOCK_MONOTONIC);
+        if (left <= 0) return;
+        int n = epoll_wait(ep, events, 256, (int)(left * 1000) + 1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++) {
+            conn_t *c = events[i].data.ptr;
+            if (events[i].events & EPOLLOUT) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+                if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) die("epoll_ctl");
+                send_frame(c);
+            }
+            if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *host = "127.0.0.1";
+    int port = 0, conns = 50, binary = 0;
+    size_t size = 32;
+    double seconds = 5, warmup = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--binary")) { binary = 1; continue; }
+        if (!v) { fprintf(stderr, "wsload: %s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--host")) host = v;
+        else if (!strcmp(a, "--port")) port = atoi(v);
+        else if (!strcmp(a, "--conns")) conns = atoi(v);
+        else if (!strcmp(a, "--size")) size = (size_t)atol(v);
+        else if (!strcmp(a, "--seconds")) seconds = atof(v);
+        else if (!strcmp(a, "--warmup")) warmup = atof(v);
+        else { fprintf(stderr, "wsload: unknown option %s\n", a); return 2; }
+        i++;
+    }
+    if (port <= 0 || conns <= 0) { fprintf(stderr, "wsload: --port and --conns are required\n"); return 2; }
+    build_frame(size, binary);
+    ep = epoll_create1(0);
+    if (ep < 0) die("epoll_create1");
+
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) { fprintf(stderr, "wsload: bad host\n"); return 2; }
+    conn_t *all = calloc((size_t)conns, sizeof *all);
+    if (!all) die("calloc");
+    for (int i = 0; i < conns; i++) {
+        conn_t *c = &all[i];
+        c->handshaking = 1;
+        c->fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (c->fd < 0) die("socket");
+        int one = 1;
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+        char req[256];
+        unsigned char key[16];
+        for (int k = 0; k < 16; k++) key[k] = (unsigned char)rand();
+        static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        char k64[25];
+        for (int k = 0, o = 0; k < 16; k += 3) {
+            uint32_t v = (uint32_t)key[k] << 16 | (k + 1 < 16 ? (uint32_t)key[k + 1] << 8 : 0) |
+                         (k + 2 < 16 ? key[k + 2] : 0);
+            k64[o++] = b64[v >> 18 & 63];
+            k64[o++] = b64[v >> 12 & 63];
+            k64[o++] = k + 1 < 16 ? b64[v >> 6 & 63] : '=';
+            k64[o++] = k + 2 < 16 ? b64[v & 63] : '=';
+        }
+        k64[24] = 0;
+        int len = snprintf(req, sizeof req,
+                           "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n",
+                           host, port, k64);
+        if (write(c->fd, req, (size_t)len) != len) die("write handshake");
+        if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0) die("fcntl");
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
+    }
+    run_until(now(CLOCK_MONOTONIC) + warmup);
+    for (int i = 0; i < conns; i++)
+        if (all[i].handshaking) { fprintf(stderr, "wsload: a handshake did not finish\n"); return 1; }
+    long long start_count = count;
+    double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+    run_until(t0 + seconds);
+    double elapsed = now(CLOCK_MONOTONIC) - t0;
+    double cpu = (now(CLOCK_PROCESS_CPUTIME_ID) - c0) / elapsed;
+    printf("{\"msgs_per_s\": %.1f, \"client_cpu\": %.3f}\n", (double)(count - start_count) / elapsed, cpu);
+    return 0;
+}
