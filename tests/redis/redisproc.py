@@ -69,9 +69,22 @@ class RedisProcess:
         raise RuntimeError("redis-server did not start")
 
     def kill(self) -> None:
+        """SIGKILL (a frozen server too) and wait for the process to end."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def freeze(self) -> None:
+        """SIGSTOP: Redis goes silent with its connections open (the kernel still accepts and
+        acknowledges, but nothing answers), like a host behind a partition. :meth:`kill` or
+        :meth:`thaw` ends it."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: a frozen Redis carries on where it stopped."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def command(self, *args: str) -> str:
         """Run one command with redis-cli-like framing (RESP) and return the raw reply text."""
@@ -82,3 +95,11 @@ class RedisProcess:
         with socket.create_connection(("127.0.0.1", self.port), 5 * UNIT) as s:
             s.sendall(b"".join(parts))
             return s.recv(65536).decode(errors="replace")
+
+    def calls(self, command: str) -> int:
+        """How many times Redis has run ``command`` (``INFO commandstats``)."""
+        reply = self.command("INFO", "commandstats")
+        for line in reply.splitlines():
+            if line.startswith(f"cmdstat_{command.lower()}:calls="):
+                return int(line.split("=", 1)[1].split(",", 1)[0])
+        return 0

@@ -22,7 +22,11 @@ running server publishes synchronously.
 
 *Faults.* A lost connection is logged, the state (``plezi.pubsub_status()``) says so, and the
 engine reconnects with exponential backoff (0.1 s doubling to 5 s), resubscribes everything, logs
-the recovery and flushes the queue. HTTP and WebSocket serving never wait on Redis.
+the recovery and flushes the queue. HTTP and WebSocket serving never wait on Redis. A Redis that
+goes silent without closing the connection is found by the links' health check (a PING after
+``health_check_interval`` quiet seconds, 15 by default, unanswered for as long again: see
+:mod:`.redis_link`), and the same path follows. The interval can be set in the URL
+(``?health_check_interval=5``; ``0`` disables it), as redis-py's option of that name is.
 
 *Payloads.* Redis carries bytes; plezi prefixes what it publishes with ``\\x00plz:t`` (text) or
 ``\\x00plz:b`` (binary), so binary messages stay binary. Messages published by other tools (no
@@ -34,9 +38,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ..errors import PleziError
 from .engine import Engine, Sink
@@ -83,12 +90,38 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user + ':***' if user else '***'}@{host}"
 
 
+def _split_url(url: str) -> tuple[str, float | None]:
+    """``url`` without its ``health_check_interval`` query option, and the option's value in
+    seconds (``None`` when absent). The engine checks health itself (redis-py would also take
+    the option, but only in whole seconds). Raises ``ValueError`` for a value that is not a
+    number of seconds >= 0."""
+    base, _, query = url.partition("?")
+    if "health_check_interval" not in query:
+        return url, None
+    kept, found = [], []
+    for part in query.split("&"):
+        pairs = parse_qsl(part, keep_blank_values=True)
+        if pairs and pairs[0][0] == "health_check_interval":
+            found.append(pairs[0][1])
+        else:
+            kept.append(part)
+    try:
+        seconds = float(found[0]) if found else None
+    except ValueError:
+        seconds = -1.0
+    if seconds is not None and not (0 <= seconds < math.inf):
+        raise ValueError("health_check_interval must be a number of seconds >= 0 (0: no check)")
+    return base + "?" + "&".join(kept) if kept else base, seconds
+
+
 def check_redis(url: str) -> None:
     """Connect once and PING, or raise :class:`RedisStartError` saying why (a wrong URL, a
-    refused password, nobody listening): called before the server announces itself."""
+    refused password, nobody listening, a bad option): called before the server announces
+    itself."""
     import redis
 
     try:
+        url = _split_url(url)[0]
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         try:
             client.ping()
@@ -104,10 +137,20 @@ class RedisEngine(Engine):
     name = "redis"
 
     def __init__(
-        self, sink: Sink, url: str, app_name: str, process_token: str, *, max_backlog: int = 10_000
+        self,
+        sink: Sink,
+        url: str,
+        app_name: str,
+        process_token: str,
+        *,
+        max_backlog: int = 10_000,
+        health_check_interval: float = 15.0,
     ) -> None:
         super().__init__(sink)
-        self.url = url
+        self.url, from_url = _split_url(url)
+        #: Seconds of silence before a link PINGs Redis, and then waits for an answer (0: never);
+        #: ``?health_check_interval=`` in the URL wins.
+        self.health_check_interval = health_check_interval if from_url is None else from_url
         self.prefix = f"{app_name}:"
         self._prefix_bytes = self.prefix.encode()
         self.process_token = process_token
@@ -200,8 +243,9 @@ class RedisEngine(Engine):
         self._sent = len(queue)
 
     def _on_publish_reply(self, reply: Any) -> None:
-        if isinstance(reply, list):
-            return  # a RESP3 push notification, not a reply to our PUBLISH
+        # PERF: PUBLISH answers with an integer (or an error): one type check for the common case.
+        if reply.__class__ is not int and not isinstance(reply, Exception):
+            return  # a health check's PONG or a RESP3 push notification: not for a PUBLISH
         if self._sent == 0:
             log.warning("unexpected reply from Redis on the publishing connection: %r", reply)
             return
@@ -282,15 +326,17 @@ class RedisEngine(Engine):
         if self._pool is None:
             # RESP2 by default: no push notification can come between two PUBLISH replies
             # (a URL asking for RESP3 works too: pushes are told apart).
+            # ``socket_timeout`` bounds the handshake only (redis-py reads nothing afterwards):
+            # a Redis that accepts but never answers makes this attempt fail, not hang.
             self._pool = aioredis.ConnectionPool.from_url(
-                self.url, socket_connect_timeout=5, protocol=2
+                self.url, socket_connect_timeout=5, socket_timeout=5, protocol=2
             )
         pub = await open_link(
-            self._pool, Link(self._on_publish_reply, self._lost, on_drained=self._write_unsent)
+            self._pool, self._link(self._on_publish_reply, on_drained=self._write_unsent)
         )
         self._pub = pub
         sub = await open_link(
-            self._pool, Link(self._on_message, self._lost, on_read_end=self._on_read_end)
+            self._pool, self._link(self._on_message, on_read_end=self._on_read_end)
         )
         self._sub = sub
         commands = [pack_command(b"PSUBSCRIBE", self._direct_pattern)]
@@ -303,6 +349,11 @@ class RedisEngine(Engine):
         self._since = time.time()
         self._sent = 0
         self._write_unsent()
+
+    def _link(self, on_reply: Callable[[Any], None], **events: Callable[[], None]) -> Link:
+        return Link(
+            on_reply, self._lost, health_check_interval=self.health_check_interval, **events
+        )
 
     def _lost(self, link: Link, exc: Exception | None) -> None:
         """A link ended by itself: mark the outage at once (both links may end in one
