@@ -149,6 +149,15 @@ def no_autostart() -> None:
     _autostart.no_autostart()
 
 
+def __getattr__(name: str) -> Any:
+    # ``plezi.asgi`` on first use, so ``import plezi`` stays lean for the native server.
+    if name == "asgi":
+        import importlib
+
+        return importlib.import_module(".asgi", __name__)
+    raise AttributeError(f"module 'plezi' has no attribute {name!r}")
+
+
 def _autostart_now() -> int:
     from .runner import run as _run
 

@@ -1,0 +1,211 @@
+"""A plezi :class:`~plezi.app.App` as an ASGI 3 application (uvicorn, hypercorn, granian ...).
+
+HTTP requests go through :meth:`App.handle`, exactly as on the native server; the reply bytes are
+sent as ``http.response.*`` messages. A WebSocket scope is offered to the routes as an upgrade
+request (``pre_connect`` decides); accepted, it runs on the native connection class over an ASGI
+transport (see :mod:`plezi.asgi.websocket`). ``lifespan`` starts and stops the pub/sub engine as
+the native server does, through a :class:`~plezi.server.server.Server` that listens nowhere
+(the ASGI server owns the sockets) but keeps the open WebSockets, their tasks and the shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..app import App, Upgrade, error_reply
+from ..config import Limits, ServerConfig
+from ..protocol.handshake import OriginPolicy
+from ..server.server import Server
+from .scope import BodyTooLarge, ClientGone, read_body, reply_messages, request_from_scope
+from .types import Receive, Scope, Send
+from .websocket import accept_message, serve_websocket
+
+__all__ = ["ASGIApp"]
+
+log = logging.getLogger("plezi")
+
+#: What a WebSocket scope's request needs to pass as an upgrade request, whatever headers the
+#: ASGI server passed on (it has done the handshake already). The key is RFC 6455's sample.
+_UPGRADE_HEADERS = {
+    "upgrade": "websocket",
+    "connection": "Upgrade",
+    "sec-websocket-version": "13",
+}
+_SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+class _Host(Server):
+    """The :class:`Server` of an ASGI application: no socket and no reaper (the ASGI server
+    owns the connections' sockets, timeouts and pings), the rest as natively: the WebSocket
+    registry ``write_to`` reads, the corked flush, callback tasks, and the graceful shutdown."""
+
+    def __init__(self, app: App, config: ServerConfig) -> None:
+        super().__init__(app, config)
+        self._loop = asyncio.get_running_loop()
+
+
+class ASGIApp:
+    """The ASGI 3 application serving ``app`` (default: :data:`plezi.app`, the routes
+    :func:`plezi.route` adds).
+
+    ``limits`` (a :class:`plezi.Limits`) bound request bodies (413), incoming WebSocket messages
+    (close 1009) and the outgoing buffer per WebSocket; the header size, timeouts and pings
+    are the ASGI server's settings. ``allowed_origins`` is the native server's Origin check for
+    WebSocket upgrades; ``shutdown_timeout`` bounds the lifespan shutdown's wait for open
+    WebSockets.
+    """
+
+    def __init__(
+        self,
+        app: App | None = None,
+        *,
+        limits: Limits | None = None,
+        allowed_origins: tuple[str, ...] = (),
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self._app = app
+        self.config = ServerConfig(
+            port=0,
+            limits=limits or Limits(),
+            allowed_origins=allowed_origins,
+            shutdown_timeout=shutdown_timeout,
+        )
+        self.config.limits.validate()
+        policy = self.config.allowed_origins
+        self._origins = OriginPolicy(policy) if policy else None
+        self._host: _Host | None = None
+        self._starting: asyncio.Lock | None = None
+
+    @property
+    def app(self) -> App:
+        """The plezi application served."""
+        if self._app is not None:
+            return self._app
+        import plezi
+
+        return plezi.app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise ValueError(f"plezi does not serve ASGI {kind!r} scopes")
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head = scope.get("method") == "HEAD"
+        reply: bytes | Upgrade
+        try:
+            body = await read_body(receive, scope, self.config.limits.max_body_size)
+        except ClientGone:
+            return
+        except BodyTooLarge:
+            log.info("%s: 413 Content Too Large", _peer(scope))
+            reply = error_reply(413, "Content Too Large", keep_alive=False, head=head)
+        else:
+            reply = await self._reply(request_from_scope(scope, body))
+            if not isinstance(reply, bytes):
+                # An upgrade request on an HTTP scope (the ASGI server does no WebSocket).
+                reply = error_reply(400, "Bad Request", keep_alive=False, head=head)
+        for message in reply_messages(reply, head=head):
+            await send(message)
+
+    async def _reply(self, request: Any) -> bytes | Upgrade:
+        reply = self.app.handle(request)
+        if isinstance(reply, bytes | Upgrade):
+            return reply
+        return await reply
+
+    # -- WebSocket --------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        host = await self._ensure_host()
+        request = request_from_scope(scope)
+        request.headers.update(_UPGRADE_HEADERS)
+        request.headers.setdefault("sec-websocket-key", _SAMPLE_KEY)
+        if self._origins is not None and not self._origins.allows(request.headers.get("origin")):
+            log.warning(
+                "%s: WebSocket to %r from Origin %r refused (not in allowed_origins)",
+                _peer(scope),
+                request.path[:200],
+                request.headers.get("origin", "")[:200],
+            )
+            reply: bytes | Upgrade = error_reply(403, "Forbidden", keep_alive=False)
+        elif host.shutting_down:
+            reply = error_reply(503, "Service Unavailable", keep_alive=False)
+        else:
+            reply = await self._reply(request)
+        if isinstance(reply, bytes):
+            await _refuse(scope, send, reply)
+            return
+        await send(accept_message(reply))
+        await serve_websocket(host, reply, receive, send)
+
+    # -- lifespan ---------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._ensure_host()
+                except Exception as exc:  # reported to the ASGI server
+                    log.exception("plezi could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _ensure_host(self) -> _Host:
+        """The host of this event loop, started (pub/sub engine attached) on first use: at
+        lifespan startup, or at the first WebSocket when the ASGI server runs no lifespan."""
+        host = self._host
+        if host is not None and host._loop is asyncio.get_running_loop():
+            return host
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._host is None or self._host._loop is not asyncio.get_running_loop():
+                host = _Host(self.app, self.config)
+                await self.app.startup(host)
+                self._host = host
+        assert self._host is not None
+        return self._host
+
+    async def shutdown(self) -> None:
+        """As the native server at SIGTERM: ``on_shutdown`` and close 1001 for every open
+        WebSocket, a bounded wait, ``on_close``; then the pub/sub engine stops."""
+        host, self._host = self._host, None
+        self._starting = None
+        if host is not None:
+            await host.shutdown()
+
+
+async def _refuse(scope: Scope, send: Send, reply: bytes) -> None:
+    """Refuse a WebSocket with ``reply``'s status and body when the server lets the app answer
+    the handshake (the ``websocket.http.response`` extension), else with a plain close (the
+    server then answers 403)."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        for message in reply_messages(reply, head=False, prefix="websocket.http"):
+            await send(message)
+    else:
+        await send({"type": "websocket.close", "code": 1000})
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"

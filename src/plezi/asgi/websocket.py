@@ -1,0 +1,268 @@
+"""A WebSocket under an ASGI server: the native connection object over an ASGI "transport".
+
+Theory of operation
+-------------------
+The controller side of a WebSocket is :class:`plezi.server.websocket.WebSocketConnection`, the
+very class the native server uses: ordered sync/async callbacks, ``write``/``close``, pub/sub
+(the hub and its registry fan frames out to it), ``on_drained``, the outgoing buffer cap and the
+slow-consumer policy all behave as they do natively. Only its transport differs:
+:class:`ASGITransport` stands where the socket's transport would.
+
+*Out.* The connection writes WebSocket frames (already framed: a published message is framed
+once for all its subscribers). The transport reads them back with the sans-I/O
+:class:`~plezi.protocol.reader.WebSocketReader` (server frames: unmasked) and queues one ASGI
+message per frame: ``websocket.send`` for text and binary, ``websocket.close`` for the close
+frame; pings and pongs are the ASGI server's business and are dropped. One task sends the queue
+in order; its size (the frame bytes not yet accepted by ``send``) is the transport's write
+buffer, so ``pending``, ``pause_writing``/``resume_writing`` (``on_drained``) and the
+``max_outgoing_buffer`` cap work as natively: a client that does not read makes the ASGI
+server's ``send`` wait, and the queue grow.
+
+*In.* A second task calls ``receive()`` and hands each ``websocket.receive`` to the
+connection's ``on_ws_message`` (the reader callback of the native path), after the
+``max_message_size`` check (close 1009). ``pause_reading`` (back-pressure, a backlog of async
+callbacks) stops it calling ``receive()``. ``websocket.disconnect`` ends the connection.
+
+*End.* When the peer disconnected, or our close was sent (then the peer's answer is awaited up
+to ``close_timeout``), or the connection was aborted (slow consumer), both tasks end and the
+connection is told it is lost: pub/sub subscriptions end, then ``on_close`` runs. The ASGI
+application call returns and the server closes the socket. ASGI has no abort: an aborted
+connection's queue is dropped and the call returns at once, without a close frame (uvicorn then
+closes the socket, as the native server's abort does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.close import CloseCode
+from ..protocol.reader import WebSocketReader
+from ..server.websocket import WebSocketConnection
+
+if TYPE_CHECKING:
+    from ..app import Upgrade
+    from ..config import Limits
+    from ..server.server import Server
+    from .types import Message, Receive, Send
+
+__all__ = ["ASGITransport", "serve_websocket"]
+
+log = logging.getLogger("plezi")
+
+
+class ASGITransport(asyncio.Transport):
+    """The transport of a :class:`WebSocketConnection` under ASGI (see the module docstring)."""
+
+    def __init__(self, receive: Receive, send: Send, limits: Limits) -> None:
+        super().__init__()
+        self._receive = receive
+        self._send = send
+        self._limits = limits
+        self._frames = WebSocketReader(self, max_message_size=None, require_mask=False)
+        #: ASGI messages to send, each with the frame bytes it accounts for.
+        self._queue: deque[tuple[Message, int]] = deque()
+        self._size = 0
+        self._high = limits.write_high_water
+        self._low = 0
+        self._write_paused = False
+        self._wake = asyncio.Event()
+        self._reading = asyncio.Event()
+        self._reading.set()
+        #: No more writes: a close frame was written, or ``close()``/``abort()`` was called.
+        self._closing = False
+        self._aborted = False
+        self._conn: WebSocketConnection | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- what WebSocketConnection calls -----------------------------------------------------
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, WebSocketConnection)
+        self._conn = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._conn is not None
+        return self._conn
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            return
+        before = len(self._queue)
+        self._frames.feed(data)
+        if len(self._queue) > before:
+            # The bytes are accounted to the last message they produced: the total is exact.
+            message, size = self._queue[-1]
+            self._queue[-1] = (message, size + len(data))
+            self._size += len(data)
+            self._wake.set()
+        if self._size > self._high and not self._write_paused and self._conn is not None:
+            self._write_paused = True
+            self._conn.pause_writing()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    def abort(self) -> None:
+        self._closing = self._aborted = True
+        self._queue.clear()
+        self._size = 0
+        if self._writer is not None:
+            self._writer.cancel()  # it may be waiting for a client that does not read
+
+    def get_write_buffer_size(self) -> int:
+        return self._size
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high = self._limits.write_high_water if high is None else high
+        self._low = low or 0
+
+    def pause_reading(self) -> None:
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    def is_reading(self) -> bool:
+        return self._reading.is_set()
+
+    # -- frames read back (the reader's FrameHandler) ---------------------------------------
+
+    def on_ws_message(self, data: str | bytes) -> None:
+        key = "text" if isinstance(data, str) else "bytes"
+        self._queue.append(({"type": "websocket.send", key: data}, 0))
+
+    def on_ws_close(self, code: int | None, reason: str) -> None:
+        self._queue.append(
+            ({"type": "websocket.close", "code": code or CloseCode.NORMAL, "reason": reason}, 0)
+        )
+        self._closing = True
+
+    def on_ws_ping(self, payload: bytes) -> None:
+        pass  # the ASGI server pings its clients itself
+
+    def on_ws_pong(self, payload: bytes) -> None:
+        pass
+
+    def on_ws_error(self, code: int, reason: str) -> None:  # pragma: no cover - our own frames
+        log.error("cannot read back a frame plezi wrote (%s); closing", reason)
+        self.abort()
+
+    # -- the two tasks ----------------------------------------------------------------------
+
+    async def write_loop(self) -> None:
+        """Send the queue in order until a close is sent, the connection is aborted, or the
+        ASGI server refuses a message (the client is gone)."""
+        queue = self._queue
+        while True:
+            while queue:
+                message, size = queue.popleft()
+                if not await self._deliver(message):
+                    return
+                self._size -= size
+                if message["type"] == "websocket.close":
+                    return
+                if self._write_paused and self._size <= self._low and self._conn is not None:
+                    self._write_paused = False
+                    self._conn.resume_writing()
+            if self._closing:
+                await self._deliver({"type": "websocket.close", "code": CloseCode.NORMAL})
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _deliver(self, message: Message) -> bool:
+        try:
+            await self._send(message)
+        except Exception as exc:  # noqa: BLE001 - servers raise OSError, RuntimeError ...
+            log.debug("WebSocket send failed (the client is gone): %r", exc)
+            self._closing = True
+            return False
+        return True
+
+    async def read_loop(self) -> None:
+        """Hand the client's messages to the connection until it disconnects."""
+        conn = self._conn
+        assert conn is not None
+        max_size = self._limits.max_message_size
+        while True:
+            if not self._reading.is_set():
+                await self._reading.wait()
+            try:
+                message = await self._receive()
+            except Exception as exc:  # noqa: BLE001 - a server may raise once the client left
+                log.debug("WebSocket receive failed (the client is gone): %r", exc)
+                return
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            if _too_big(data, max_size):
+                conn.on_ws_error(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            else:
+                conn.on_ws_message(data)
+
+    async def run(self) -> None:
+        """Run both tasks until the connection ends (see the module docstring)."""
+        reader = asyncio.ensure_future(self.read_loop())
+        writer = self._writer = asyncio.ensure_future(self.write_loop())
+        try:
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done() and not self._aborted:
+                # We closed: wait (bounded) for the peer's close to complete the handshake.
+                await asyncio.wait((reader,), timeout=self._limits.close_timeout)
+        finally:
+            self._closing = True
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.wait((reader, writer))
+            for task in (reader, writer):
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("WebSocket task failed", exc_info=task.exception())
+
+
+def _too_big(data: str | bytes, limit: int) -> bool:
+    """Whether ``data`` is over ``limit`` bytes (UTF-8 for text; encoded only when it may be)."""
+    if isinstance(data, bytes) or len(data) > limit or 4 * len(data) <= limit:
+        return len(data) > limit
+    return len(data.encode("utf-8", "surrogatepass")) > limit
+
+
+async def serve_websocket(server: Server, upgrade: Upgrade, receive: Receive, send: Send) -> None:
+    """Run an accepted WebSocket (``websocket.accept`` already sent) until it ends."""
+    transport = ASGITransport(receive, send, server.limits)
+    conn = WebSocketConnection(server, transport, upgrade.controller, upgrade.route)
+    transport.set_protocol(conn)
+    conn.start(b"")
+    try:
+        await transport.run()
+    finally:
+        conn.connection_lost(None)
+
+
+def accept_message(upgrade: Upgrade) -> dict[str, Any]:
+    """The ``websocket.accept`` message: the headers and cookies ``pre_connect`` set; a
+    ``Sec-WebSocket-Protocol`` header becomes the ASGI ``subprotocol``."""
+    from .scope import asgi_headers
+
+    pairs: list[tuple[str, str]] = []
+    subprotocol: str | None = None
+    response = upgrade.controller._pl_response
+    if response is not None:
+        for name, value in response.headers.items():
+            if name.lower() == "sec-websocket-protocol":
+                subprotocol = value
+            else:
+                pairs.append((name, value))
+        pairs.extend(("set-cookie", cookie) for cookie in response.cookies)
+    return {"type": "websocket.accept", "subprotocol": subprotocol, "headers": asgi_headers(pairs)}
