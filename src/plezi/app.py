@@ -143,7 +143,10 @@ class App:
 
     def _route_from(self, ctx: _Context, start: int) -> Reply | Coroutine[Any, Any, Reply]:
         routes = self.routes
-        for index in range(start, len(routes)):
+        last = len(routes) - 1
+        index = start - 1
+        while index < last:  # PERF: a range iterator costs more than the first route's match
+            index += 1
             outcome = self._try(routes[index], ctx)
             if type(outcome) is bytes:
                 return outcome  # PERF: the common sync reply skips the awaitable check
@@ -163,8 +166,9 @@ class App:
         # must not change what the next route sees. PERF: no copy when there is nothing to copy.
         params = merge_params(base) if base else {}
         # Route parameters win over query and body ones; `user[name]` nests like Rack.
-        for name, value in match.items():
-            add_param(params, name, value)
+        if match:  # PERF: no items view and iterator when there are none
+            for name, value in match.items():
+                add_param(params, name, value)
         if ctx.upgrade_key is not None:
             return self._try_upgrade(route, ctx, params)
         method = ctx.method

@@ -12,7 +12,9 @@ _STATUS_LINES: dict[int, bytes] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
 }
 
-_date_second = 0
+#: The ``Date:`` line for the second ``[_date_start, _date_end)``.
+_date_start = 0.0
+_date_end = 0.0
 _date_header = b""
 
 
@@ -28,19 +30,26 @@ def http_date() -> bytes:
     """The ``Date:`` header line for now.
 
     PERF: formatting a date costs more than a whole hello-world response; it changes once a second,
-    so it is cached per second.
+    so it is cached per second (two float comparisons per call; a clock set back refreshes it too).
     """
-    global _date_second, _date_header
-    now = int(time.time())
-    if now != _date_second:
-        _date_second = now
-        _date_header = b"date: " + formatdate(now, usegmt=True).encode("latin-1") + b"\r\n"
+    global _date_start, _date_end, _date_header
+    now = time.time()
+    if not _date_start <= now < _date_end:
+        second = int(now)
+        _date_start = float(second)
+        _date_end = _date_start + 1.0
+        _date_header = b"date: " + formatdate(second, usegmt=True).encode("latin-1") + b"\r\n"
+        _starts.clear()  # they hold the old date
     return _date_header
 
 
 _HTML = b"content-type: text/html; charset=utf-8\r\n"
 _KEEP = b""
 _CLOSE = b"connection: close\r\n"
+#: The heads of :func:`simple_response` up to ``Content-Length`` (status line, date, type, extra
+#: lines, connection) by their inputs; emptied when the date changes, and when full.
+_starts: dict[tuple[int, bytes, bytes, bool], bytes] = {}
+_STARTS_MAX = 64
 
 
 def simple_response(
@@ -55,19 +64,19 @@ def simple_response(
     """Serialize a response with no custom headers.
 
     PERF: the common case (a controller returned a string and never touched ``self.response``)
-    skips the :class:`Response` object entirely: one bytes join.
+    skips the :class:`Response` object entirely, and all but the length and body of the head is
+    built once a second.
     """
-    return b"".join(
-        (
-            status_line(status),
-            http_date(),
-            content_type,
-            extra,
-            _KEEP if keep_alive else _CLOSE,
-            b"content-length: %d\r\n\r\n" % len(body),
-            b"" if head else body,
+    date = http_date()
+    key = (status, content_type, extra, keep_alive)
+    start = _starts.get(key)
+    if start is None:
+        if len(_starts) >= _STARTS_MAX:
+            _starts.clear()
+        start = _starts[key] = b"".join(
+            (status_line(status), date, content_type, extra, _KEEP if keep_alive else _CLOSE)
         )
-    )
+    return b"%scontent-length: %d\r\n\r\n%s" % (start, len(body), b"" if head else body)
 
 
 class Response:

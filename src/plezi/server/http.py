@@ -256,10 +256,21 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._state = BODY
-        version = self._version = self._parser.get_http_version()
+        headers = self._headers
+        # PERF: get_http_version() formats a new string every time. Without a Connection or
+        # Proxy-Connection header, llhttp keeps a request's connection alive only for HTTP/1.1
+        # (its other versions, 0.9, 1.0 and 2.0, have a major or a minor 0): that case needs
+        # no call (tests/server/test_http_version.py checks this against httptools).
+        if (
+            "connection" not in headers
+            and "proxy-connection" not in headers
+            and self._parser.should_keep_alive()
+        ):
+            version = self._version = "1.1"
+        else:
+            version = self._version = self._parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Limit(505, f"HTTP Version Not Supported: HTTP/{version}")
-        headers = self._headers
         host = headers.get("host")
         # PERF: a keep-alive connection sends the same Host every time: it is checked once.
         if host is None or host != self._host or self._url[:1] != b"/":
@@ -357,16 +368,17 @@ class HttpProtocol(asyncio.Protocol):
         body = self._body
         parser = self._parser
         method = parser.get_method()
-        return Request(
+        return Request(  # PERF: by position (see Request)
             _METHODS.get(method) or method.decode("ascii"),
             url,
             path,
             query,
             self._headers,
-            body=(body[0] if len(body) == 1 else b"".join(body)) if body else b"",
-            http_version=self._version,
-            client=self.client,
-            keep_alive=parser.should_keep_alive() and not self.server.shutting_down,
+            (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
+            self._version,
+            self.client,
+            "http",
+            parser.should_keep_alive() and not self.server.shutting_down,
         )
 
     async def _handle_async(self, request: Request, pending: Any) -> None:
