@@ -166,7 +166,8 @@ def test_page_sees_its_own_error_replies(lobby: Running, pages: Pages) -> None:
     assert result["reply"]["request"]["event"] == "no_such_event"
     # Not awaited: the `_err_` reply goes to `_err_` handlers, else to `unknown`.
     page.evaluate("client.emit({text: 'no event at all'})")
-    page.wait_for_function("() => client.log.some((e) => e.unknown)", timeout=WAIT)
+    # Both replies (the 404 above and this 400) must have arrived before they are counted.
+    page.wait_for_function("() => client.log.filter((e) => e.unknown).length >= 2", timeout=WAIT)
     unknown = [e["unknown"] for e in page.evaluate("client.log") if "unknown" in e]
     assert len(unknown) == 2
     assert (unknown[0]["status"], unknown[1]["status"]) == (404, 400)
