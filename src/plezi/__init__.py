@@ -84,8 +84,8 @@ def run(argv: Sequence[str] | None = None, **options: Any) -> None:
     """Start the server now and block until it stops (SIGINT/SIGTERM).
 
     Keyword options are :class:`ServerConfig` and :class:`Limits` fields (``port=8080``,
-    ``max_body_size=...``); command-line flags override them. Exits the process with status 1
-    when the server cannot start.
+    ``public="public"``, ``max_body_size=...``); command-line flags override them. Exits the
+    process with status 1 when the server cannot start (2 for an invalid option).
     """
     from .runner import run as _run
 

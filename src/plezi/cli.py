@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         "https://*.example.com; repeat or comma-separate for more; default: no check)",
     )
     p.add_argument(
+        "--public",
+        "-www",
+        "-public",
+        metavar="DIR",
+        help="serve the files in DIR before the routes (GET/HEAD; index.html for / and "
+        "folders; default: none)",
+    )
+    p.add_argument(
         "--shutdown-timeout",
         type=float,
         dest="shutdown_timeout",
@@ -146,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print("usage: plezi SCRIPT.py [--port N] [--bind ADDR] [--verbose] [limits...]\n")
+        print(
+            "usage: plezi SCRIPT.py [--port N] [--bind ADDR] [--public DIR] [--verbose] "
+            "[limits...]\n"
+        )
         build_parser().print_help()
         raise SystemExit(0 if args else 2)
     script, rest = args[0], args[1:]

@@ -98,9 +98,19 @@ class ServerConfig:
     #: others get HTTP 403 and a log line. Empty (the default): no Origin check. See
     #: :class:`plezi.protocol.OriginPolicy` and ``docs/security.md``.
     allowed_origins: tuple[str, ...] = ()
+    #: A folder whose files are served before the routes (``--public``, Iodine's ``-www``):
+    #: GET and HEAD of a path that names a regular file in it, ``index.html`` for ``/`` and
+    #: ``/dir/``. ``None`` (the default): no static files, and no cost. See
+    #: :mod:`plezi.http.static` and ``docs/security.md``.
+    public: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
+        if self.public is not None:
+            from .http.static import PublicFolder
+
+            self.public = os.fspath(self.public)
+            PublicFolder(self.public)  # ConfigError when it is not a folder
         origins = self.allowed_origins
         if isinstance(origins, str):  # one origin given as a plain string
             origins = (origins,)

@@ -77,11 +77,13 @@ def _required_args(func: Callable[..., Any]) -> int:
 class ControllerRoute:
     """A route whose handler is a controller class."""
 
-    def __init__(self, path: str, controller: type) -> None:
+    def __init__(self, path: str, controller: type, *, pattern: RoutePattern | None = None) -> None:
+        """``pattern`` replaces the one built from ``path`` (the public folder's matches only
+        the paths that name a file; see :mod:`plezi.http.static`)."""
         self.controller = controller
         self.cls = mix_controller(controller)
         try:
-            self.pattern = RoutePattern(path, add_id=True)
+            self.pattern = pattern if pattern is not None else RoutePattern(path, add_id=True)
         except ValueError as exc:
             raise RouteError(f"invalid route {path!r}: {exc}") from exc
         methods = _user_methods(self.cls)

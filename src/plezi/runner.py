@@ -80,6 +80,7 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
             from .pubsub.redis import check_redis
 
             check_redis(config.redis)
+        _install_public(app, config)
         sock = bind_socket(config)
         server = Server(app, config) if config.workers == 1 else None
     except PleziError as exc:
@@ -90,6 +91,8 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
         _use_redis(config.redis)
     mode = f"{config.workers} workers" if server is None else "1 process"
     log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
+    if config.public is not None:
+        log.info("serving the files in %s before the routes", os.path.realpath(config.public))
     if server is None:
         code = _run_loop(Supervisor(config, sock, config.workers).run(), inline_fallback)
     else:
@@ -107,6 +110,7 @@ def _serve_worker(
 
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
+    _install_public(app, config)  # the config was checked when it was parsed, in this process
     server = Server(app, config)
     server.owns_socket_path = False
     server.master_pid = os.getppid()
@@ -117,6 +121,14 @@ def _serve_worker(
     log.info("worker %d ready (pid %d)", index, os.getpid())
     code = _run_loop(server.serve(sock), inline_fallback)
     return code or 0
+
+
+def _install_public(app: Any, config: ServerConfig) -> None:
+    """Put the public folder's route in front of the application's (``--public``)."""
+    if config.public is not None:
+        from .http.static import install_public
+
+        install_public(app, config.public)
 
 
 def _use_redis(url: str) -> None:
