@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from ..controller import Controller
 from ..errors import RouteError
+from ..http.static import etag_listed
 
 if TYPE_CHECKING:
     from ..routes import ControllerRoute
@@ -79,11 +80,7 @@ class Asset:
 
     def matches(self, if_none_match: str) -> bool:
         """Whether an ``If-None-Match`` header names this asset (weak comparison, RFC 9110)."""
-        for tag in if_none_match.split(","):
-            tag = tag.strip()
-            if tag == "*" or tag.removeprefix("W/") == self.etag:
-                return True
-        return False
+        return etag_listed(if_none_match, self.etag)
 
 
 @functools.cache

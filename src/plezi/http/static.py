@@ -38,6 +38,7 @@ __all__ = [
     "PublicFiles",
     "PublicFolder",
     "PublicPattern",
+    "etag_listed",
     "file_response",
     "guess_type",
     "install_public",
@@ -152,7 +153,7 @@ def _read(fd: int, offset: int, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _etag_listed(header: str, etag: str) -> bool:
+def etag_listed(header: str, etag: str) -> bool:
     """Whether an ``If-None-Match`` list names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
     for tag in header.split(","):
         tag = tag.strip()
@@ -165,7 +166,7 @@ def _not_modified(headers: Mapping[str, str], etag: str, mtime: float) -> bool:
     """RFC 9110 section 13.2.2: ``If-None-Match`` first; ``If-Modified-Since`` only without it."""
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
-        return _etag_listed(if_none_match, etag)
+        return etag_listed(if_none_match, etag)
     since = headers.get("if-modified-since")
     if since is None:
         return False
