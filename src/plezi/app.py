@@ -1,8 +1,12 @@
 """The application: an ordered list of routes and the request-to-reply logic.
 
 :meth:`App.handle` is called by the server for every complete request. It returns the reply
-bytes, an :class:`Upgrade` (the request becomes a WebSocket), or, when a controller method is
-``async``, a coroutine that resolves to one of those. No sockets here.
+bytes, an :class:`Upgrade` (the request becomes a WebSocket, or a Server-Sent Events stream), or,
+when a controller method is ``async``, a coroutine that resolves to one of those. No sockets here.
+
+A ``GET`` whose ``Accept`` names ``text/event-stream`` is an SSE request: a route whose controller
+accepts connections (the WebSocket rule) answers it with ``pre_connect`` and an :class:`Upgrade`
+(``sse=True``), as it answers a WebSocket upgrade; any other route answers it as plain HTTP.
 """
 
 from __future__ import annotations
@@ -32,17 +36,21 @@ _JSON: Final = b"content-type: application/json\r\n"
 _BINARY: Final = b"content-type: application/octet-stream\r\n"
 _TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
 _FALL: Final = object()  # "this route declines; try the next one"
+_EVENT_STREAM: Final = "text/event-stream"
 #: Result types that are never awaitable (checked before the slower ``inspect.isawaitable``).
 _PLAIN_RESULTS: Final = frozenset((str, bytes, dict, list, bool, type(None)))
 
 
 @dataclass(slots=True)
 class Upgrade:
-    """The request was accepted as a WebSocket by ``controller``."""
+    """The request was accepted as a WebSocket (or an SSE stream) by ``controller``."""
 
     controller: Controller
     route: ControllerRoute
+    #: The client's ``Sec-WebSocket-Key`` (empty for SSE).
     key: str
+    #: A Server-Sent Events stream rather than a WebSocket.
+    sse: bool = False
 
 
 Reply = bytes | Upgrade
@@ -51,7 +59,16 @@ Reply = bytes | Upgrade
 class _Context:
     """Per-request state shared by the routes tried for one request."""
 
-    __slots__ = ("base_params", "head", "method", "path", "refused", "request", "upgrade_key")
+    __slots__ = (
+        "base_params",
+        "head",
+        "method",
+        "path",
+        "refused",
+        "request",
+        "sse",
+        "upgrade_key",
+    )
 
     def __init__(self, request: Request, path: str) -> None:
         self.request = request
@@ -59,7 +76,10 @@ class _Context:
         self.head = request.method == "HEAD"
         self.method = request.method
         self.base_params: dict[str, Any] | None = None
+        #: Set for a WebSocket upgrade, and (empty) for an SSE request.
         self.upgrade_key: str | None = None
+        #: An SSE request (``GET`` with ``Accept: text/event-stream``).
+        self.sse = False
         #: A WebSocket route's ``pre_connect`` said no (the final answer is then 403).
         self.refused = False
 
@@ -130,8 +150,15 @@ class App:
             )
         ctx = _Context(request, path)
         try:
-            if is_upgrade_request(request.headers):
-                ctx.upgrade_key = validate_upgrade(request.method, request.headers)
+            headers = request.headers
+            if is_upgrade_request(headers):
+                ctx.upgrade_key = validate_upgrade(request.method, headers)
+            else:
+                # PERF: one dict lookup when there is no Accept (a substring test when there is).
+                accept = headers.get("accept")
+                if accept is not None and _EVENT_STREAM in accept and ctx.method == "GET":
+                    ctx.sse = True
+                    ctx.upgrade_key = ""
             return self._route_from(ctx, 0)
         except HandshakeError as exc:
             extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in exc.headers)
@@ -170,7 +197,10 @@ class App:
             for name, value in match.items():
                 add_param(params, name, value)
         if ctx.upgrade_key is not None:
-            return self._try_upgrade(route, ctx, params)
+            if route.is_websocket:
+                return self._try_upgrade(route, ctx, params)
+            if not ctx.sse:
+                return _FALL  # (an SSE request to any other route is plain HTTP)
         method = ctx.method
         if method == "POST" and "_method" in params:
             # Like Rack::MethodOverride, only POST may be overridden: a GET link must never delete.
@@ -191,13 +221,11 @@ class App:
         return self._reply(ctx, inst, result)
 
     def _try_upgrade(self, route: ControllerRoute, ctx: _Context, params: dict[str, Any]) -> Any:
-        if not route.is_websocket:
-            return _FALL
         inst = new_instance(route, ctx.request, params)
         pre = getattr(inst, "pre_connect", None)
         result = pre() if pre is not None else None
         if inspect.isawaitable(result):
-            return _Pending(inst, result)
+            return _Pending(inst, result, True)
         return self._upgrade_or_fall(route, ctx, inst, result)
 
     def _upgrade_or_fall(
@@ -207,14 +235,14 @@ class App:
             ctx.refused = True
             return _FALL
         assert ctx.upgrade_key is not None
-        return Upgrade(inst, route, ctx.upgrade_key)
+        return Upgrade(inst, route, ctx.upgrade_key, ctx.sse)
 
     async def _finish_async(
         self, route: ControllerRoute, ctx: _Context, pending: Any, index: int
     ) -> Reply:
         try:
             result = await pending.awaitable
-            if ctx.upgrade_key is not None:
+            if pending.upgrade:
                 outcome = self._upgrade_or_fall(route, ctx, pending.inst, result)
             else:
                 outcome = self._reply(ctx, pending.inst, result)
@@ -269,7 +297,10 @@ class App:
 
     def _no_route(self, ctx: _Context) -> bytes:
         request = ctx.request
-        if ctx.upgrade_key is not None:
+        if ctx.sse:
+            if ctx.refused:
+                return error_reply(403, "Forbidden", keep_alive=request.keep_alive)
+        elif ctx.upgrade_key is not None:
             # A refused upgrade ends the connection (the parser cannot go on after one), so
             # the request is marked as closing and the reply says so.
             request.keep_alive = False
@@ -314,6 +345,8 @@ class _Pending:
 
     inst: Controller
     awaitable: Awaitable[Any]
+    #: It is ``pre_connect`` (its result accepts or refuses a connection).
+    upgrade: bool = False
 
     def __await__(self) -> Any:
         return self.awaitable.__await__()

@@ -85,7 +85,8 @@ class Controller:
 
     @property
     def request(self) -> Request:
-        """The HTTP request (for a WebSocket: the upgrade request)."""
+        """The HTTP request (for a WebSocket: the upgrade request; for SSE: the request that
+        opened the stream, its ``last-event-id`` header included)."""
         return self._pl_request
 
     @property
@@ -141,24 +142,52 @@ class Controller:
         own.headers.update(response.headers)
         return True
 
-    # -- WebSocket --------------------------------------------------------------------------
+    # -- WebSocket and SSE ------------------------------------------------------------------
 
     def write(self, data: str | bytes | bytearray | memoryview) -> bool:
-        """Send a message: ``str`` as a text frame, bytes-like as a binary frame.
+        """Send a message: ``str`` as a text frame, bytes-like as a binary frame; on an SSE
+        stream, one event (bytes-like decoded as UTF-8).
 
-        Returns ``False`` when the connection is closed (or this is not a WebSocket).
+        Returns ``False`` when the connection is closed (or this is not a connection).
         """
         conn = self._pl_conn
         return conn.send(data) if conn is not None else False
 
+    def write_event(
+        self,
+        data: str | bytes | bytearray | memoryview,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+    ) -> bool:
+        """Send one SSE event with a name (``event``: the browser calls the listeners added
+        with ``addEventListener(event, ...)`` instead of ``onmessage``), an ``id`` (sent back
+        as the ``Last-Event-ID`` header when the browser reconnects) and/or a reconnection delay
+        in milliseconds (``retry``).
+
+        Returns ``False`` when the stream is closed (or this is not a connection); raises
+        ``TypeError`` on a WebSocket, and ``ValueError`` for a line break in ``event`` or ``id``
+        or a negative ``retry``.
+        """
+        conn = self._pl_conn
+        if conn is None:
+            return False
+        from .server.sse import SseConnection
+
+        if not isinstance(conn, SseConnection):
+            raise TypeError("write_event() needs an SSE connection; use write() on a WebSocket")
+        return conn.send_event(data, event=event, id=id, retry=retry)
+
     def close(self) -> None:
-        """Close the WebSocket connection (normal closure, code 1000)."""
+        """Close the connection: a WebSocket with a normal closure (code 1000); an SSE stream
+        ends once what is queued is sent."""
         if self._pl_conn is not None:
             self._pl_conn.close()
 
     @property
     def open(self) -> bool:
-        """Whether the WebSocket connection is open."""
+        """Whether the WebSocket or SSE connection is open."""
         conn = self._pl_conn
         return conn is not None and conn.is_open
 
@@ -170,7 +199,7 @@ class Controller:
 
     @property
     def id(self) -> str | None:
-        """This connection's id (``None`` outside a WebSocket connection)."""
+        """This connection's id (``None`` outside a WebSocket or SSE connection)."""
         conn = self._pl_conn
         return conn.id if conn is not None else None
 
@@ -187,18 +216,20 @@ class Controller:
         """Subscribe this connection to ``channel`` until it closes.
 
         With no ``handler``, every message is sent straight to the client (text or binary as
-        published; ``binary=True`` forces binary frames). With a ``handler``, it is called as
-        ``handler(message)`` or ``handler(channel, message)`` instead, in this connection's
-        callback order. ``pattern=True`` makes ``channel`` a Redis glob (``"chat.*"``).
-        Subscribing again to the same channel replaces the earlier subscription; a channel and a
-        matching pattern are two subscriptions, and each delivers the message (as in Redis).
+        published; ``binary=True`` forces binary frames; on an SSE stream each message is one
+        event, and a binary message that is not UTF-8 is skipped with a log line). With a
+        ``handler``, it is called as ``handler(message)`` or ``handler(channel, message)``
+        instead, in this connection's callback order. ``pattern=True`` makes ``channel`` a Redis
+        glob (``"chat.*"``). Subscribing again to the same channel replaces the earlier
+        subscription; a channel and a matching pattern are two subscriptions, and each delivers
+        the message (as in Redis).
         """
         from .pubsub.hub import _check_name, hub
 
         conn = self._pl_conn
         if conn is None:
             raise RuntimeError(
-                "subscribe() needs a WebSocket connection; "
+                "subscribe() needs a WebSocket or SSE connection; "
                 "use plezi.subscribe(channel, handler) for a connectionless subscription"
             )
         _check_name(channel)
@@ -208,7 +239,7 @@ class Controller:
             return
         registry = hub.registry
         if handler is None:
-            registry.forward(channel, conn, binary=binary, pattern=pattern)
+            registry.forward(channel, conn, binary=binary, pattern=pattern, sse=conn.is_sse)
         else:
             registry.handle(channel, handler, owner=conn, pattern=pattern)
         subs = self._pl_subs

@@ -142,7 +142,7 @@ class Hub:
         conn = self._local(message.channel[len(DIRECT_PREFIX) :])
         if conn is None:
             return False
-        conn.queue_frame(message.frame())
+        conn.queue_message(message)
         return True
 
     def _local(self, conn_id: str) -> WebSocketConnection | None:

@@ -2,13 +2,14 @@
 
 Theory of operation
 -------------------
-A subscriber is either a WebSocket connection that forwards messages to its client (as published,
-or forced binary), a handler bound to a connection (runs in that connection's callback order and
-dies with it), or a connectionless handler (lives until unsubscribed). One connection has at most
-one subscription per channel: subscribing again replaces it. A channel name and a pattern are
-separate subscriptions: a message reaches a subscriber once per subscription it matches (as with
-Redis, whose clients get a ``message`` and a ``pmessage``), so a connection subscribed to
-``chat.1`` and to the pattern ``chat.*`` gets a message on ``chat.1`` twice.
+A subscriber is either a connection that forwards messages to its client (a WebSocket: as
+published, or forced binary; an SSE stream: as events), a handler bound to a connection (runs in
+that connection's callback order and dies with it), or a connectionless handler (lives until
+unsubscribed). One connection has at most one subscription per channel: subscribing again replaces
+it. A channel name and a pattern are separate subscriptions: a message reaches a subscriber once
+per subscription it matches (as with Redis, whose clients get a ``message`` and a ``pmessage``), so
+a connection subscribed to ``chat.1`` and to the pattern ``chat.*`` gets a message on ``chat.1``
+twice.
 
 The registry tells its engine when a channel or pattern gets its first local subscriber and when
 it loses its last one, so that engines which talk to other processes (the cluster master, Redis)
@@ -22,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from ..server.sse import published_event
 from .message import Message
 from .patterns import compile_glob
 
@@ -31,7 +33,7 @@ log = logging.getLogger("plezi")
 
 
 class Subscriber(Protocol):
-    """What the registry needs from a WebSocket connection."""
+    """What the registry needs from a connection (WebSocket or SSE)."""
 
     def queue_frame(self, frame: bytes) -> None: ...
     def run_handler(self, handler: Handler, message: Message) -> None: ...
@@ -81,20 +83,28 @@ def _takes_two(func: Callable[..., Any]) -> bool:
 class _Topic:
     """Subscribers of one channel or one pattern."""
 
-    __slots__ = ("forward", "forward_binary", "handlers", "match")
+    __slots__ = ("forward", "forward_binary", "forward_sse", "handlers", "match")
 
     def __init__(self, match: Callable[[str], object] | None = None) -> None:
         self.forward: dict[Subscriber, None] = {}
         self.forward_binary: dict[Subscriber, None] = {}
+        #: SSE streams: a message reaches them framed as an event, not as a WebSocket frame.
+        self.forward_sse: dict[Subscriber, None] = {}
         self.handlers: dict[object, Handler] = {}
         self.match = match
 
-    def __bool__(self) -> bool:
-        return bool(self.forward or self.forward_binary or self.handlers)
+    def __len__(self) -> int:
+        return (
+            len(self.forward)
+            + len(self.forward_binary)
+            + len(self.forward_sse)
+            + len(self.handlers)
+        )
 
     def discard(self, key: object) -> None:
         self.forward.pop(key, None)  # type: ignore[call-overload]
         self.forward_binary.pop(key, None)  # type: ignore[call-overload]
+        self.forward_sse.pop(key, None)  # type: ignore[call-overload]
         self.handlers.pop(key, None)
 
 
@@ -137,13 +147,23 @@ class Registry:
         return topic
 
     def forward(
-        self, name: str, conn: Subscriber, *, binary: bool = False, pattern: bool = False
+        self,
+        name: str,
+        conn: Subscriber,
+        *,
+        binary: bool = False,
+        pattern: bool = False,
+        sse: bool = False,
     ) -> None:
-        """Send every message on ``name`` straight to ``conn``'s client."""
+        """Send every message on ``name`` straight to ``conn``'s client (``sse``: as events;
+        ``binary`` does not apply)."""
         self.flush_batch()
         topic = self._topic(name, pattern)
         topic.discard(conn)
-        (topic.forward_binary if binary else topic.forward)[conn] = None
+        if sse:
+            topic.forward_sse[conn] = None
+        else:
+            (topic.forward_binary if binary else topic.forward)[conn] = None
 
     def handle(
         self,
@@ -167,9 +187,9 @@ class Registry:
         topic = table.get(name)
         if topic is None:
             return False
-        before = len(topic.forward) + len(topic.forward_binary) + len(topic.handlers)
+        before = len(topic)
         topic.discard(key)
-        removed = before != len(topic.forward) + len(topic.forward_binary) + len(topic.handlers)
+        removed = before != len(topic)
         if not topic:
             del table[name]
             self.on_last(name, pattern)
@@ -182,9 +202,7 @@ class Registry:
     def count(self, name: str, *, pattern: bool = False) -> int:
         """How many local subscribers ``name`` has."""
         topic = (self._patterns if pattern else self._channels).get(name)
-        if topic is None:
-            return 0
-        return len(topic.forward) + len(topic.forward_binary) + len(topic.handlers)
+        return 0 if topic is None else len(topic)
 
     # -- delivering -------------------------------------------------------------------------
 
@@ -241,6 +259,11 @@ class Registry:
         forward_binary = topic.forward_binary
         if forward_binary:
             self._queue(forward_binary, message.frame(True))
+        forward_sse = topic.forward_sse
+        if forward_sse:
+            event = published_event(message.channel, message.value)
+            if event is not None:
+                self._queue(forward_sse, event)
         handlers = topic.handlers
         if handlers:
             for handler in list(handlers.values()):
@@ -248,7 +271,7 @@ class Registry:
                     handler.owner.run_handler(handler, message)
                 else:
                     self.run_free_handler(handler, message)
-        return len(forward) + len(forward_binary) + len(handlers)
+        return len(forward) + len(forward_binary) + len(forward_sse) + len(handlers)
 
 
 def _no_hook(flush: Callable[[], None] | None) -> None:

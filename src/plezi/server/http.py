@@ -1,4 +1,4 @@
-"""HTTP/1.1 connections: httptools parsing, pipelining, limits, and the switch to WebSocket.
+"""HTTP/1.1 connections: httptools parsing, pipelining, limits, the switch to WebSocket or SSE.
 
 Theory of operation
 -------------------
@@ -12,6 +12,11 @@ pipelined requests wait there (and reading pauses, so a client cannot queue with
 are answered in order once the coroutine is done. Whatever else must come after those replies
 waits too: a WebSocket upgrade (``_upgrade_rest``) or the error answering a malformed request
 (``_deferred``). Replies therefore always leave in request order.
+
+An SSE request the application accepts (an :class:`~plezi.app.Upgrade` with ``sse``) is the last
+one read too: its ``200`` head is written after the replies before it, the transport goes to an
+:class:`~.sse.SseConnection`, and parsing stops there (``_Switched`` is raised out of the parser
+callback; requests pipelined behind it are dropped, unanswered).
 
 A request that asks to close (``Connection: close``, HTTP/1.0 without keep-alive) is the last
 one read (``_no_more``); the connection closes once it is answered (``_close_after``), and bytes
@@ -53,6 +58,7 @@ import httptools
 from ..app import Reply, Upgrade, error_reply
 from ..http.request import Request
 from ..protocol.handshake import OriginPolicy, handshake_response, is_upgrade_request
+from .sse import SseConnection, response_head
 from .websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -86,6 +92,10 @@ class _Limit(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _Switched(Exception):
+    """Raised inside a parser callback to stop parsing: the connection is an SSE stream now."""
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -184,6 +194,8 @@ class HttpProtocol(asyncio.Protocol):
             cause = exc.__context__
             if isinstance(cause, _Limit):
                 self._fail(cause.status, str(cause))
+            elif isinstance(cause, _Switched):
+                pass  # the transport belongs to an event stream now
             else:
                 log.error("error while parsing a request", exc_info=cause or exc)
                 self._fail(500, "Internal Server Error")
@@ -351,8 +363,12 @@ class HttpProtocol(asyncio.Protocol):
         # PERF: `_handle` inlined: this is every request's path.
         reply = self.server.app.handle(request)
         # `type(...) is bytes` first: the common sync reply costs one identity check.
-        if type(reply) is bytes or isinstance(reply, Upgrade):
+        if type(reply) is bytes:
             self._answer(request, reply)
+        elif isinstance(reply, Upgrade):
+            self._answer(request, reply)
+            if reply.sse:
+                raise _Switched  # what the client sends after an SSE request is not parsed
         else:
             self._waiting = deque()
             self.server.spawn(self._handle_async(request, reply))
@@ -388,6 +404,8 @@ class HttpProtocol(asyncio.Protocol):
             if self.transport.is_closing():
                 return
             self._answer(request, reply)
+            if isinstance(reply, Upgrade) and reply.sse:
+                return  # the requests queued behind it are dropped: see the module docstring
             self._flush()
             waiting = self._waiting
             if not waiting or self._close_after:
@@ -415,6 +433,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _answer(self, request: Request, reply: Reply) -> None:
         if not isinstance(reply, bytes):
+            if reply.sse:
+                self._begin_sse(request, reply)
+                return
             # An Upgrade for a request httptools did not flag as one: refuse rather than guess.
             request.keep_alive = False
             reply = error_reply(400, "Bad Request", keep_alive=False)
@@ -533,6 +554,9 @@ class HttpProtocol(asyncio.Protocol):
             self._flush()
             self.transport.close()
             return
+        if reply.sse:  # an SSE request that also asked for an upgrade (h2c ...): ignored
+            self._begin_sse(request, reply)
+            return
         headers: list[tuple[str, str]] = []
         response = reply.controller._pl_response
         if response is not None:
@@ -551,16 +575,55 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.transport.write(handshake)
         if self.server.config.verbose:
-            access_log.info(
-                '%s "GET %s HTTP/1.1" 101 WebSocket',
-                self.client[0] if self.client else "-",
-                request.url,
-            )
+            self._log_switch(request, "101 WebSocket")
         self.server.connections.discard(self)
         self._resume()
         conn = WebSocketConnection(self.server, self.transport, reply.controller, reply.route)
         self.transport.set_protocol(conn)
         conn.start(rest)
+
+    # -- Server-Sent Events -----------------------------------------------------------------
+
+    def _begin_sse(self, request: Request, upgrade: Upgrade) -> None:
+        """Answer an accepted SSE request: the ``200`` head after the replies before it, then
+        the transport goes to an :class:`SseConnection`; nothing more is parsed."""
+        self._no_more = True
+        if self.server.shutting_down:
+            self._write_and_close(error_reply(503, "Service Unavailable", keep_alive=False))
+            return
+        try:
+            head = response_head(upgrade.controller)
+        except ValueError as exc:  # e.g. a CR/LF in a header pre_connect set
+            log.error("cannot start the event stream for %s: %s", request.path, exc)
+            self._write_and_close(error_reply(500, "Internal Server Error", keep_alive=False))
+            return
+        self._write_and_close(head, close=False)
+        if self.server.config.verbose:
+            self._log_switch(request, "200 SSE")
+        self.server.connections.discard(self)
+        self._resume()
+        conn = SseConnection(self.server, self.transport, upgrade.controller, upgrade.route)
+        self.transport.set_protocol(conn)
+        conn.start(b"")
+
+    def _log_switch(self, request: Request, outcome: str) -> None:
+        """The access log line of a request that became a WebSocket or an event stream."""
+        access_log.info(
+            '%s "GET %s HTTP/%s" %s',
+            self.client[0] if self.client else "-",
+            request.url,
+            request.http_version,
+            outcome,
+        )
+
+    def _write_and_close(self, last: bytes, *, close: bool = True) -> None:
+        """Write the replies queued so far and ``last`` in one call; then close, if asked."""
+        out = self._out
+        out.append(last)
+        self.transport.write(b"".join(out))
+        out.clear()
+        if close:
+            self.transport.close()
 
     # -- timers -----------------------------------------------------------------------------
 

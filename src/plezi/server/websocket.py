@@ -53,6 +53,7 @@ from ..protocol.reader import WebSocketReader
 
 if TYPE_CHECKING:
     from ..controller import Controller
+    from ..pubsub.message import Message
     from ..routes import ControllerRoute
     from .server import Server
 
@@ -75,7 +76,9 @@ _counter = itertools.count(1)
 
 
 class WebSocketConnection(asyncio.Protocol):
-    """The server side of one WebSocket connection (see the module docstring)."""
+    """The server side of one WebSocket connection (see the module docstring).
+
+    :class:`plezi.server.sse.SseConnection` shares all of it but the framing."""
 
     __slots__ = (
         "_check_above",
@@ -102,6 +105,10 @@ class WebSocketConnection(asyncio.Protocol):
         "state",
         "transport",
     )
+
+    #: An event stream (:mod:`.sse`) rather than a WebSocket; and what log lines call it.
+    is_sse = False
+    kind = "WebSocket"
 
     def __init__(
         self,
@@ -224,7 +231,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._write_paused = False
         if self._dropping:
             self._dropping = False
-            log.info("WebSocket %s: the client caught up; messages flow again", self.id)
+            log.info("%s %s: the client caught up; messages flow again", self.kind, self.id)
         if self._read_paused and self._queue is None and self.state != CLOSED:
             self._read_paused = False
             self.transport.resume_reading()
@@ -270,6 +277,10 @@ class WebSocketConnection(asyncio.Protocol):
         out.append(frame)
         self._out_size += len(frame)
 
+    def queue_message(self, message: Message) -> None:
+        """Queue a message sent to this connection alone (``write_to``)."""
+        self.queue_frame(message.frame())
+
     def flush(self) -> None:
         """Hand everything queued to the transport in one write."""
         out = self._out
@@ -301,8 +312,9 @@ class WebSocketConnection(asyncio.Protocol):
             if queuing and not self._dropping:
                 self._dropping = True
                 log.warning(
-                    "WebSocket %s: %d bytes queued (limit %d): the client is not reading; "
+                    "%s %s: %d bytes queued (limit %d): the client is not reading; "
                     "dropping messages until it catches up",
+                    self.kind,
                     self.id,
                     size,
                     limit,
@@ -310,7 +322,8 @@ class WebSocketConnection(asyncio.Protocol):
             return queuing
         if not self.transport.is_closing():
             log.warning(
-                "WebSocket %s: %d bytes queued (limit %d): the client is not reading; dropping it",
+                "%s %s: %d bytes queued (limit %d): the client is not reading; dropping it",
+                self.kind,
                 self.id,
                 size,
                 limit,

@@ -1,0 +1,211 @@
+"""One Server-Sent Events connection: a ``text/event-stream`` response that stays open.
+
+Theory of operation
+-------------------
+A ``GET`` with ``Accept: text/event-stream`` to a route whose controller accepts connections (the
+WebSocket rule: ``on_message`` or ``auto_dispatch``) is answered by ``pre_connect``, as a WebSocket
+upgrade is (:meth:`plezi.app.App.handle` returns an :class:`~plezi.app.Upgrade` with ``sse``
+set). :class:`~.http.HttpProtocol` writes :func:`response_head` (``200``,
+``content-type: text/event-stream``, ``cache-control: no-cache``, no length: the body ends when the
+connection does), stops parsing requests on that connection and hands the transport to an
+:class:`SseConnection`.
+
+:class:`SseConnection` is a :class:`~.websocket.WebSocketConnection` that frames events instead of
+WebSocket frames; everything else is shared: the ordered (sync or ``async``) callbacks
+``on_open``, ``on_drained``, ``on_shutdown``, ``on_close``; corked writes (one system call per
+connection per loop iteration); the outgoing buffer cap and the slow-consumer policy; pub/sub
+(``queue_frame`` and the fan-out's fast path append pre-framed bytes, here SSE events: the
+registry keeps SSE subscribers apart and frames a published message once as an event for all of
+them); ``id`` and ``write_to``; graceful shutdown (``on_shutdown``, its writes delivered, then the
+stream ends).
+
+*Incoming bytes.* The client cannot send anything on an event stream: bytes it sends anyway
+(pipelined requests included) are read and discarded, so that its closing is still noticed
+(``on_close``).
+
+*Keep-alive.* A comment (``:``) goes out after ``ping_interval`` seconds during which the client
+took no bytes from us, so that proxies do not cut a quiet stream; the HTTP idle timeout does not
+apply. A client that takes nothing of what is queued for ``ping_interval + ping_timeout`` is
+dropped (with a log line), as a WebSocket that does not answer a ping is.
+
+*Text only.* An event stream is UTF-8 text: ``bytes`` written are decoded as UTF-8 (not UTF-8:
+``UnicodeDecodeError`` for the caller); a binary pub/sub message that is not UTF-8 is not sent to
+SSE subscribers (a log line says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..http.response import http_date
+from ..protocol.sse import sse_comment, sse_event
+from .websocket import CLOSING, OPEN, PENDING, WebSocketConnection
+
+if TYPE_CHECKING:
+    from ..controller import Controller
+    from ..pubsub.message import Message
+
+__all__ = ["SseConnection", "published_event", "response_head"]
+
+log = logging.getLogger("plezi")
+
+_HEAD = b"HTTP/1.1 200 OK\r\n"
+#: The headers every stream starts with, by name; one that ``pre_connect`` set replaces ours.
+_DEFAULTS = (
+    ("content-type", b"content-type: text/event-stream\r\n"),
+    ("cache-control", b"cache-control: no-cache\r\n"),
+    # nginx buffers responses unless told not to; an event stream must not wait in a buffer.
+    ("x-accel-buffering", b"x-accel-buffering: no\r\n"),
+)
+_PLAIN_HEAD = _HEAD + b"".join(line for _, line in _DEFAULTS)
+#: Never taken from ``pre_connect``: the stream has no length and ends with the connection.
+_SKIP = frozenset(("content-length", "transfer-encoding", "connection", "date"))
+_FORBIDDEN_IN_NAMES = frozenset("\r\n\0 \t:")
+_FORBIDDEN_IN_VALUES = frozenset("\r\n\0")
+_KEEPALIVE = sse_comment()
+
+
+def response_head(controller: Controller) -> bytes:
+    """The ``200`` head that starts an event stream, with the headers and cookies that
+    ``pre_connect`` set on ``self.response`` (its status is not used: a stream is a 200).
+
+    Raises ``ValueError`` for a header that would inject lines (CR, LF or NUL in it)."""
+    response = controller._pl_response
+    if response is None:
+        return _PLAIN_HEAD + http_date() + b"\r\n"
+    names = {name.lower() for name in response.headers}
+    parts = [_HEAD, http_date()]
+    parts.extend(line for name, line in _DEFAULTS if name not in names)
+    for name, value in response.headers.items():
+        if name.lower() not in _SKIP:
+            parts.append(_header_line(name, value))
+    parts.extend(_header_line("set-cookie", cookie) for cookie in response.cookies)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _header_line(name: str, value: str) -> bytes:
+    if (
+        not name
+        or _FORBIDDEN_IN_NAMES.intersection(name)
+        or _FORBIDDEN_IN_VALUES.intersection(value)
+    ):
+        raise ValueError(f"invalid response header {name!r}")
+    return f"{name}: {value}\r\n".encode("latin-1")
+
+
+def published_event(channel: str, value: str | bytes) -> bytes | None:
+    """The event that carries a published message to SSE subscribers: its text (JSON for a
+    ``dict`` or ``list``); a binary message's bytes decoded as UTF-8, ``None`` (with a log line)
+    when they are not UTF-8."""
+    if not isinstance(value, str):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            log.info(
+                "pub/sub: a binary message on %r is not UTF-8; not sent to SSE subscribers",
+                channel,
+            )
+            return None
+    return sse_event(value)
+
+
+class SseConnection(WebSocketConnection):
+    """The server side of one event stream (see the module docstring)."""
+
+    __slots__ = ()
+
+    is_sse = True
+    kind = "SSE"
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        pass  # nothing may come from an event stream's client: read and dropped
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> bool:
+        """Queue ``data`` as one event (``data:`` lines). ``False`` once closing."""
+        if self.state != OPEN:
+            return False
+        self.queue_frame(sse_event(data if type(data) is str else _text(data)))
+        return True
+
+    def send_event(
+        self,
+        data: str | bytes | bytearray | memoryview,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+    ) -> bool:
+        """Queue one event with a name (``event:``), an ``id:`` (what the browser sends back
+        as ``Last-Event-ID`` when it reconnects) and a reconnection delay in milliseconds
+        (``retry:``). ``False`` once closing; ``ValueError`` for a line break in ``event`` or
+        ``id``, or a negative ``retry``."""
+        if self.state != OPEN:
+            return False
+        text = data if type(data) is str else _text(data)
+        ident = id if id is None or type(id) is str else str(id)
+        self.queue_frame(sse_event(text, event=event, id=ident, retry=retry))
+        return True
+
+    def queue_message(self, message: Message) -> None:
+        """Queue a message sent to this connection alone (``write_to``) as an event."""
+        event = published_event(message.channel, message.value)
+        if event is not None:
+            self.queue_frame(event)
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """End the stream once what is queued is sent (an event stream has no closing
+        handshake; ``code`` and ``reason`` are ignored)."""
+        if self.state != OPEN:
+            return
+        pending = PENDING[0]
+        if pending is not None:  # messages published before the close still go out
+            pending()
+        self._end()
+
+    # -- timers (called by the server's reaper) ---------------------------------------------
+
+    def check_timeout(self, now: float) -> None:
+        """Keep a quiet stream alive with a comment; drop a client that reads nothing; end an
+        unfinished close."""
+        limits = self.server.limits
+        if self.state != OPEN:
+            if self.state == CLOSING and now - self._closing_at > limits.close_timeout:
+                self.abort()
+            return
+        interval = limits.ping_interval
+        if not interval:
+            return
+        # ``_last`` here: when the client last took bytes from us (or the stream began).
+        queued = self.transport.get_write_buffer_size()
+        taken = self._flushed - queued
+        if taken != self._drained:
+            self._drained = taken
+            self._last = now
+        elif queued and now - self._last > interval + limits.ping_timeout:
+            log.info(
+                "SSE %s: the client took nothing for %.1fs; closing",
+                self.id,
+                now - self._last,
+            )
+            self.abort()
+        elif not queued and now - self._last >= interval:
+            self._last = now
+            self.queue_frame(_KEEPALIVE)
+
+
+def _text(data: object) -> str:
+    """``data`` as text: a ``str`` subclass as is, bytes-like decoded as UTF-8; anything else
+    is a ``TypeError``."""
+    if isinstance(data, str):
+        return str(data)
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data).decode()
+    raise TypeError(f"write() takes str or bytes-like data, not {type(data).__name__}")
