@@ -131,10 +131,14 @@ class Controller:
         return render(f"{template}.{fmt}", controller=self, params=self._pl_params, **context)
 
     def send_file(self, path: str, *, content_type: str | None = None) -> bool:
-        """Answer with the file at ``path``; ``False`` (fall through) when it does not exist."""
+        """Answer with the file at ``path``; ``False`` (fall through) when it does not exist.
+
+        A GET or HEAD may get ``304 Not Modified`` (``If-None-Match`` / ``If-Modified-Since``)
+        or, for one byte ``Range``, a ``206`` (``416`` past the end), as the public folder's
+        files do."""
         from .http.static import file_response
 
-        response = file_response(path, content_type=content_type)
+        response = file_response(path, content_type=content_type, request=self.request)
         if response is None:
             return False
         own = self.response

@@ -640,6 +640,13 @@ def test_send_file(site: Callable[..., Site], tmp_path: Path) -> None:
     r = s.get("/f/data.bin")
     assert (r.content, r.headers["content-type"]) == (b"\x00\x01", "application/octet-stream")
     assert s.get("/f/missing.txt").status_code == 404
+    # Conditional and range requests, as for the public folder's files.
+    etag = s.get("/f/notes.txt").headers["etag"]
+    again = s.get("/f/notes.txt", headers={"if-none-match": etag})
+    assert (again.status_code, again.content) == (304, b"")
+    part = s.get("/f/notes.txt", headers={"range": "bytes=0-2"})
+    assert (part.status_code, part.content) == (206, b"caf")
+    assert s.get("/f/notes.txt", headers={"range": "bytes=99-"}).status_code == 416
 
 
 # -- 4. connections: keep-alive, close, pipelining, chunked bodies -------------------------
