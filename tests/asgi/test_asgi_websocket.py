@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,30 +17,13 @@ import plezi
 from conftest import UNIT
 from plezi.asgi import ASGIApp
 
+from .events import Events
+
 T = 5 * UNIT
 
 
 def connect(url: str, **kwargs: Any) -> ClientConnection:
     return _connect(url, proxy=None, compression=None, open_timeout=T, close_timeout=T, **kwargs)
-
-
-class Events:
-    """What the server side saw, for the test thread to wait on."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.cond = threading.Condition()
-
-    def add(self, item: Any) -> None:
-        with self.cond:
-            self.items.append(item)
-            self.cond.notify_all()
-
-    def wait_for(self, item: Any) -> None:
-        """Wait until ``item`` was added, and take it out."""
-        with self.cond:
-            assert self.cond.wait_for(lambda: item in self.items, T), (item, self.items)
-            self.items.remove(item)
 
 
 EVENTS = Events()

@@ -1,6 +1,7 @@
 """plezi as an ASGI application, and ASGI applications mounted under plezi routes.
 
-Serve a plezi app with any ASGI server (uvicorn, hypercorn, granian ...)::
+Serve a plezi app (HTTP, WebSockets, Server-Sent Events) with any ASGI server (uvicorn,
+hypercorn, granian ...)::
 
     # chat.py
     import plezi

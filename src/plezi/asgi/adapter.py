@@ -3,9 +3,12 @@
 HTTP requests go through :meth:`App.handle`, exactly as on the native server; the reply bytes are
 sent as ``http.response.*`` messages. A WebSocket scope is offered to the routes as an upgrade
 request (``pre_connect`` decides); accepted, it runs on the native connection class over an ASGI
-transport (see :mod:`plezi.asgi.websocket`). ``lifespan`` starts and stops the pub/sub engine as
-the native server does, through a :class:`~plezi.server.server.Server` that listens nowhere
-(the ASGI server owns the sockets) but keeps the open WebSockets, their tasks and the shutdown.
+transport (see :mod:`plezi.asgi.websocket`). An HTTP request the routes accept as a Server-Sent
+Events stream runs the same way, on the native stream class (see :mod:`plezi.asgi.sse`).
+``lifespan`` starts and stops the pub/sub engine as the native server does, through a
+:class:`~plezi.server.server.Server` that listens nowhere (the ASGI server owns the sockets) but
+keeps the open connections, their tasks and the shutdown; its reaper runs once a stream has
+started, for the streams' keep-alive (an ASGI WebSocket's timers are the ASGI server's).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ..config import Limits, ServerConfig
 from ..protocol.handshake import OriginPolicy
 from ..server.server import Server
 from .scope import BodyTooLarge, ClientGone, read_body, reply_messages, request_from_scope
+from .sse import serve_sse, stream_start
 from .types import Receive, Scope, Send
 from .websocket import accept_message, serve_websocket
 
@@ -37,13 +41,20 @@ _SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 class _Host(Server):
-    """The :class:`Server` of an ASGI application: no socket and no reaper (the ASGI server
-    owns the connections' sockets, timeouts and pings), the rest as natively: the WebSocket
-    registry ``write_to`` reads, the corked flush, callback tasks, and the graceful shutdown."""
+    """The :class:`Server` of an ASGI application: no socket (the ASGI server owns the
+    connections' sockets, timeouts and WebSocket pings), the rest as natively: the connection
+    registry ``write_to`` reads, the corked flush, callback tasks, and the graceful shutdown.
+    The reaper starts with the first event stream: it keeps quiet streams alive."""
 
     def __init__(self, app: App, config: ServerConfig) -> None:
         super().__init__(app, config)
         self._loop = asyncio.get_running_loop()
+        self.now = self._loop.time()
+
+    def watch_streams(self) -> None:
+        """Start the reaper (once): the keep-alive of event streams."""
+        if self._reaper is None and not self.shutting_down:
+            self._tick()
 
 
 class ASGIApp:
@@ -51,10 +62,11 @@ class ASGIApp:
     :func:`plezi.route` adds).
 
     ``limits`` (a :class:`plezi.Limits`) bound request bodies (413), incoming WebSocket messages
-    (close 1009) and the outgoing buffer per WebSocket; the header size, timeouts and pings
-    are the ASGI server's settings. ``allowed_origins`` is the native server's Origin check for
-    WebSocket upgrades; ``shutdown_timeout`` bounds the lifespan shutdown's wait for open
-    WebSockets.
+    (close 1009) and the outgoing buffer per WebSocket or event stream; ``ping_interval``,
+    ``ping_timeout`` and ``close_timeout`` time event streams (keep-alive comments); the header
+    size, other timeouts and WebSocket pings are the ASGI server's settings.
+    ``allowed_origins`` is the native server's Origin check for WebSocket upgrades;
+    ``shutdown_timeout`` bounds the lifespan shutdown's wait for open connections.
     """
 
     def __init__(
@@ -112,10 +124,32 @@ class ASGIApp:
             reply = error_reply(413, "Content Too Large", keep_alive=False, head=head)
         else:
             reply = await self._reply(request_from_scope(scope, body))
-            if not isinstance(reply, bytes):
+            if isinstance(reply, Upgrade):
+                if reply.sse:
+                    await self._stream(scope, reply, receive, send)
+                    return
                 # An upgrade request on an HTTP scope (the ASGI server does no WebSocket).
                 reply = error_reply(400, "Bad Request", keep_alive=False, head=head)
         for message in reply_messages(reply, head=head):
+            await send(message)
+
+    async def _stream(self, scope: Scope, upgrade: Upgrade, receive: Receive, send: Send) -> None:
+        """Serve an accepted Server-Sent Events request until the stream ends."""
+        host = await self._ensure_host()
+        if host.shutting_down:
+            reply = error_reply(503, "Service Unavailable", keep_alive=False)
+        else:
+            try:
+                start = stream_start(upgrade)
+            except ValueError as exc:  # e.g. a CR/LF in a header pre_connect set
+                log.error("cannot start the event stream for %s: %s", scope.get("path"), exc)
+                reply = error_reply(500, "Internal Server Error", keep_alive=False)
+            else:
+                await send(start)
+                host.watch_streams()
+                await serve_sse(host, upgrade, receive, send)
+                return
+        for message in reply_messages(reply, head=False):
             await send(message)
 
     async def _reply(self, request: Any) -> bytes | Upgrade:
@@ -172,7 +206,8 @@ class ASGIApp:
 
     async def _ensure_host(self) -> _Host:
         """The host of this event loop, started (pub/sub engine attached) on first use: at
-        lifespan startup, or at the first WebSocket when the ASGI server runs no lifespan."""
+        lifespan startup, or at the first WebSocket or event stream when the ASGI server runs
+        no lifespan."""
         host = self._host
         if host is not None and host._loop is asyncio.get_running_loop():
             return host
@@ -188,7 +223,8 @@ class ASGIApp:
 
     async def shutdown(self) -> None:
         """As the native server at SIGTERM: ``on_shutdown`` and close 1001 for every open
-        WebSocket, a bounded wait, ``on_close``; then the pub/sub engine stops."""
+        WebSocket (the end of the response for every event stream), a bounded wait,
+        ``on_close``; then the pub/sub engine stops."""
         host, self._host = self._host, None
         self._starting = None
         if host is not None:

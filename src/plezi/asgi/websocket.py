@@ -5,8 +5,11 @@ Theory of operation
 The controller side of a WebSocket is :class:`plezi.server.websocket.WebSocketConnection`, the
 very class the native server uses: ordered sync/async callbacks, ``write``/``close``, pub/sub
 (the hub and its registry fan frames out to it), ``on_drained``, the outgoing buffer cap and the
-slow-consumer policy all behave as they do natively. Only its transport differs:
-:class:`ASGITransport` stands where the socket's transport would.
+slow-consumer policy all behave as they do natively (:class:`ASGIWebSocket` only leaves out the
+native server's ping and close timers: the ASGI server pings, and :meth:`ASGITransport.run` bounds
+the closing handshake). Only its transport differs: :class:`ASGITransport` stands where the
+socket's transport would. An event stream under ASGI runs on a subclass of it
+(:mod:`plezi.asgi.sse`).
 
 *Out.* The connection writes WebSocket frames (already framed: a published message is framed
 once for all its subscribers). The transport reads them back with the sans-I/O
@@ -48,13 +51,16 @@ if TYPE_CHECKING:
     from ..server.server import Server
     from .types import Message, Receive, Send
 
-__all__ = ["ASGITransport", "serve_websocket"]
+__all__ = ["ASGITransport", "ASGIWebSocket", "run_connection", "serve_websocket"]
 
 log = logging.getLogger("plezi")
 
 
 class ASGITransport(asyncio.Transport):
     """The transport of a :class:`WebSocketConnection` under ASGI (see the module docstring)."""
+
+    #: After our close, the peer's answer is awaited (up to ``close_timeout``).
+    closing_handshake = True
 
     def __init__(self, receive: Receive, send: Send, limits: Limits) -> None:
         super().__init__()
@@ -96,8 +102,13 @@ class ASGITransport(asyncio.Transport):
             # The bytes are accounted to the last message they produced: the total is exact.
             message, size = self._queue[-1]
             self._queue[-1] = (message, size + len(data))
-            self._size += len(data)
-            self._wake.set()
+            self._queued(len(data))
+
+    def _queued(self, size: int) -> None:
+        """``size`` more bytes wait in the queue: wake the sender; past ``write_high_water``,
+        pause the connection's writing (``on_drained`` once it is sent)."""
+        self._size += size
+        self._wake.set()
         if self._size > self._high and not self._write_paused and self._conn is not None:
             self._write_paused = True
             self._conn.pause_writing()
@@ -172,16 +183,21 @@ class ASGITransport(asyncio.Transport):
                     self._write_paused = False
                     self._conn.resume_writing()
             if self._closing:
-                await self._deliver({"type": "websocket.close", "code": CloseCode.NORMAL})
+                if not self._aborted:  # (aborted before this task started: nothing to end)
+                    await self._deliver(self._last_message())
                 return
             self._wake.clear()
             await self._wake.wait()
+
+    def _last_message(self) -> Message:
+        """What ends the connection when it is closed with nothing left to send."""
+        return {"type": "websocket.close", "code": CloseCode.NORMAL}
 
     async def _deliver(self, message: Message) -> bool:
         try:
             await self._send(message)
         except Exception as exc:  # noqa: BLE001 - servers raise OSError, RuntimeError ...
-            log.debug("WebSocket send failed (the client is gone): %r", exc)
+            log.debug("ASGI send failed (the client is gone): %r", exc)
             self._closing = True
             return False
         return True
@@ -213,22 +229,27 @@ class ASGITransport(asyncio.Transport):
                 conn.on_ws_message(data)
 
     async def run(self) -> None:
-        """Run both tasks until the connection ends (see the module docstring)."""
+        """Run both tasks until the connection ends (see the module docstring); then tell the
+        connection it is lost (``on_close``), also when this call is cancelled."""
         reader = asyncio.ensure_future(self.read_loop())
         writer = self._writer = asyncio.ensure_future(self.write_loop())
         try:
             await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
-            if not reader.done() and not self._aborted:
+            if not reader.done() and not self._aborted and self.closing_handshake:
                 # We closed: wait (bounded) for the peer's close to complete the handshake.
                 await asyncio.wait((reader,), timeout=self._limits.close_timeout)
         finally:
             self._closing = True
             for task in (reader, writer):
                 task.cancel()
+            if self._conn is not None:
+                # Before the wait below: a shutdown that runs meanwhile (an ASGI server that
+                # cancelled this call, then sent lifespan.shutdown) finds the connection gone.
+                self._conn.connection_lost(None)
             await asyncio.wait((reader, writer))
             for task in (reader, writer):
                 if not task.cancelled() and task.exception() is not None:
-                    log.error("WebSocket task failed", exc_info=task.exception())
+                    log.error("ASGI connection task failed", exc_info=task.exception())
 
 
 def _too_big(data: str | bytes, limit: int) -> bool:
@@ -238,16 +259,30 @@ def _too_big(data: str | bytes, limit: int) -> bool:
     return len(data.encode("utf-8", "surrogatepass")) > limit
 
 
+class ASGIWebSocket(WebSocketConnection):
+    """The native connection without the native server's timers: under ASGI the server pings
+    its WebSockets, and :meth:`ASGITransport.run` bounds the closing handshake."""
+
+    __slots__ = ()
+
+    def check_timeout(self, now: float) -> None:
+        pass
+
+
 async def serve_websocket(server: Server, upgrade: Upgrade, receive: Receive, send: Send) -> None:
     """Run an accepted WebSocket (``websocket.accept`` already sent) until it ends."""
     transport = ASGITransport(receive, send, server.limits)
-    conn = WebSocketConnection(server, transport, upgrade.controller, upgrade.route)
+    await run_connection(
+        transport, ASGIWebSocket(server, transport, upgrade.controller, upgrade.route)
+    )
+
+
+async def run_connection(transport: ASGITransport, conn: WebSocketConnection) -> None:
+    """Start ``conn`` (``on_open``) over ``transport`` and run both until the connection ends
+    (then ``on_close``)."""
     transport.set_protocol(conn)
     conn.start(b"")
-    try:
-        await transport.run()
-    finally:
-        conn.connection_lost(None)
+    await transport.run()
 
 
 def accept_message(upgrade: Upgrade) -> dict[str, Any]:
