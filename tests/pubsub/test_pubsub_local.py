@@ -722,6 +722,38 @@ def test_a_stalled_subscriber_is_disconnected_and_the_others_get_everything(
     )
 
 
+def test_a_flood_published_in_one_iteration_is_bounded_too(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """4 MiB published in 1 KiB messages within one loop iteration (where consecutive messages
+    to one topic are batched): a subscriber that never reads still holds at most the cap plus
+    one batch (64 KiB), and is dropped while the flood goes on, not handed all of it."""
+    caplog.set_level(logging.INFO, logger="plezi")
+    app, cls = flooded_app()
+    running = serve(app, max_outgoing_buffer=CAP, write_high_water=16 * 1024)
+    stalled = RawClient(running.port, "/stalled", rcvbuf=4096)
+    try:
+        assert stalled.recv_message().text == "ready"
+        payload = "x" * 1024
+
+        def flood() -> int:
+            conn = cls.conns["stalled"]
+            peak = 0
+            for _ in range(4096):
+                plezi.publish("flood", payload)
+                peak = max(peak, conn.pending)
+            return peak
+
+        peak = running.call(flood)
+        after = running.call(lambda: cls.conns["stalled"].pending)  # the next iteration
+        assert max(peak, after) <= CAP + 64 * 1024 + 2 * 1024, (peak, after)
+        assert cls.closed.wait(5 * UNIT)
+        assert count(running, "flood") == 0
+    finally:
+        stalled.close()
+    assert any("not reading" in r.getMessage() for r in caplog.records if r.name == "plezi")
+
+
 def test_a_stalled_subscriber_under_the_drop_policy_stays_and_gets_later_messages(
     serve: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -110,6 +110,10 @@ class _Topic:
 
 Hook = Callable[[str, bool], None]
 
+#: A batch is queued on its subscribers once it holds this many bytes, so that a flood published
+#: in one iteration meets each connection's outgoing buffer cap every 64 KiB, not once at the end.
+_BATCH_MAX = 64 * 1024
+
 
 def _nothing(name: str, pattern: bool) -> None:
     pass
@@ -131,6 +135,7 @@ class Registry:
         #: Tells the server layer that a batch waits (a flush function) or not (``None``).
         self.batch_hook: Callable[[Callable[[], None] | None], None] = _no_hook
         self._batch: tuple[dict[Subscriber, None], list[bytes]] | None = None
+        self._batch_size = 0
         #: Queues one frame on many subscribers; the hub installs the server's batch version.
         self.fan_out: Callable[[Iterable[Subscriber], bytes], None] = _queue_each
         #: Called with (handler, message) to run a connectionless handler.
@@ -211,9 +216,10 @@ class Registry:
         subscribers in this read or iteration.
 
         PERF: a burst of messages read at once costs one queued chunk per subscriber instead of
-        one per message. Order is kept: the batch is flushed before anything else is queued on
-        any connection (``batch_hook``), before any subscription changes, at the end of the read
-        and at the end of the loop iteration.
+        one per message; a batch goes out early once it holds ``_BATCH_MAX`` bytes, so the cap
+        of every subscriber is checked at least that often. Order is kept: the batch is flushed
+        before anything else is queued on any connection (``batch_hook``), before any
+        subscription changes, at the end of the read and at the end of the loop iteration.
         """
         if self.schedule is None:
             self.fan_out(subscribers, frame)
@@ -221,9 +227,13 @@ class Registry:
         batch = self._batch
         if batch is not None and batch[0] is subscribers:
             batch[1].append(frame)
+            self._batch_size += len(frame)
+            if self._batch_size >= _BATCH_MAX:
+                self.flush_batch()
             return
         self.flush_batch()
         self._batch = (subscribers, [frame])
+        self._batch_size = len(frame)
         self.batch_hook(self.flush_batch)
         self.schedule(self.flush_batch)
 
