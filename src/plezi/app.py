@@ -5,8 +5,9 @@ bytes, an :class:`Upgrade` (the request becomes a WebSocket, or a Server-Sent Ev
 when a controller method is ``async``, a coroutine that resolves to one of those. No sockets here.
 
 A ``GET`` whose ``Accept`` names ``text/event-stream`` is an SSE request: a route whose controller
-accepts connections (the WebSocket rule) answers it with ``pre_connect`` and an :class:`Upgrade`
-(``sse=True``), as it answers a WebSocket upgrade; any other route answers it as plain HTTP.
+accepts connections (the WebSocket rule), or defines ``on_sse``, answers it with ``pre_connect``
+and an :class:`Upgrade` (``sse=True``), as it answers a WebSocket upgrade; any other route
+answers it as plain HTTP.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class App:
             for name, value in match.items():
                 add_param(params, name, value)
         if ctx.upgrade_key is not None:
-            if route.is_websocket:
+            if route.is_sse if ctx.sse else route.is_websocket:
                 return self._try_upgrade(route, ctx, params)
             if not ctx.sse:
                 return _FALL  # (an SSE request to any other route is plain HTTP)

@@ -29,6 +29,7 @@ CALLBACKS: Final = (
     "on_close",
     "on_shutdown",
     "on_drained",
+    "on_sse",
 )
 #: Names that only their own verb reaches (Plezi's REST_METHODS), plus ``unknown``.
 _REST = frozenset(("create", "update", "delete", "show", "index", "unknown"))
@@ -95,6 +96,9 @@ class ControllerRoute:
             self.cls = dispatching_class(self.cls, self.events, unknown_event(methods))
         self.cls._pl_route = self
         self.is_websocket = "on_message" in methods or self.auto_dispatch
+        #: Accepts Server-Sent Events: any connection controller, or one that defines Plezi's
+        #: ``on_sse`` (called when a stream opens) and needs no ``on_message``.
+        self.is_sse = self.is_websocket or "on_sse" in methods
         #: GET /<id> -> a public method that takes no arguments, named ``id`` (``None`` -> index).
         self.get_map: dict[str | None, str] = {
             name: name

@@ -420,6 +420,38 @@ def test_auto_dispatch_controllers_accept_streams(serve: Callable[..., Running])
     assert first_event(running.port, "/chat") == Event('{"event": "hello"}')
 
 
+def test_on_sse_makes_a_stream_controller_without_on_message(
+    serve: Callable[..., Running],
+) -> None:
+    """Plezi's ``on_sse``: a controller that defines it accepts event streams (and no
+    WebSocket), and it runs when the stream opens, after ``on_open``."""
+    calls: list[str] = []
+
+    class Ticker:
+        def index(self) -> str:
+            return "the page"
+
+        def on_open(self) -> None:
+            calls.append("on_open")
+
+        def on_sse(self) -> None:
+            calls.append("on_sse")
+            self.write_event("tick", event="clock")  # type: ignore[attr-defined]
+
+    running = serve_controller(serve, Ticker)
+    assert first_event(running.port) == Event("tick", "clock")
+    assert calls == ["on_open", "on_sse"]
+    with RawHTTP(running.port) as http:
+        assert http.request("GET", "/").text == "the page"  # no Accept: the action
+        upgrade = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        }
+        assert http.request("GET", "/", upgrade).status != 101  # not a WebSocket controller
+
+
 def test_pre_connect_refusal_is_403_and_the_next_route_may_accept(
     serve: Callable[..., Running],
 ) -> None:

@@ -119,6 +119,12 @@ class SseConnection(WebSocketConnection):
     is_sse = True
     kind = "SSE"
 
+    def start(self, initial: bytes) -> None:
+        """``on_open``, then Plezi's ``on_sse`` (the stream's own callback), when defined."""
+        super().start(initial)
+        if self.state == OPEN:  # not when on_open closed the stream already
+            self._callback("on_sse")
+
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
