@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes queued for one client before it is disconnected (default 4m)",
     )
     p.add_argument(
+        "--max-conn",
+        "-maxcl",
+        type=int,
+        dest="max_connections",
+        help="open connections past which new ones get 503 (default: the open-file limit - 64)",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         dest="keepalive_timeout",

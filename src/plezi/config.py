@@ -42,6 +42,10 @@ class Limits:
     #: What happens to a client past ``max_outgoing_buffer``: ``"disconnect"`` it, or ``"drop"``
     #: the messages sent to it until it has caught up (each policy logs a line).
     slow_consumer: str = "disconnect"
+    #: Open connections (HTTP, WebSocket and SSE together) past which a new one gets HTTP 503 and
+    #: is closed (Iodine's ``max_clients``). ``0``: the process's open-file limit minus 64, read
+    #: at the first connection, so that files, Redis and logs always have descriptors left.
+    max_connections: int = 0
 
     def validate(self) -> None:
         """Raise :class:`plezi.ConfigError` when a limit is out of range."""
@@ -55,6 +59,8 @@ class Limits:
                 raise ConfigError(f"{name} must be a positive number of seconds")
         if self.ping_interval < 0:
             raise ConfigError("ping_interval must be >= 0 (0 disables pings)")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
         if self.slow_consumer not in ("disconnect", "drop"):
             raise ConfigError("slow_consumer must be 'disconnect' or 'drop'")
         if self.write_high_water > self.max_outgoing_buffer:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 from rawhttp import RawHTTP, request_bytes
+from wsclient import connect
 
 import plezi
 from conftest import UNIT, Running
@@ -316,3 +317,51 @@ def test_limits_apply_per_connection_not_per_server(serve: Callable[..., Running
         bad.send_quietly(request_bytes("GET", "/", {"X-Big": "b" * 5000}))
         assert bad.read_response().status == 431
         assert good.request("POST", "/", body=b"x" * 10).body == b"got 10"
+
+
+# -- max_connections ---------------------------------------------------------------------------
+
+
+def test_connections_past_max_connections_get_503_and_the_others_go_on(
+    serve: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTP, WebSocket and SSE connections count together; one past the cap is answered 503
+    and closed (one log line), the open ones keep working, and a freed slot is taken again."""
+    caplog.set_level(logging.INFO, logger="plezi")
+
+    class Room:
+        def index(self) -> str:
+            return "hello"
+
+        def on_message(self, data: str) -> None:
+            self.write(data)  # type: ignore[attr-defined]
+
+    app = plezi.App()
+    app.route("/", Room)
+    running = serve(app, max_connections=3)
+    with RawHTTP(running.port) as one, connect(running.ws_url + "/") as ws:
+        assert one.request("GET", "/").status == 200
+        with RawHTTP(running.port) as two:
+            assert two.request("GET", "/").status == 200  # the third of three
+            for _ in range(2):  # the fourth, twice (a single log line)
+                with RawHTTP(running.port) as over:
+                    refused = over.read_response()
+                    assert (refused.status, refused.header("connection")) == (503, "close")
+                    assert over.closed_within(5 * UNIT)
+            lines = [r for r in caplog.records if "max_connections" in r.getMessage()]
+            assert len(lines) == 1
+            ws.send("still here")
+            assert ws.recv(timeout=5 * UNIT) == "still here"
+            assert one.request("GET", "/").status == 200
+        deadline = time.monotonic() + 5 * UNIT
+        while True:  # the server notices the closed connection, then a new one is served
+            with RawHTTP(running.port) as again:
+                if again.request("GET", "/").status == 200:
+                    break
+            assert time.monotonic() < deadline, "the freed slot was never reused"
+            time.sleep(0.02)
+
+
+def test_max_connections_must_not_be_negative() -> None:
+    with pytest.raises(plezi.ConfigError):
+        plezi.Limits(max_connections=-1).validate()

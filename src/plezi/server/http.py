@@ -81,7 +81,27 @@ _METHODS: dict[bytes, str] = {
 }
 #: Lower-cased header names by their raw bytes, filled as they are seen (bounded: a client
 #: sending random names only makes the cache stop growing).
+#: Descriptors kept free for what is not a connection (files, Redis, logs) when
+#: ``max_connections`` is 0 and the cap comes from the open-file limit.
+_FD_RESERVE = 64
+
+
+@functools.lru_cache(maxsize=8)
+def connection_cap(max_connections: int) -> int:
+    """The number of open connections past which a new one is refused (``Limits``)."""
+    if max_connections:
+        return max_connections
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 62
+    return max(1, soft - _FD_RESERVE)
+
+
 _HEADER_NAMES: dict[bytes, str] = {}
+#: ``Server.now`` of the last "refused with 503" line (see ``_refuse_over_capacity``).
+_last_capacity_log = float("-inf")
 _HEADER_NAMES_MAX = 512
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
@@ -170,7 +190,27 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client = peer[:2] if isinstance(peer, tuple) else None
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= connection_cap(server.limits.max_connections):
+            self._refuse_over_capacity()
+            return
+        server.connections.add(self)
+
+    def _refuse_over_capacity(self) -> None:
+        """503 and close: the server holds ``max_connections`` already (logged once a second
+        at most, so that a flood of connections cannot flood the log too)."""
+        global _last_capacity_log
+        self._no_more = True
+        now = self.server.now
+        if now - _last_capacity_log >= 1.0:
+            _last_capacity_log = now
+            log.warning(
+                "%s: refused with 503: %d connections open (max_connections)",
+                self.client[0] if self.client else "-",
+                len(self.server.connections),
+            )
+        self.transport.write(error_reply(503, "Service Unavailable", keep_alive=False))
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
