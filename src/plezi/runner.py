@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .cli import config_from_args
 from .config import ServerConfig
 from .errors import PleziError
-from .server.server import Server, bind_socket
+from .server.server import Server, bind_sockets
 from .supervisor import Supervisor, worker_settings
 
 __all__ = ["new_event_loop", "run", "serve_config"]
@@ -81,30 +81,35 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
 
             check_redis(config.redis)
         _install_public(app, config)
-        sock = bind_socket(config)
+        sockets = bind_sockets(config)
         server = Server(app, config) if config.workers == 1 else None
     except PleziError as exc:
         print(f"plezi: {exc}", file=sys.stderr)
         return 1
-    where = config.bind if config.is_unix else _url(config.bind, sock.getsockname()[1])
+    where = config.bind if config.is_unix else _url(config.bind, sockets[0].getsockname()[1])
     if config.redis and server is not None:
         _use_redis(config.redis)
-    mode = f"{config.workers} workers" if server is None else "1 process"
+    mode = _mode(config.workers, len(sockets)) if server is None else "1 process"
     log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
     if config.public is not None:
         log.info("serving the files in %s before the routes", os.path.realpath(config.public))
     if server is None:
-        code = _run_loop(Supervisor(config, sock, config.workers).run(), inline_fallback)
+        code = _run_loop(Supervisor(config, sockets, config.workers).run(), inline_fallback)
     else:
-        code = _run_loop(server.serve(sock), inline_fallback)
+        code = _run_loop(server.serve(sockets[0]), inline_fallback)
     log.info("stopped")
     return code or 0
+
+
+def _mode(workers: int, sockets: int) -> str:
+    return f"{workers} workers, " + ("a socket each" if sockets > 1 else "one shared socket")
 
 
 def _serve_worker(
     app: Any, config: ServerConfig, fd: int, index: int, relay: str, *, inline_fallback: bool
 ) -> int:
-    """A worker of a cluster: serve the inherited socket, pub/sub through the master's relay."""
+    """A worker of a cluster: serve the inherited socket (its own, or the one all workers share),
+    pub/sub through the master's relay."""
     from .pubsub.cluster import ClusterEngine
     from .pubsub.hub import hub
 

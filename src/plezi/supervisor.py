@@ -1,5 +1,7 @@
-"""``--workers N``: the master process. It binds the socket, starts N worker processes that share
-it, restarts any that die, relays pub/sub between them, and shuts them down gracefully.
+"""``--workers N``: the master process. It holds the listening sockets (one per worker, or one that
+all share: see :func:`~plezi.server.server.bind_sockets`), starts N worker processes, restarts any
+that die (a restarted worker serves the socket of the one it replaces), relays pub/sub between
+them, and shuts them down gracefully.
 
 Workers are fresh interpreters running the same command line (``sys.orig_argv``), told by the
 ``PLEZI_WORKER`` environment variable which inherited socket to serve and where the relay is:
@@ -9,6 +11,7 @@ no ``fork()`` of a process that has threads or a running event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -53,9 +56,10 @@ class _Worker:
 class Supervisor:
     """Runs in the master process (see the module docstring)."""
 
-    def __init__(self, config: ServerConfig, sock: socket.socket, count: int) -> None:
+    def __init__(self, config: ServerConfig, sockets: list[socket.socket], count: int) -> None:
         self.config = config
-        self.sock = sock
+        #: Worker ``i`` (from 1) serves ``sockets[(i - 1) % len(sockets)]``.
+        self.sockets = sockets
         self.count = count
         self.workers: dict[int, _Worker] = {}
         self._dir = tempfile.mkdtemp(prefix="plezi-")
@@ -64,13 +68,12 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}
 
     def _spawn(self, index: int, failures: int = 0) -> None:
-        env = {**os.environ, WORKER_ENV: f"{self.sock.fileno()}:{index}:{self.relay.path}"}
+        fd = self.sockets[(index - 1) % len(self.sockets)].fileno()
+        env = {**os.environ, WORKER_ENV: f"{fd}:{index}:{self.relay.path}"}
         argv = [sys.executable, *sys.orig_argv[1:]]
         # A session of its own: a Ctrl+C in the terminal reaches the master only, which then
         # stops every worker once (a second signal would cut their connections).
-        proc = subprocess.Popen(
-            argv, env=env, pass_fds=(self.sock.fileno(),), start_new_session=True
-        )
+        proc = subprocess.Popen(argv, env=env, pass_fds=(fd,), start_new_session=True)
         self.workers[index] = _Worker(index, proc, time.monotonic(), failures)
         log.info("worker %d started (pid %d)", index, proc.pid)
 
@@ -96,6 +99,9 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
             await self.relay.stop()
             shutil.rmtree(self._dir, ignore_errors=True)
+            if self.config.is_unix:  # the workers leave the socket's path to the master
+                with contextlib.suppress(OSError):
+                    os.unlink(self.config.bind)
         return 0
 
     def _check_workers(self) -> None:

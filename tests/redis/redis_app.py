@@ -2,14 +2,11 @@
 
 Each connection first gets ``id:<its id>``. A message ``to:<id>:<text>`` is sent to one
 connection, ``news:<text>`` is published on ``news.sport`` (everyone subscribes ``news.*``),
-``pub:<channel>:<text>`` is published on ``channel``, ``hold`` blocks this worker's loop for a
-second (so that the next client is accepted by another worker), anything else is published on
-``room``. GET / answers ``plezi.pubsub_status()``.
+``pub:<channel>:<text>`` is published on ``channel``, anything else is published on ``room``.
+GET / answers ``plezi.pubsub_status()``.
 """
 
-import asyncio
 import os
-import time
 
 import plezi
 
@@ -27,12 +24,7 @@ class Room:
         self.write(f"id:{self.id}")
 
     def on_message(self, data):
-        if data == "hold":
-            # The reply leaves when this callback returns; then the loop blocks, so the
-            # worker accepts nobody for a second.
-            self.write("holding")
-            asyncio.get_running_loop().call_soon(time.sleep, 1.0)
-        elif data.startswith("to:"):
+        if data.startswith("to:"):
             _, target, text = data.split(":", 2)
             plezi.write_to(target, text)
         elif data.startswith("news:"):

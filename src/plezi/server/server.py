@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,12 +24,16 @@ if TYPE_CHECKING:
     from ..app import App
     from .websocket import WebSocketConnection
 
-__all__ = ["Server"]
+__all__ = ["Server", "bind_socket", "bind_sockets"]
 
 log = logging.getLogger("plezi")
 
 #: Seconds the shutdown waits for what it cut or cancelled to finish ending.
 _GRACE = 1.0
+
+#: One listening socket per worker, joined with SO_REUSEPORT: Linux only (on BSD and macOS the
+#: option lets sockets share a port but does not balance connections between them).
+_REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 class _Timed(Protocol):
@@ -238,6 +243,45 @@ class Server:
 
 def bind_socket(config: ServerConfig) -> socket.socket:
     """Bind the listening socket, with a clear error when the address is taken."""
+    return _listen(_bind(config), config.backlog)
+
+
+def bind_sockets(config: ServerConfig) -> list[socket.socket]:
+    """The listening sockets for ``config.workers`` processes: one per worker (TCP on Linux), or
+    one that all of them share.
+
+    Workers accepting from one shared socket split connections unevenly on Linux (the kernel
+    wakes the worker that waited last; in a burst of connects one worker may take nearly all).
+    Sockets bound to the same address with ``SO_REUSEPORT`` form a group in which the kernel
+    hashes each new connection to one socket: an even split. The first socket is bound without
+    the option, so the address-in-use check is the same as for one process (another server on
+    the port, plezi or not, same user or not, is refused); the option is set after that bind
+    (Linux reads it when a later socket binds) and before the listen (which makes the group),
+    then the others join it. All listen at once, before any worker starts: a connection
+    that arrives before its worker is ready (or while a dead worker is restarted, since the
+    master keeps every socket open) waits in that socket's backlog.
+    """
+    first = _bind(config)
+    if config.workers == 1 or config.is_unix or not _REUSE_PORT:
+        return [_listen(first, config.backlog)]
+    try:
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError as exc:
+        log.warning("SO_REUSEPORT refused (%s): the workers share one socket", exc)
+        return [_listen(first, config.backlog)]
+    sockets = [_listen(first, config.backlog)]
+    try:
+        for _ in range(config.workers - 1):
+            sockets.append(_join(first, config.backlog))
+    except OSError as exc:
+        log.warning("cannot bind a socket per worker (%s): the workers share one socket", exc)
+        for sock in sockets[1:]:
+            sock.close()
+        return [first]
+    return sockets
+
+
+def _bind(config: ServerConfig) -> socket.socket:
     try:
         if config.is_unix:
             _unlink_stale(config.bind)
@@ -256,7 +300,25 @@ def bind_socket(config: ServerConfig) -> socket.socket:
                 "(is another server running? choose another with --port or $PORT)"
             ) from exc
         raise ServerStartError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
-    sock.listen(config.backlog)
+    return sock
+
+
+def _join(first: socket.socket, backlog: int) -> socket.socket:
+    """Another listening socket on ``first``'s address (port 0 resolved), in its reuseport
+    group."""
+    sock = socket.socket(first.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(first.getsockname())
+    except OSError:
+        sock.close()
+        raise
+    return _listen(sock, backlog)
+
+
+def _listen(sock: socket.socket, backlog: int) -> socket.socket:
+    sock.listen(backlog)
     sock.setblocking(False)
     return sock
 
