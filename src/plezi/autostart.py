@@ -83,6 +83,13 @@ def should_autostart(has_routes: bool) -> bool:
     return _main_module not in _TOOLS
 
 
+def main_is_tool() -> bool:
+    """Whether the main program is a tool that imports the app (uvicorn, gunicorn ...)."""
+    if _main_file is None and not _main_module:
+        _read_main()
+    return _main_module in _TOOLS
+
+
 def _read_main() -> None:
     global _main_file, _main_module
     main = sys.modules.get("__main__")

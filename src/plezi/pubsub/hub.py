@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -218,9 +219,22 @@ def current_app_name() -> str:
     return name if isinstance(name, str) and name else default_app_name()
 
 
+#: A server's ``module:attribute`` argument (``chat:application``, ``app.main:create()``).
+_TARGET = re.compile(r"([A-Za-z_][\w.]*):[A-Za-z_][\w.]*(?:\(\))?")
+
+
 def default_app_name() -> str:
     """The main script's file name without extension, plus ``_app`` (``chat.py`` ->
-    ``chat_app``), as Plezi does; ``plezi_app`` when there is no script."""
+    ``chat_app``), as Plezi does; ``plezi_app`` when there is no script. When the main program
+    is a server that imports the app (``uvicorn chat:application``), the app's module name
+    (``chat_app``): two apps under uvicorn on one Redis must not share a name."""
+    from ..autostart import main_is_tool
+
+    if main_is_tool():
+        for arg in sys.argv[1:]:
+            target = _TARGET.fullmatch(arg)
+            if target is not None:
+                return f"{target.group(1).rsplit('.', 1)[-1]}_app"
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or ""
     base = os.path.splitext(os.path.basename(path))[0]
