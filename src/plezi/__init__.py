@@ -165,5 +165,17 @@ def _autostart_now() -> int:
     return _run(app, inline_fallback=True)
 
 
-_autostart.install(_autostart_now, lambda: bool(app.routes))
+def _has_work() -> bool:
+    """Routes, or a public folder on the command line (``python site.py --public www`` with no
+    route serves the folder, as Iodine does): either is something to serve."""
+    if app.routes:
+        return True
+    import sys as _sys
+
+    from .cli import asks_for_public
+
+    return asks_for_public(_sys.argv[1:])
+
+
+_autostart.install(_autostart_now, _has_work)
 del sys

@@ -2,9 +2,10 @@
 
 The server starts after the main script finishes, unless :func:`plezi.run` already ran,
 :func:`plezi.no_autostart` was called, ``PLEZI_NO_AUTOSTART`` is set, the script failed with an
-exception, no route was defined, or Python is not running a script of the user's: a REPL
-(``python``, ``python -i``), ``python -c``, a test runner, or a tool that imports the app
-(uvicorn, gunicorn, hypercorn, granian ...).
+exception, there is nothing to serve (no route, and no ``--public`` folder on the command line),
+or Python is not running a script of the user's: a REPL (``python``, ``python -i``),
+``python -c``, a test runner, or a tool that imports the app (uvicorn, gunicorn, hypercorn,
+granian ...).
 
 The hook runs when the main thread finishes, before the interpreter shuts its thread pools
 down (``threading``'s exit hooks, registered after ``concurrent.futures``' own), so the server
@@ -70,9 +71,10 @@ def mark_started() -> None:
     _started = True
 
 
-def should_autostart(has_routes: bool) -> bool:
-    """Whether the end of the main script should start the server now."""
-    if _disabled or _started or _failed or not has_routes:
+def should_autostart(has_work: Callable[[], bool]) -> bool:
+    """Whether the end of the main script should start the server now; ``has_work()`` (are
+    there routes, or a public folder?) is asked last, when everything else says yes."""
+    if _disabled or _started or _failed:
         return False
     if os.environ.get("PLEZI_NO_AUTOSTART") or sys.flags.interactive or hasattr(sys, "ps1"):
         return False
@@ -80,7 +82,7 @@ def should_autostart(has_routes: bool) -> bool:
         return False
     if not _main_file:
         return False  # REPL, `python -c`, an embedded interpreter
-    return _main_module not in _TOOLS
+    return _main_module not in _TOOLS and has_work()
 
 
 def main_is_tool() -> bool:
@@ -101,7 +103,7 @@ def _read_main() -> None:
         _main_module = os.path.basename(_main_file or "").removesuffix(".py")
 
 
-def install(start: Callable[[], Any], has_routes: Callable[[], bool]) -> None:
+def install(start: Callable[[], Any], has_work: Callable[[], bool]) -> None:
     """Arrange for ``start()`` to run when the main script ends (once, at import of plezi)."""
     import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 
@@ -118,7 +120,7 @@ def install(start: Callable[[], Any], has_routes: Callable[[], bool]) -> None:
     sys.excepthook = excepthook
 
     def at_end() -> None:
-        if threading.current_thread() is threading.main_thread() and should_autostart(has_routes()):
+        if threading.current_thread() is threading.main_thread() and should_autostart(has_work):
             code = start()
             if code:
                 sys.stdout.flush()

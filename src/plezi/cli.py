@@ -134,6 +134,15 @@ _LIMIT_NAMES = frozenset(Limits.__dataclass_fields__)
 _SERVER_NAMES = frozenset(ServerConfig.__dataclass_fields__) - {"limits"}
 
 
+def asks_for_public(argv: Sequence[str]) -> bool:
+    """Whether the command line names a public folder (``--public DIR``)."""
+    try:
+        args, _unknown = build_parser().parse_known_args(list(argv))
+    except SystemExit:  # a malformed flag: argparse said why; nothing to serve
+        return False
+    return args.public is not None
+
+
 def config_from_args(argv: Sequence[str], **overrides: Any) -> ServerConfig:
     """A :class:`ServerConfig` from ``overrides`` (``plezi.run(...)`` keywords) and flags.
 

@@ -416,6 +416,20 @@ def test_the_command_line_flag(script: Callable[..., Script], folder: Path) -> N
     assert f"serving the files in {folder}" in err
 
 
+def test_a_script_with_no_route_serves_its_public_folder(
+    script: Callable[..., Script], tmp_path: Path, folder: Path
+) -> None:
+    """Autostart needs something to serve: a route, or a public folder on the command line."""
+    path = tmp_path / "site.py"
+    path.write_text("import plezi\n")
+    s = script(path, "--public", str(folder))
+    with httpx.Client(base_url=s.url, trust_env=False, timeout=5 * UNIT) as client:
+        assert client.get("/hello.txt").text == "hello from a file"
+        assert client.get("/missing").status_code == 404
+    code, err = s.stop()
+    assert code == 0, err
+
+
 def test_worker_processes_serve_the_folder(script: Callable[..., Script], folder: Path) -> None:
     s = script(EXAMPLES / "websocket_sample.py", "--workers", "2", "--public", str(folder))
     with httpx.Client(base_url=s.url, trust_env=False, timeout=5 * UNIT) as client:
