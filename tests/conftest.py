@@ -163,12 +163,15 @@ def start_script(
     """Run ``python path --port 0 --bind 127.0.0.1 args...``; wait for the listening line."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PLEZI_NO_AUTOSTART", None)
+    # Unbuffered: the lines read here up to "listening on" must not take later ones into a
+    # buffer that ``communicate()`` (which reads the descriptor itself) never sees.
     proc = subprocess.Popen(
         [sys.executable, str(path), "--port", "0", "--bind", "127.0.0.1", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=full_env,
         cwd=str(ROOT),
+        bufsize=0,
     )
     assert proc.stderr is not None
     lines: list[bytes] = []
