@@ -20,6 +20,7 @@ __all__ = [
     "OriginPolicy",
     "accept_key",
     "handshake_response",
+    "header_line",
     "is_upgrade_request",
     "parse_origin",
     "validate_upgrade",
@@ -125,16 +126,21 @@ def handshake_response(key: str, headers: Iterable[tuple[str, str]] = ()) -> byt
     encoded as Latin-1.
     """
     parts = [_RESPONSE_HEAD, accept_key(key).encode("ascii"), b"\r\n"]
-    for name, value in headers:
-        if (
-            not name
-            or _FORBIDDEN_IN_NAMES.intersection(name)
-            or _FORBIDDEN_IN_VALUES.intersection(value)
-        ):
-            raise ValueError(f"invalid response header {name!r}")
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts.extend(header_line(name, value) for name, value in headers)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def header_line(name: str, value: str) -> bytes:
+    """``name: value`` and CRLF, Latin-1. ``ValueError`` (header injection) for CR, LF or NUL
+    in either, or an empty name or one with a colon or whitespace."""
+    if (
+        not name
+        or _FORBIDDEN_IN_NAMES.intersection(name)
+        or _FORBIDDEN_IN_VALUES.intersection(value)
+    ):
+        raise ValueError(f"invalid response header {name!r}")
+    return f"{name}: {value}\r\n".encode("latin-1")
 
 
 # -- Origin check (cross-site WebSocket hijacking) ---------------------------------------------

@@ -209,8 +209,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.client[0] if self.client else "-",
                 len(self.server.connections),
             )
-        self.transport.write(error_reply(503, "Service Unavailable", keep_alive=False))
-        self.transport.close()
+        self._write_and_close(error_reply(503, "Service Unavailable", keep_alive=False))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -616,11 +615,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(handshake)
         if self.server.config.verbose:
             self._log_switch(request, "101 WebSocket")
-        self.server.connections.discard(self)
-        self._resume()
-        conn = WebSocketConnection(self.server, self.transport, reply.controller, reply.route)
-        self.transport.set_protocol(conn)
-        conn.start(rest)
+        self._hand_over(WebSocketConnection, reply, rest)
 
     # -- Server-Sent Events -----------------------------------------------------------------
 
@@ -640,11 +635,16 @@ class HttpProtocol(asyncio.Protocol):
         self._write_and_close(head, close=False)
         if self.server.config.verbose:
             self._log_switch(request, "200 SSE")
+        self._hand_over(SseConnection, upgrade, b"")
+
+    def _hand_over(self, kind: type[WebSocketConnection], upgrade: Upgrade, rest: bytes) -> None:
+        """Give the transport to a ``kind`` connection (WebSocket or SSE) for ``upgrade``'s
+        controller; ``rest``: bytes read past the request, for the new protocol."""
         self.server.connections.discard(self)
         self._resume()
-        conn = SseConnection(self.server, self.transport, upgrade.controller, upgrade.route)
+        conn = kind(self.server, self.transport, upgrade.controller, upgrade.route)
         self.transport.set_protocol(conn)
-        conn.start(b"")
+        conn.start(rest)
 
     def _log_switch(self, request: Request, outcome: str) -> None:
         """The access log line of a request that became a WebSocket or an event stream."""

@@ -39,6 +39,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..http.response import http_date
+from ..protocol.handshake import header_line
 from ..protocol.sse import sse_comment, sse_event
 from .websocket import CLOSING, OPEN, PENDING, WebSocketConnection
 
@@ -61,8 +62,6 @@ _DEFAULTS = (
 _PLAIN_HEAD = _HEAD + b"".join(line for _, line in _DEFAULTS)
 #: Never taken from ``pre_connect``: the stream has no length and ends with the connection.
 _SKIP = frozenset(("content-length", "transfer-encoding", "connection", "date"))
-_FORBIDDEN_IN_NAMES = frozenset("\r\n\0 \t:")
-_FORBIDDEN_IN_VALUES = frozenset("\r\n\0")
 _KEEPALIVE = sse_comment()
 
 
@@ -79,20 +78,10 @@ def response_head(controller: Controller) -> bytes:
     parts.extend(line for name, line in _DEFAULTS if name not in names)
     for name, value in response.headers.items():
         if name.lower() not in _SKIP:
-            parts.append(_header_line(name, value))
-    parts.extend(_header_line("set-cookie", cookie) for cookie in response.cookies)
+            parts.append(header_line(name, value))
+    parts.extend(header_line("set-cookie", cookie) for cookie in response.cookies)
     parts.append(b"\r\n")
     return b"".join(parts)
-
-
-def _header_line(name: str, value: str) -> bytes:
-    if (
-        not name
-        or _FORBIDDEN_IN_NAMES.intersection(name)
-        or _FORBIDDEN_IN_VALUES.intersection(value)
-    ):
-        raise ValueError(f"invalid response header {name!r}")
-    return f"{name}: {value}\r\n".encode("latin-1")
 
 
 def published_event(channel: str, value: str | bytes) -> bytes | None:
