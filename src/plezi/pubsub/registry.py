@@ -281,7 +281,7 @@ class Registry:
                     handler.owner.run_handler(handler, message)
                 else:
                     self.run_free_handler(handler, message)
-        return len(forward) + len(forward_binary) + len(forward_sse) + len(handlers)
+        return len(topic)
 
 
 def _no_hook(flush: Callable[[], None] | None) -> None:
