@@ -508,6 +508,8 @@ class TestClient:
                 compression=None,
                 max_size=None,  # the server's limits are what a test checks
             )
+            # The session is the context manager: it closes the connection on exit.
+            ws.__enter__()
         except InvalidStatus as exc:
             sock.close()
             self._raise_server_exceptions()
@@ -633,7 +635,7 @@ class WebSocketSession:
         while True:
             left = deadline - time.monotonic()
             try:
-                return self._ws.recv(timeout=max(0.0, min(_SLICE, left)))
+                message = self._ws.recv(timeout=max(0.0, min(_SLICE, left)))
             except TimeoutError:
                 client._raise_server_exceptions()
                 if left <= 0:
@@ -641,6 +643,10 @@ class WebSocketSession:
             except ConnectionClosed:
                 client._raise_server_exceptions()
                 raise self._closed() from None
+            else:
+                # A reply that an exception caused (auto-dispatch's ``_err_``) comes after it.
+                client._raise_server_exceptions()
+                return message
 
     def receive_text(self, *, timeout: float | None = None) -> str:
         """The next message, which must be text (``TypeError`` for a binary one)."""
@@ -711,6 +717,7 @@ class EventStream:
         while True:
             event = self._parser.next_event()
             if event is not None:
+                client._raise_server_exceptions()
                 return event
             if self._eof:
                 return None
