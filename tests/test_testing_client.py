@@ -388,6 +388,26 @@ def test_a_websocket_callback_exception_is_raised_while_receiving() -> None:
             ws.receive_text(timeout=60 * UNIT)
 
 
+def test_async_callback_and_action_exceptions_are_raised() -> None:
+    app = plezi.App()
+
+    class Slow:
+        async def index(self) -> str:
+            raise Boom("an async action failed")
+
+        async def on_message(self, data: str | bytes) -> None:
+            raise Boom("an async on_message failed")
+
+    app.route("/", Slow)
+    with TestClient(app, timeout=WAIT) as client:
+        with pytest.raises(Boom, match="an async action failed"):
+            client.get("/")
+        with client.websocket_connect("/") as ws:
+            ws.send_text("x")
+            with pytest.raises(Boom, match="an async on_message failed"):
+                ws.receive_text(timeout=60 * UNIT)
+
+
 def test_an_event_exception_is_raised_at_the_next_call() -> None:
     with (
         TestClient(make_app(), timeout=WAIT) as client,
