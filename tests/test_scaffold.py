@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from conftest import UNIT, Script
+from conftest import ROOT, UNIT, Script
 from plezi.scaffold import new_command
 
 
@@ -156,3 +156,20 @@ def test_new_runs_from_the_command_line(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x1" / "x1.py").is_file()
     assert "python x1.py" in result.stdout
+
+
+def test_every_template_is_package_data() -> None:
+    """The wheel carries the templates: each matches a [tool.setuptools.package-data] glob."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["plezi"]
+    package = ROOT / "src" / "plezi"
+    templates = sorted((package / "scaffold_files").rglob("*.tmpl"))
+    assert templates
+    for path in templates:
+        relative = path.relative_to(package)
+        # a glob's "*" never crosses a "/": same depth, and each part matches
+        assert any(
+            len(relative.parts) == len(Path(g).parts) and relative.match(g) for g in globs
+        ), relative
