@@ -173,3 +173,19 @@ def test_every_template_is_package_data() -> None:
         assert any(
             len(relative.parts) == len(Path(g).parts) and relative.match(g) for g in globs
         ), relative
+
+
+@pytest.mark.parametrize("argv", [["blog"], ["tiny", "--mini"]])
+def test_the_generated_code_is_lint_clean(tmp_path: Path, argv: list[str]) -> None:
+    """ruff's defaults (line length 88, sorted imports) find nothing to say about a new app."""
+    generate(tmp_path, *argv)
+    app = tmp_path / argv[0]
+    for command in (["check", "--select", "E,F,W,I,B,UP,SIM,RUF"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "."],
+            cwd=app,
+            capture_output=True,
+            text=True,
+            timeout=60 * UNIT,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -338,8 +338,9 @@ class TestClient:
         """Re-raise the first exception application code raised (once)."""
         if not self.raise_server_exceptions or not self.server_exceptions:
             return
-        first, *rest = self.server_exceptions
-        self.server_exceptions.clear()
+        # The server's thread may append meanwhile: take what is there, leave the rest.
+        first, *rest = taken = self.server_exceptions[:]
+        del self.server_exceptions[: len(taken)]
         if rest:
             first.add_note(f"plezi.testing: the server raised {len(rest)} more: {rest!r}")
         raise first
