@@ -21,7 +21,7 @@ from typing import Any, Final, cast
 import orjson
 
 from .controller import Controller
-from .errors import HTTPError, RouteError
+from .errors import HTTPError, RouteError, report_error
 from .http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
 from .http.request import Request
 from .http.response import Response, simple_response
@@ -335,6 +335,7 @@ class App:
                 head=ctx.head,
             )
         log.error("error answering %s %s", request.method, request.path, exc_info=exc)
+        report_error(exc)
         return error_reply(
             500, "Internal Server Error", keep_alive=request.keep_alive, head=ctx.head
         )

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -55,6 +56,7 @@ from typing import Any, Final
 import orjson
 
 from .controller import PLEZI_NAMES, Controller
+from .errors import report_error
 
 __all__ = [
     "NEVER_EVENTS",
@@ -145,8 +147,9 @@ def _send_result(inst: Controller, result: Any, msg: Any, name: str) -> None:
     elif isinstance(result, dict | list):
         try:
             text = orjson.dumps(result).decode()
-        except TypeError:
+        except TypeError as exc:
             log.exception("%s.%s returned a value JSON cannot encode", type(inst).__name__, name)
+            report_error(exc)
             inst.write(error_message(500, "internal server error", msg, _eid(msg)))
             return
         inst.write(text)
@@ -162,6 +165,9 @@ def _eid(msg: dict[str, Any]) -> Any:
 
 def _failed(inst: Controller, msg: dict[str, Any], name: str) -> None:
     log.exception("error in %s.%s", type(inst).__name__, name)
+    exc = sys.exception()  # called from an ``except`` block: the event's exception
+    if exc is not None:
+        report_error(exc)
     inst.write(error_message(500, "internal server error", msg, _eid(msg)))
 
 

@@ -7,7 +7,17 @@ Exception text is for logs and developers; it is never sent to a peer.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HTTPError", "PleziError", "RouteError", "ServerStartError"]
+from collections.abc import Callable
+
+__all__ = [
+    "ConfigError",
+    "HTTPError",
+    "PleziError",
+    "RouteError",
+    "ServerStartError",
+    "error_observers",
+    "report_error",
+]
 
 
 class PleziError(Exception):
@@ -37,3 +47,16 @@ class HTTPError(PleziError):
         super().__init__(log or public_message or f"HTTP {status}")
         self.status = status
         self.public_message = public_message
+
+
+#: Called with every exception that application code raised and plezi caught and logged: a 500
+#: answer, a failed WebSocket or SSE callback, a failed auto-dispatch event. Empty unless
+#: something listens (:class:`plezi.testing.TestClient` does); only error paths read it.
+#: Observers run on the server's loop and must not raise.
+error_observers: list[Callable[[BaseException], object]] = []
+
+
+def report_error(exc: BaseException) -> None:
+    """Hand ``exc`` to the :data:`error_observers` (called on error paths only)."""
+    for observer in error_observers:
+        observer(exc)

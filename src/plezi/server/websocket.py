@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..errors import report_error
 from ..protocol.close import CloseCode
 from ..protocol.frames import binary_frame, close_frame, ping_frame, pong_frame, text_frame
 from ..protocol.reader import WebSocketReader
@@ -416,8 +417,9 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             try:
                 result = cb(data)
-            except Exception:  # user code must not take the server down
+            except Exception as exc:  # user code must not take the server down
                 log.exception("error in %s.on_message", type(self.handler).__name__)
+                report_error(exc)
                 return
             # PERF: one comparison for a plain ``def``; a sync wrapper around an ``async def``
             # (a decorator) returns an awaitable, which is awaited like a declared one.
@@ -479,8 +481,9 @@ class WebSocketConnection(asyncio.Protocol):
         one (a sync wrapper around an ``async def``), else ``None``."""
         try:
             result = func() if arg is _NO_ARG else func(arg)
-        except Exception:
+        except Exception as exc:
             log.exception("error in %s.%s", type(self.handler).__name__, _name(func))
+            report_error(exc)
             return None
         if is_async or (result is not None and inspect.isawaitable(result)):
             return result
@@ -515,8 +518,9 @@ class WebSocketConnection(asyncio.Protocol):
                     type(self.handler).__name__,
                     name,
                 )
-            except Exception:
+            except Exception as exc:
                 log.exception("error in %s.%s", type(self.handler).__name__, name)
+                report_error(exc)
             self.flush()
             while queue:
                 func, arg, is_async = queue.popleft()
