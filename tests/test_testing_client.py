@@ -4,19 +4,14 @@ raised in application code re-raised in the test."""
 
 from __future__ import annotations
 
-import os
-import re
 import socket
-import subprocess
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import plezi
-from conftest import ROOT, UNIT
+from conftest import UNIT
 from plezi.errors import error_observers
 from plezi.testing import (
     ConnectionRejected,
@@ -464,27 +459,3 @@ def test_two_clients_see_only_their_own_server_exceptions() -> None:
         assert len(second.server_exceptions) == 1
         assert not first.server_exceptions
         assert threading.active_count() >= 3  # two server threads and this one
-
-
-# -- docs/testing.md ----------------------------------------------------------------------
-
-
-def test_the_examples_in_docs_testing_md_pass(tmp_path: Path) -> None:
-    """Each Python block of docs/testing.md is a complete test file: run them all with pytest,
-    in a subprocess (each defines its own routes)."""
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "testing.md").read_text(), re.S)
-    assert len(blocks) >= 6
-    for number, block in enumerate(blocks):
-        (tmp_path / f"test_doc_{number}.py").write_text(block)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", "."],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90 * UNIT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    tests = sum(block.count("\ndef test_") for block in blocks)
-    assert f"{tests} passed" in result.stdout, result.stdout

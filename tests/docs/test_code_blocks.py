@@ -7,6 +7,8 @@ A block is marked on the line before its fence:
   ASGI; then ``CHECKS[NAME]`` talks to it with real clients and checks what the page promises.
 - ``<!-- fragment -->``: a piece of a larger program (one ``route()`` line, a constructor call).
   It must still compile.
+- ``<!-- test file -->``: a whole pytest file (docs/testing.md). All of them run together in one
+  pytest subprocess, and every test in them must pass.
 
 An unmarked block fails the test, so a new example cannot go untested by accident.
 """
@@ -14,6 +16,7 @@ An unmarked block fails the test, so a new example cannot go untested by acciden
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -33,7 +36,8 @@ from conftest import ROOT, UNIT, Script, start_script
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
-_MARK = re.compile(r"<!-- (runnable: ([\w-]+)|fragment) -->\s*$")
+_MARK = re.compile(r"<!-- (runnable: ([\w-]+)|fragment|test file) -->\s*$")
+TEST_FILE = "<test file>"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ def _blocks() -> list[Block]:
             mark = _MARK.search(before)
             if mark is None:
                 name: str | None = "?"
+            elif mark.group(1) == "test file":
+                name = TEST_FILE
             else:
                 name = mark.group(2)
             found.append(Block(page, line, m.group(1), name))
@@ -189,7 +195,7 @@ UNDER_UVICORN = {"asgi-chat"}
 def test_every_python_block_is_marked() -> None:
     unmarked = [str(b) for b in BLOCKS if b.name == "?"]
     assert not unmarked, f"mark these blocks runnable or fragment: {unmarked}"
-    names = [b.name for b in BLOCKS if b.name]
+    names = [b.name for b in BLOCKS if b.name and b.name != TEST_FILE]
     assert len(names) == len(set(names)), "two blocks share a name"
     assert set(names) == set(CHECKS), "a runnable block without a check, or a check without one"
 
@@ -199,7 +205,7 @@ def test_fragment_compiles(block: Block) -> None:
     compile(block.code, str(block), "exec")
 
 
-@pytest.mark.parametrize("block", [b for b in BLOCKS if b.name not in (None, "?")], ids=str)
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.name in CHECKS], ids=str)
 def test_runnable_block(block: Block, tmp_path: Path) -> None:
     assert block.name is not None
     program = tmp_path / f"{block.name.replace('-', '_')}.py"
@@ -213,6 +219,27 @@ def test_runnable_block(block: Block, tmp_path: Path) -> None:
     assert "Traceback" not in err, err
     # uvicorn shuts down gracefully, then re-raises the signal it caught (exit -SIGTERM).
     assert code in ((0, -signal.SIGTERM) if uvicorn else (0,)), err
+
+
+def test_test_files_pass(tmp_path: Path) -> None:
+    """The pytest files the docs show pass as copied (each defines its own routes, so each runs
+    in the subprocess's own process, not in this one)."""
+    blocks = [b for b in BLOCKS if b.name == TEST_FILE]
+    assert len(blocks) >= 6
+    for number, block in enumerate(blocks):
+        (tmp_path / f"test_doc_{number}.py").write_text(block.code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", "."],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90 * UNIT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = sum(block.code.count("\ndef test_") for block in blocks)
+    assert f"{tests} passed" in result.stdout, result.stdout
 
 
 def _free_port() -> int:
