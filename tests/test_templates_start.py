@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from conftest import ROOT, UNIT, Script
+from plezi.http import templates
 
 APP = textwrap.dedent(
     """
@@ -58,3 +59,12 @@ def test_views_beside_the_main_script(
     assert code == 0, err
     wanted = f"error answering GET /broken: template 'users/nope.html' not found in {folder}/views"
     assert wanted in err
+
+
+def test_without_a_script_of_the_apps_views_is_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under pytest (as under uvicorn) the main program is the tool, not the app: its folder
+    # (.venv/bin, site-packages) is no place for views; the working directory is.
+    monkeypatch.chdir(tmp_path)
+    assert templates.default_folder() == str(tmp_path / "views")

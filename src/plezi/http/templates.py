@@ -25,10 +25,11 @@ class TemplateNotFound(PleziError, LookupError):
 
 def default_folder() -> str:
     """``views/`` beside the main script (Plezi's default); in the working directory when there
-    is no script (a REPL, ``python -c``)."""
-    from ..autostart import main_file
+    is no script of the app's (a REPL, ``python -c``, or a tool that imports the app: uvicorn,
+    pytest ...)."""
+    from ..autostart import main_file, main_is_tool
 
-    main = main_file()
+    main = None if main_is_tool() else main_file()
     return os.path.join(os.path.dirname(main) if main else os.getcwd(), "views")
 
 
