@@ -235,6 +235,7 @@ def _check_unknown(parser: argparse.ArgumentParser, leftovers: list[str]) -> Non
         name = arg.split("=", 1)[0]
         if not _is_flag(arg) or name in _app_flags:
             continue
+        # (argparse has no public list of its option strings)
         known = [o for a in parser._actions for o in a.option_strings]
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         if close:
@@ -246,9 +247,10 @@ def _check_unknown(parser: argparse.ArgumentParser, leftovers: list[str]) -> Non
 
 
 def wants_help(argv: Sequence[str]) -> bool:
-    """Whether the command line asks for help (``-h`` or ``--help`` before any ``--``)."""
+    """Whether the command line asks for help (``-h`` or ``--help`` before any ``--``, unless
+    the application claimed that flag with :func:`allow_flags`)."""
     plezis = _plezis(argv)
-    return "-h" in plezis or "--help" in plezis
+    return any(f in plezis and f not in _app_flags for f in ("-h", "--help"))
 
 
 def script_help(script: str | None = None) -> str:
