@@ -22,6 +22,8 @@ from plezi.errors import ConfigError
 from plezi.route_table import route_table
 
 PLEZI = str(Path(sys.executable).parent / "plezi")
+#: Had a test's server start by mistake, it would listen here, not on 0.0.0.0:3000.
+LOOPBACK = ("--port", "0", "--bind", "127.0.0.1")
 
 APP = textwrap.dedent(
     """
@@ -73,7 +75,7 @@ def test_an_unknown_flag_is_refused_with_the_closest_known_one(tmp_path: Path, s
     path = write_app(tmp_path, APP + ("plezi.run()\n" if start == "plezi.run" else ""))
     launcher = {"plezi app.py": (PLEZI,), "python -m plezi app.py": (sys.executable, "-m", "plezi")}
     command = launcher.get(start, (sys.executable,))
-    done = run(*command, str(path), "--prot", "3001")
+    done = run(*command, str(path), *LOOPBACK, "--prot", "3001")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == ["plezi: unknown flag --prot; did you mean --port?"]
 
@@ -106,6 +108,9 @@ def test_what_is_not_a_flag_of_plezis_is_left_alone() -> None:
     assert cli.config_from_args(["--seed", "7", "-n", "--seed=8", "-p", "1"]).port == 1
     with pytest.raises(ConfigError, match="--other"):
         cli.config_from_args(["--seed", "7", "--other"])
+    assert cli.wants_help(["--help"]) and not cli.wants_help(["--", "-h"])
+    plezi.allow_flags("-h")  # e.g. the app's -h HOST
+    assert not cli.wants_help(["-h", "example.com"]) and cli.wants_help(["--help"])
     plezi.allow_flags()
     assert cli.config_from_args(["--other", "--port", "5"]).port == 5
     with pytest.raises(ConfigError, match="name the flag as typed"):
@@ -135,12 +140,12 @@ def test_an_app_with_flags_of_its_own_starts(
 @pytest.mark.parametrize("start", ["examples/echo.py", "plezi.run", "plezi app.py"])
 def test_help_prints_the_flags_and_exits(tmp_path: Path, start: str) -> None:
     if start == "examples/echo.py":
-        done = run(sys.executable, str(ROOT / "examples/echo.py"), "--help")
+        done = run(sys.executable, str(ROOT / "examples/echo.py"), *LOOPBACK, "--help")
         name = "echo.py"
     else:
         path = write_app(tmp_path, APP + ("plezi.run()\n" if start == "plezi.run" else ""))
         command = (PLEZI,) if start == "plezi app.py" else (sys.executable,)
-        done = run(*command, str(path), "-h")
+        done = run(*command, str(path), *LOOPBACK, "-h")
         name = "app.py"
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: python {name} [flags]\n")
