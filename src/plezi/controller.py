@@ -135,8 +135,8 @@ class Controller:
         name = f"{template}.{asked or 'html'}"
         try:
             return render(name, controller=self, params=self._pl_params, **context)
-        except TemplateNotFound:
-            if asked:
+        except TemplateNotFound as exc:
+            if asked and exc.name == name:
                 return None  # the client chose a format this template does not come in
             raise
 

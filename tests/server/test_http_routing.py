@@ -605,10 +605,12 @@ def test_render_templates(
 ) -> None:
     (template_dir / "page.html").write_text("<h1>{{ title }}</h1>{{ params['id'] }}")
     (template_dir / "page.json").write_text('{"title": "{{ title }}"}')
+    (template_dir / "broken.xml").write_text('{% include "gone.xml" %}')
 
     class Pages:
         def show(self) -> str | None:
-            return self.render("page", title="<b>&</b>")  # type: ignore[attr-defined, no-any-return]
+            name = "broken" if self.params["id"] == "broken" else "page"  # type: ignore[attr-defined]
+            return self.render(name, title="<b>&</b>")  # type: ignore[attr-defined, no-any-return]
 
         def index(self) -> str | None:
             return self.render("missing")  # type: ignore[attr-defined, no-any-return]
@@ -629,6 +631,10 @@ def test_render_templates(
     # A format the client asked for that has no template falls through (here: to a 404).
     assert s.get("/pages/1/txt").status_code == 404
     assert s.get("/pages/1/..%2F..%2Fsecret").status_code == 404
+    # A template that exists but includes a missing one is the app's error, whatever the format.
+    with caplog.at_level(logging.ERROR, logger="plezi"):
+        assert s.get("/pages/broken/xml").status_code == 500
+    assert "'gone.xml' (included by 'broken.xml') not found in" in caplog.records[-1].getMessage()
 
 
 def test_send_file(site: Callable[..., Site], tmp_path: Path) -> None:

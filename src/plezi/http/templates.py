@@ -20,7 +20,23 @@ _env: Any = None
 
 
 class TemplateNotFound(PleziError, LookupError):
-    """``render()`` found no such template in the templates folder."""
+    """``render()`` found no such template in the templates folder; ``name`` is the missing
+    one (the template asked for, or one it includes)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _not_found(name: str, included_by: str | None = None) -> TemplateNotFound:
+    where = folder()
+    missing = "" if os.path.isdir(where) else " (that folder does not exist)"
+    which = f"template {name!r}" + (f" (included by {included_by!r})" if included_by else "")
+    return TemplateNotFound(
+        name,
+        f"{which} not found in {where}{missing}: create it there, or point "
+        "plezi.http.templates.set_templates() at the templates folder",
+    )
 
 
 def default_folder() -> str:
@@ -65,10 +81,8 @@ def render(name: str, **context: Any) -> str:
     try:
         template = _environment().get_template(name)
     except jinja2.TemplateNotFound:
-        where = folder()
-        missing = "" if os.path.isdir(where) else " (that folder does not exist)"
-        raise TemplateNotFound(
-            f"template {name!r} not found in {where}{missing}: create it there, or point "
-            "plezi.http.templates.set_templates() at the templates folder"
-        ) from None
-    return str(template.render(**context))
+        raise _not_found(name) from None
+    try:
+        return str(template.render(**context))
+    except jinja2.TemplateNotFound as exc:  # an {% include %} or {% extends %} that is missing
+        raise _not_found(str(exc.name), name) from None
