@@ -158,15 +158,20 @@ class Script:
 
 
 def start_script(
-    path: Path | str, *args: str, env: dict[str, str] | None = None, timeout: float = 15.0
+    path: Path | str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 15.0,
+    launcher: tuple[str, ...] = (),
 ) -> Script:
-    """Run ``python path --port 0 --bind 127.0.0.1 args...``; wait for the listening line."""
+    """Run ``python path --port 0 --bind 127.0.0.1 args...``; wait for the listening line.
+    ``launcher`` goes before ``path``: ``("-m", "plezi")`` runs ``python -m plezi path ...``."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PLEZI_NO_AUTOSTART", None)
     # Unbuffered: the lines read here up to "listening on" must not take later ones into a
     # buffer that ``communicate()`` (which reads the descriptor itself) never sees.
     proc = subprocess.Popen(
-        [sys.executable, str(path), "--port", "0", "--bind", "127.0.0.1", *args],
+        [sys.executable, *launcher, str(path), "--port", "0", "--bind", "127.0.0.1", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=full_env,

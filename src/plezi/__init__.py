@@ -37,6 +37,7 @@ __all__ = [
     "RouteError",
     "ServerConfig",
     "ServerStartError",
+    "allow_flags",
     "app",
     "app_name",
     "no_autostart",
@@ -80,19 +81,35 @@ def url_for(controller: type, action: str | None = None, /, **params: Any) -> st
     raise RouteError(f"{controller!r} is not routed")
 
 
-def run(argv: Sequence[str] | None = None, **options: Any) -> None:
+def run(argv: Sequence[str] | None = None, *, own_flags: bool = False, **options: Any) -> None:
     """Start the server now and block until it stops (SIGINT/SIGTERM).
 
     Keyword options are :class:`ServerConfig` and :class:`Limits` fields (``port=8080``,
     ``public="public"``, ``max_body_size=...``); command-line flags override them. Exits the
-    process with status 1 when the server cannot start (2 for an invalid option).
+    process with status 1 when the server cannot start (2 for an invalid option or an unknown
+    flag). ``own_flags=True``: the application parses flags of its own, so flags plezi does not
+    know are left to it (see :func:`allow_flags`). ``--help`` prints the flags and returns.
     """
     from .runner import run as _run
 
+    if _autostart.loading_only():
+        return  # `plezi routes` loads the script to list its routes, never to serve them
+    if own_flags:
+        allow_flags()
     _autostart.mark_started()
     code = _run(app, argv, **options)
     if code:
         raise SystemExit(code)
+
+
+def allow_flags(*flags: str) -> None:
+    """Declare command-line flags the application parses itself (``allow_flags("--seed")``),
+    so that plezi does not refuse them as unknown; with no argument, every flag plezi does not
+    know is the application's. Call it before the server starts: at module level when the
+    script relies on autostart. (Everything after a lone ``--`` is always the application's.)"""
+    from .cli import allow_flags as _allow
+
+    _allow(*flags)
 
 
 def publish(channel: str, message: Any) -> None:

@@ -334,7 +334,7 @@ class App:
                 keep_alive=request.keep_alive,
                 head=ctx.head,
             )
-        log.error("error answering %s %s", request.method, request.path, exc_info=exc)
+        log.error("error answering %s %s: %s", request.method, request.path, exc, exc_info=exc)
         report_error(exc)
         return error_reply(
             500, "Internal Server Error", keep_alive=request.keep_alive, head=ctx.head

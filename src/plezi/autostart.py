@@ -21,7 +21,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-__all__ = ["install", "no_autostart", "should_autostart"]
+__all__ = ["install", "main_file", "no_autostart", "set_main", "should_autostart"]
 
 #: ``__main__`` programs that import an app rather than being it.
 _TOOLS = frozenset(
@@ -52,6 +52,8 @@ _TOOLS = frozenset(
 
 _disabled = False
 _started = False
+#: The script is loaded to be inspected (``plezi routes``): nothing serves, not even ``run()``.
+_load_only = False
 _failed = False
 #: The main script's file and module name, read at import: CPython removes ``__main__.__file__``
 #: once the script has run, which is exactly when the hook looks.
@@ -63,6 +65,37 @@ def no_autostart() -> None:
     """Do not start the server when the script ends."""
     global _disabled
     _disabled = True
+
+
+def load_only() -> None:
+    """The main script is loaded only to inspect it (``plezi routes``): neither the end of the
+    script nor ``plezi.run()`` starts the server."""
+    global _load_only
+    _load_only = True
+    no_autostart()
+
+
+def loading_only() -> bool:
+    """Whether :func:`load_only` was called."""
+    return _load_only
+
+
+def set_main(path: str) -> None:
+    """``path`` is the main script, though ``__main__`` is another module: the ``plezi``
+    command runs scripts with :mod:`runpy`."""
+    global _main_file, _main_module
+    _main_file = os.path.abspath(path)
+    _main_module = os.path.basename(path).removesuffix(".py")
+
+
+def main_file() -> str | None:
+    """The main script's absolute path; ``None`` for a REPL or ``python -c``.
+
+    Read when plezi was imported (CPython deletes ``__main__.__file__`` once the script ends,
+    before autostart serves), else now (``python -m package.module`` imports plezi from the
+    package before its ``__main__`` module exists)."""
+    found = _main_file or getattr(sys.modules.get("__main__"), "__file__", None)
+    return os.path.abspath(found) if found else None
 
 
 def mark_started() -> None:

@@ -1,15 +1,40 @@
-"""Command-line flags, parsed when the server starts (Plezi/Iodine style)."""
+"""The command line: the flags every plezi app accepts (parsed when the server starts, Plezi and
+Iodine style) and the ``plezi`` command (``plezi SCRIPT.py``, ``new``, ``routes``, ``--version``).
+
+A flag plezi does not know is an error (exit status 2, with the closest known flag suggested),
+unless the application declared that it parses flags of its own (:func:`allow_flags`). Everything
+after a lone ``--`` is the application's, never plezi's.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .config import Limits, ServerConfig
 from .errors import ConfigError
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = ["allow_flags", "build_parser", "config_from_args", "main", "script_help", "wants_help"]
+
+#: ``plezi --help``: one usage line, then the commands (the flags follow).
+USAGE = "plezi SCRIPT.py [flags]"
+_COMMANDS = """\
+Run SCRIPT.py as a plezi application (what `python SCRIPT.py [flags]` does).
+
+commands:
+  plezi SCRIPT.py [flags]   serve the routes SCRIPT.py defines
+  plezi new NAME [--mini]   create NAME/, a runnable app with its tests (--mini: one file)
+  plezi routes SCRIPT.py    print SCRIPT.py's route table without starting the server
+  plezi --version           print plezi's version"""
+
+#: Flags the application parses itself (:func:`allow_flags`), and whether every unknown flag is
+#: the application's.
+_app_flags: set[str] = set()
+_all_flags_are_apps = False
 
 
 def _size(text: str) -> int:
@@ -32,79 +57,113 @@ def _origins(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The flags every plezi app accepts."""
+def build_parser(
+    usage: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """The flags every plezi app accepts (``usage`` and ``description`` only change ``--help``).
+
+    Abbreviations are off: the app may parse flags of its own from the same command line, and
+    ``--pub`` must not silently mean ``--public``.
+    """
     p = argparse.ArgumentParser(
-        prog="plezi", add_help=False, description="Run a plezi application."
+        prog="plezi",
+        usage=usage,
+        description=description,
+        add_help=False,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-p", "--port", type=int, help="TCP port (default: $PORT or 3000)")
-    p.add_argument("-b", "--bind", help="address to bind, or a Unix socket path (default 0.0.0.0)")
-    p.add_argument(
-        "-w", "--workers", type=int, help="worker processes (default: $WEB_CONCURRENCY or 1)"
+    g = p.add_argument_group("flags")
+    g.add_argument(
+        "-h", "--help", action="store_true", default=argparse.SUPPRESS, help="print this and exit"
     )
-    p.add_argument(
+    g.add_argument(
+        "-p", "--port", type=int, metavar="PORT", help="TCP port (default: $PORT or 3000)"
+    )
+    g.add_argument(
+        "-b",
+        "--bind",
+        metavar="ADDR",
+        help="address to bind, or a Unix socket path (default 0.0.0.0)",
+    )
+    g.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes (default: $WEB_CONCURRENCY or 1)",
+    )
+    g.add_argument(
         "--redis",
         metavar="URL",
         help="pub/sub through this Redis (default: $PL_REDIS_URL or $REDIS_URL)",
     )
-    p.add_argument(
+    g.add_argument(
         "--slow-consumer",
         choices=("disconnect", "drop"),
         dest="slow_consumer",
         help="a client past --max-outgoing is disconnected (default) or its "
         "messages are dropped until it catches up",
     )
-    p.add_argument("-v", "--verbose", action="store_true", default=None, help="log every request")
-    p.add_argument(
+    g.add_argument("-v", "--verbose", action="store_true", default=None, help="log every request")
+    g.add_argument(
         "--max-header",
         type=_size,
+        metavar="SIZE",
         dest="max_header_size",
         help="largest request head (default 32k; 431 past it)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-body",
         type=_size,
+        metavar="SIZE",
         dest="max_body_size",
         help="largest request body (default 50m; 413 past it)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-msg",
         type=_size,
+        metavar="SIZE",
         dest="max_message_size",
         help="largest incoming WebSocket message (default 1m; close 1009 past it)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-outgoing",
         type=_size,
+        metavar="SIZE",
         dest="max_outgoing_buffer",
         help="bytes queued for one client before it is disconnected (default 4m)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-conn",
         "-maxcl",
         type=int,
+        metavar="N",
         dest="max_connections",
         help="open connections past which new ones get 503 (default: the open-file limit - 64)",
     )
-    p.add_argument(
+    g.add_argument(
         "--timeout",
         type=float,
+        metavar="SECONDS",
         dest="keepalive_timeout",
         help="idle keep-alive timeout in seconds (default 40)",
     )
-    p.add_argument(
+    g.add_argument(
         "--header-timeout",
         type=float,
+        metavar="SECONDS",
         dest="header_timeout",
         help="seconds to receive a request head (default 10; 408 past it)",
     )
-    p.add_argument(
+    g.add_argument(
         "--ping",
         type=float,
+        metavar="SECONDS",
         dest="ping_interval",
         help="seconds of WebSocket silence before a server ping (default 40, 0: off)",
     )
-    p.add_argument(
+    g.add_argument(
         "--origin",
         type=_origins,
         action="extend",
@@ -113,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow WebSocket upgrades only from this Origin (https://example.com, "
         "https://*.example.com; repeat or comma-separate for more; default: no check)",
     )
-    p.add_argument(
+    g.add_argument(
         "--public",
         "-www",
         "-public",
@@ -121,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the files in DIR before the routes (GET/HEAD; index.html for / and "
         "folders; default: none)",
     )
-    p.add_argument(
+    g.add_argument(
         "--shutdown-timeout",
         type=float,
+        metavar="SECONDS",
         dest="shutdown_timeout",
         help="seconds graceful shutdown waits for connections (default 10)",
     )
@@ -134,10 +194,78 @@ _LIMIT_NAMES = frozenset(Limits.__dataclass_fields__)
 _SERVER_NAMES = frozenset(ServerConfig.__dataclass_fields__) - {"limits"}
 
 
+def allow_flags(*flags: str) -> None:
+    """Declare command-line flags the application parses itself, so plezi does not refuse them
+    as unknown: ``allow_flags("--seed", "-n")``. With no argument, every flag plezi does not
+    know is left to the application. Call it before the server starts (at module level when the
+    script relies on autostart)."""
+    global _all_flags_are_apps
+    for flag in flags:
+        if not flag.startswith("-") or flag.strip("-") == "":
+            raise ConfigError(f"allow_flags({flag!r}): name the flag as typed, e.g. '--{flag}'")
+    _app_flags.update(flags)
+    if not flags:
+        _all_flags_are_apps = True
+
+
+def _plezis(argv: Sequence[str]) -> list[str]:
+    """The part of ``argv`` plezi reads: everything before a lone ``--``."""
+    argv = list(argv)
+    return argv[: argv.index("--")] if "--" in argv else argv
+
+
+def _is_flag(arg: str) -> bool:
+    if len(arg) < 2 or not arg.startswith("-"):
+        return False
+    try:
+        float(arg)  # a negative number is a value, not a flag
+    except ValueError:
+        return True
+    return False
+
+
+def _check_unknown(parser: argparse.ArgumentParser, leftovers: list[str]) -> None:
+    """Refuse the first flag in ``leftovers`` that neither plezi nor the application knows.
+
+    Words that are not flags are left alone: they may be values of the application's flags, or
+    arguments of its own."""
+    if _all_flags_are_apps:
+        return
+    for arg in leftovers:
+        name = arg.split("=", 1)[0]
+        if not _is_flag(arg) or name in _app_flags:
+            continue
+        # (argparse has no public list of its option strings)
+        known = [o for a in parser._actions for o in a.option_strings]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if close:
+            raise ConfigError(f"unknown flag {name}; did you mean {close[0]}?")
+        raise ConfigError(
+            f"unknown flag {name}; --help lists plezi's flags (if the app reads {name} "
+            f"itself, call plezi.allow_flags({name!r}) before the server starts)"
+        )
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for help (``-h`` or ``--help`` before any ``--``, unless
+    the application claimed that flag with :func:`allow_flags`)."""
+    plezis = _plezis(argv)
+    return any(f in plezis and f not in _app_flags for f in ("-h", "--help"))
+
+
+def script_help(script: str | None = None) -> str:
+    """``python SCRIPT.py --help``: the usage line and the flags every plezi script accepts."""
+    name = os.path.basename(script if script is not None else sys.argv[0]) or "SCRIPT.py"
+    return build_parser(
+        usage=f"python {name} [flags]",
+        description="Serve this plezi application until Ctrl+C (SIGINT) or SIGTERM.",
+    ).format_help()
+
+
 def asks_for_public(argv: Sequence[str]) -> bool:
     """Whether the command line names a public folder (``--public DIR``)."""
     try:
-        args, _unknown = build_parser().parse_known_args(list(argv))
+        args, _unknown = build_parser().parse_known_args(_plezis(argv))
     except SystemExit:  # a malformed flag: argparse said why; nothing to serve
         return False
     return args.public is not None
@@ -146,11 +274,14 @@ def asks_for_public(argv: Sequence[str]) -> bool:
 def config_from_args(argv: Sequence[str], **overrides: Any) -> ServerConfig:
     """A :class:`ServerConfig` from ``overrides`` (``plezi.run(...)`` keywords) and flags.
 
-    Flags win over keywords, as Iodine's command line wins over code. Unknown flags are left
-    alone: the script may have its own.
+    Flags win over keywords, as Iodine's command line wins over code. A flag plezi does not
+    know is a :class:`ConfigError` unless the application declared it (:func:`allow_flags`).
     """
-    args, _unknown = build_parser().parse_known_args(list(argv))
-    values = {**overrides, **{k: v for k, v in vars(args).items() if v is not None}}
+    parser = build_parser()
+    args, leftovers = parser.parse_known_args(_plezis(argv))
+    _check_unknown(parser, leftovers)
+    flags = {k: v for k, v in vars(args).items() if v is not None and k != "help"}
+    values = {**overrides, **flags}
     unknown = set(values) - _LIMIT_NAMES - _SERVER_NAMES
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -163,19 +294,96 @@ def config_from_args(argv: Sequence[str], **overrides: Any) -> ServerConfig:
     return ServerConfig(limits=limits, **server)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``plezi script.py [flags]``: run a script as a plezi app (``python -m plezi`` too)."""
-    import runpy
-    import sys
+# -- the ``plezi`` command ------------------------------------------------------------------------
 
+
+def version() -> str:
+    """plezi's version, from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("plezi")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from . import __version__
+
+        return __version__
+
+
+def _fail(message: str) -> int:
+    print(f"plezi: {message}", file=sys.stderr)
+    return 2
+
+
+def _load_script(script: str, argv: Sequence[str]) -> None:
+    """Run ``script`` as ``__main__`` with ``argv`` as its flags, as ``python script`` would:
+    its folder first on ``sys.path``, and plezi told which file is the main script (for
+    ``views/``, the pub/sub app name, and autostart at the end)."""
+    import runpy
+
+    from . import autostart
+
+    path = os.path.abspath(script)
+    sys.argv = [script, *argv]
+    sys.path.insert(0, os.path.dirname(path))
+    autostart.set_main(path)
+    import plezi
+
+    plezi.app_name = f"{os.path.splitext(os.path.basename(path))[0]}_app"
+    runpy.run_path(path, run_name="__main__")
+
+
+def _script_or_error(args: Sequence[str], usage: str) -> str | None:
+    if not args or args[0].startswith("-"):
+        _fail(f"name the script first: {usage}")
+        return None
+    if not os.path.isfile(args[0]):
+        _fail(f"no such script: {args[0]} ({usage})")
+        return None
+    return args[0]
+
+
+def routes_command(args: Sequence[str]) -> int:
+    """``plezi routes SCRIPT.py [flags]``: load the script without serving, print its routes."""
+    from . import autostart
+
+    script = _script_or_error(args, "plezi routes SCRIPT.py")
+    if script is None:
+        return 2
+    autostart.load_only()
+    _load_script(script, args[1:])
+    import plezi
+
+    from .route_table import route_table
+
+    print(route_table(plezi.app), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``plezi`` command (``python -m plezi`` too): ``plezi SCRIPT.py [flags]`` runs a
+    script as ``python SCRIPT.py [flags]`` would; ``new``, ``routes``, ``--version``, ``--help``.
+
+    Returns the exit status (for a script: 0 once it has run; the server starts when the
+    interpreter finishes, as for ``python SCRIPT.py``)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(
-            "usage: plezi SCRIPT.py [--port N] [--bind ADDR] [--public DIR] [--verbose] "
-            "[limits...]\n"
-        )
-        build_parser().print_help()
-        raise SystemExit(0 if args else 2)
-    script, rest = args[0], args[1:]
-    sys.argv = [script, *rest]
-    runpy.run_path(script, run_name="__main__")
+    first = args[0] if args else ""
+    if first in ("-h", "--help"):
+        print(build_parser(usage=USAGE, description=_COMMANDS).format_help(), end="")
+        return 0
+    if first == "--version":
+        print(f"plezi {version()}")
+        return 0
+    if first == "new":
+        # (plezi.scaffold is written on another branch; the ignore goes once both are merged)
+        from .scaffold import new_command  # type: ignore[import-not-found, unused-ignore]
+
+        code: int = new_command(args[1:])
+        return code
+    if first == "routes":
+        return routes_command(args[1:])
+    script = _script_or_error(args, f"{USAGE}; plezi --help for more")
+    if script is None:
+        return 2
+    _load_script(script, args[1:])
+    return 0

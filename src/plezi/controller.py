@@ -124,11 +124,21 @@ class Controller:
 
     def render(self, template: str, **context: Any) -> str | None:
         """Render ``<templates>/<template>.<format>`` with Jinja2 (``format`` from params, else
-        ``html``). Returns ``None`` when no such template exists, so the route falls through."""
-        from .http.templates import render
+        ``html``; templates in ``views/`` beside the main script).
 
-        fmt = self._pl_params.get("format") or "html"
-        return render(f"{template}.{fmt}", controller=self, params=self._pl_params, **context)
+        A missing template raises :class:`plezi.http.templates.TemplateNotFound` (the request
+        gets a 500, the log names the folder searched). Only a format the request asked for
+        (``/users/1/json``) without a template returns ``None``, so the route falls through."""
+        from .http.templates import TemplateNotFound, render
+
+        asked = self._pl_params.get("format")
+        name = f"{template}.{asked or 'html'}"
+        try:
+            return render(name, controller=self, params=self._pl_params, **context)
+        except TemplateNotFound as exc:
+            if asked and exc.name == name:
+                return None  # the client chose a format this template does not come in
+            raise
 
     def send_file(self, path: str, *, content_type: str | None = None) -> bool:
         """Answer with the file at ``path``; ``False`` (fall through) when it does not exist.

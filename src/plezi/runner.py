@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .cli import config_from_args
+from .cli import config_from_args, script_help, wants_help
 from .config import ServerConfig
 from .errors import PleziError
 from .server.server import Server, bind_sockets
@@ -169,13 +169,18 @@ def _url(host: str, port: int) -> str:
 def run(
     app: Any, argv: Sequence[str] | None = None, *, inline_fallback: bool = False, **options: Any
 ) -> int:
-    """Parse flags from ``argv`` (default ``sys.argv[1:]``), then serve ``app``."""
+    """Parse flags from ``argv`` (default ``sys.argv[1:]``), then serve ``app``; ``--help``
+    prints the flags instead, and an invalid or unknown flag is a one-line error (status 2)."""
     setup_logging()
+    args = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(args):
+        print(script_help(), end="")
+        return 0
     try:
-        config = config_from_args(sys.argv[1:] if argv is None else argv, **options)
+        config = config_from_args(args, **options)
     except (PleziError, SystemExit) as exc:
         if isinstance(exc, SystemExit):
-            return int(exc.code or 2)
+            return 2 if exc.code is None else int(exc.code)
         print(f"plezi: {exc}", file=sys.stderr)
         return 2
     return serve_config(app, config, inline_fallback=inline_fallback)

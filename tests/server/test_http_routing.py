@@ -600,29 +600,41 @@ def template_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_render_templates(site: Callable[..., Site], template_dir: Path) -> None:
+def test_render_templates(
+    site: Callable[..., Site], template_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (template_dir / "page.html").write_text("<h1>{{ title }}</h1>{{ params['id'] }}")
     (template_dir / "page.json").write_text('{"title": "{{ title }}"}')
+    (template_dir / "broken.xml").write_text('{% include "gone.xml" %}')
 
     class Pages:
         def show(self) -> str | None:
-            return self.render("page", title="<b>&</b>")  # type: ignore[attr-defined, no-any-return]
+            name = "broken" if self.params["id"] == "broken" else "page"  # type: ignore[attr-defined]
+            return self.render(name, title="<b>&</b>")  # type: ignore[attr-defined, no-any-return]
 
         def index(self) -> str | None:
             return self.render("missing")  # type: ignore[attr-defined, no-any-return]
 
     class Fallback:
         def index(self) -> str:
-            return "no template: fell through"
+            return "never reached: a missing template is an error, not a fall-through"
 
     s = site(app_with(("/pages/(:id)/(:format)", Pages), ("/pages", Fallback)))
     r = s.get("/pages/1")
     assert r.text == "<h1>&lt;b&gt;&amp;&lt;/b&gt;</h1>1"  # HTML is autoescaped
     assert r.headers["content-type"] == "text/html; charset=utf-8"
     assert s.get("/pages/1/json").text == '{"title": "<b>&</b>"}'
-    assert s.get("/pages").text == "no template: fell through"
+    with caplog.at_level(logging.ERROR, logger="plezi"):
+        assert s.get("/pages").status_code == 500
+    first_line = caplog.records[-1].getMessage()
+    assert f"'missing.html' not found in {template_dir}" in first_line
+    # A format the client asked for that has no template falls through (here: to a 404).
     assert s.get("/pages/1/txt").status_code == 404
     assert s.get("/pages/1/..%2F..%2Fsecret").status_code == 404
+    # A template that exists but includes a missing one is the app's error, whatever the format.
+    with caplog.at_level(logging.ERROR, logger="plezi"):
+        assert s.get("/pages/broken/xml").status_code == 500
+    assert "'gone.xml' (included by 'broken.xml') not found in" in caplog.records[-1].getMessage()
 
 
 def test_send_file(site: Callable[..., Site], tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ class Server:
         #: A cluster worker's master: when it is gone (we were re-parented), shut down.
         self.master_pid: int | None = None
         self.sockets: list[socket.socket] = []
+        #: The Unix socket paths listened on, read at start: closing the server closes the
+        #: socket, after which its name can no longer be asked.
+        self._unix_paths: list[str] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._dirty: list[WebSocketConnection] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -107,6 +110,7 @@ class Server:
         # other workers, or that subscriber misses their messages.
         await self.app.startup(self)
         if sock.family == socket.AF_UNIX:
+            self._unix_paths.append(sock.getsockname())
             server = await self._loop.create_unix_server(
                 lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
             )
@@ -193,9 +197,9 @@ class Server:
         deadline = self._loop.time() + self.config.shutdown_timeout
         for server in self._servers:
             server.close()
-        for sock in self.sockets:
-            if sock.family == socket.AF_UNIX and self.owns_socket_path:
-                _unlink_quietly(sock.getsockname())
+        if self.owns_socket_path:
+            for path in self._unix_paths:
+                _unlink_quietly(path)
         count = len(self.connections)
         if count:
             log.info("shutting down: closing %d connection(s)", count)
