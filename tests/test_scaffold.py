@@ -145,9 +145,15 @@ def test_no_name_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "NAME" in capsys.readouterr().err
 
 
-def test_new_runs_from_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["-m", "plezi", "new"], ["-m", "plezi.cli", "new"]])
+def test_new_runs_from_the_command_line(tmp_path: Path, command: list[str]) -> None:
+    """``plezi new x1`` (``python -m plezi new x1``: the same entry point as the command)."""
+    if command[1] == "plezi.cli":  # the console script's entry point, plezi.cli:main
+        command = ["-c", "import sys; from plezi.cli import main; main(['new', 'x1'])"]
+    else:
+        command = [*command, "x1"]
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, plezi.scaffold as s; sys.exit(s.new_command(['x1']))"],
+        [sys.executable, *command],
         cwd=tmp_path,
         capture_output=True,
         text=True,
