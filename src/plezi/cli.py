@@ -375,8 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"plezi {version()}")
         return 0
     if first == "new":
-        # (plezi.scaffold is written on another branch; the ignore goes once both are merged)
-        from .scaffold import new_command  # type: ignore[import-not-found, unused-ignore]
+        from .scaffold import new_command
 
         code: int = new_command(args[1:])
         return code
