@@ -1,6 +1,7 @@
 """What ``route()`` checks in a controller, before any request: callbacks plezi cannot call
-(an error), names that look like misspelled callbacks and auto-dispatch methods that cannot be
-events (warnings). Each message names the controller's file and line.
+(an error), names that look like misspelled callbacks and auto-dispatch methods plezi can never
+call (warnings). Each message names the controller's file and line. An auto-dispatch method
+that takes no message is a valid HTTP action, so it is explained when a message names it.
 
 pytest turns warnings into errors here (``filterwarnings = error``), so a controller that is
 routed outside ``pytest.warns`` also checks that it draws no warning at all.
@@ -226,23 +227,23 @@ class Events:
     def _helper(self, a: Any, b: Any) -> None: ...
 
 
-def test_auto_dispatch_methods_that_cannot_be_events_are_warned_about() -> None:
+def test_auto_dispatch_methods_plezi_can_never_call_are_warned_about() -> None:
     with pytest.warns(plezi.PleziWarning) as caught:
         route = ControllerRoute("/", Events)
     messages = {str(w.message).split("(")[0]: w for w in caught}
-    assert set(messages) == {"Events.say", "Events.move", "Events.keyed"}
-    say = str(messages["Events.say"].message)
-    assert say.startswith("Events.say(self) takes no message, so it is not an event")
-    assert "it stays an HTTP action; for an event, define say(self, msg)" in say
+    # ``say(self)`` is a valid HTTP action: no warning (a message naming it logs why, below).
+    assert set(messages) == {"Events.move", "Events.keyed"}
     move = str(messages["Events.move"].message)
-    assert move.startswith("Events.move(self, msg, where) needs more than the message")
-    assert "name a helper _move" in move
-    for name in ("say", "move", "keyed"):
+    assert move.startswith(
+        "Events.move(self, msg, where) needs more than the message, so it is neither an event"
+    )
+    assert move.endswith("for an event, define move(self, msg); name a helper _move")
+    for name in ("move", "keyed"):
         code = getattr(Events, name).__code__
         warning = messages[f"Events.{name}"]
         assert (warning.filename, warning.lineno) == (code.co_filename, code.co_firstlineno)
     assert set(route.events) == {"chat", "optional"}
-    assert route.action_for("GET", "say") == "say"  # still an HTTP action
+    assert route.action_for("GET", "say") == "say"  # an HTTP action
 
 
 def test_no_event_warnings_without_auto_dispatch_or_with_an_own_on_message() -> None:
@@ -281,6 +282,7 @@ def test_a_message_naming_a_non_event_is_a_404_and_the_reason_is_logged_once(
         assert json.loads(ws.recv(timeout=5 * UNIT)) == {"event": "chat", "text": "hi"}
     logged = [r.getMessage() for r in caplog.records if "found no event" in r.getMessage()]
     assert logged == [
+        f"tests/{HERE}:{line_of(Events.say)}: "
         'Events.say(self) takes no message: a message {"event": "say"} found no event; '
         "define it as say(self, msg)"
     ]

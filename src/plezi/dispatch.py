@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -69,6 +70,7 @@ __all__ = [
     "takes_no_argument",
     "takes_one_argument",
     "unknown_event",
+    "where",
 ]
 
 log = logging.getLogger("plezi")
@@ -133,6 +135,21 @@ def not_events(methods: Mapping[str, Callable[..., Any]]) -> dict[str, str]:
             else f"{signature} needs more than the message"
         )
     return reasons
+
+
+def where(func: Callable[..., Any]) -> str:
+    """``file:line`` of a function's definition, for messages (the file relative to the
+    working directory when it is inside it)."""
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    if code is None:
+        return "<unknown>"
+    path = code.co_filename
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        relative = path
+    shown = path if relative.startswith("..") else relative
+    return f"{shown}:{code.co_firstlineno}"
 
 
 def plain_signature(func: Callable[..., Any]) -> str:
@@ -269,10 +286,13 @@ def make_on_message(
 
 
 def _explain_missing(inst: Controller, name: str, reasons: dict[str, str]) -> None:
-    """Log, once per method, why a message naming it found no event."""
+    """Log, once per method, why a message naming it found no event (with the method's file
+    and line: ``def say(self)`` meant as an event is a common slip)."""
     reason = reasons.pop(name)
+    func = getattr(type(inst), name, None)
     log.warning(
-        '%s.%s: a message {"event": "%s"} found no event; define it as %s(self, msg)',
+        '%s: %s.%s: a message {"event": "%s"} found no event; define it as %s(self, msg)',
+        where(func) if callable(func) else "<unknown>",
         type(inst).__name__,
         reason,
         name,

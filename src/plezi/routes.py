@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
-import os
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -23,6 +22,7 @@ from .dispatch import (
     not_events,
     plain_signature,
     unknown_event,
+    where,
 )
 from .errors import PleziWarning, RouteError
 from .routing import RoutePattern
@@ -85,21 +85,6 @@ def _user_methods(cls: type) -> dict[str, Callable[..., Any]]:
 # -- checks at route(): callbacks with impossible signatures, misspellings, non-events --------
 
 
-def _where(func: Callable[..., Any]) -> str:
-    """``file:line`` of a function's definition (the file relative to the working directory
-    when it is inside it)."""
-    code = getattr(inspect.unwrap(func), "__code__", None)
-    if code is None:
-        return "<unknown>"
-    path = code.co_filename
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        relative = path
-    shown = path if relative.startswith("..") else relative
-    return f"{shown}:{code.co_firstlineno}"
-
-
 def _callable_with(func: Callable[..., Any], count: int) -> bool:
     """Whether ``func(instance, *count arguments)``, the call plezi makes, binds."""
     try:
@@ -122,7 +107,7 @@ def _check_callbacks(cls: type, methods: Mapping[str, Callable[..., Any]]) -> No
             continue
         expected = f"{name}(self, data)" if wants else f"{name}(self)"
         raise RouteError(
-            f"{_where(func)}: {cls.__qualname__}.{name}{plain_signature(func)} cannot be called "
+            f"{where(func)}: {cls.__qualname__}.{name}{plain_signature(func)} cannot be called "
             f"as plezi calls it ({'with the message' if wants else 'with no arguments'}); "
             f"define it as {expected}"
         )
@@ -141,7 +126,7 @@ def _misspelled(name: str, methods: Mapping[str, Any]) -> str | None:
 def _warn(message: str, func: Callable[..., Any]) -> None:
     """A :class:`PleziWarning` pointing at ``func``'s definition, and the same log line
     (with that ``file:line`` in front: a warning shows it itself)."""
-    log.warning("%s: %s", _where(func), message)
+    log.warning("%s: %s", where(func), message)
     code = getattr(inspect.unwrap(func), "__code__", None)
     warnings.warn_explicit(
         message,
@@ -156,7 +141,8 @@ def _check_names(
     cls: type, methods: Mapping[str, Callable[..., Any]], *, events_checked: bool
 ) -> None:
     """Warn about names that look like misspelled callbacks and, on an auto-dispatch controller
-    that dispatches itself (``events_checked``), public methods that cannot be events."""
+    that dispatches itself (``events_checked``), public methods plezi can never call (neither
+    events nor HTTP actions)."""
     misspelled: set[str] = set()
     for name, func in methods.items():
         if name in CALLBACKS:
@@ -177,18 +163,17 @@ def _check_names(
         )
     if not events_checked:
         return
+    # A method that takes no message is a valid HTTP action (a page beside the events: plezi's
+    # own tests have two), so it draws no warning here; a message naming it logs why it found
+    # no event (see plezi.dispatch). One that needs more than the message plezi can never call.
     for name, reason in not_events(methods).items():
-        if name in misspelled:
+        if name in misspelled or reason.endswith("takes no message"):
             continue
-        func = methods[name]
-        if reason.endswith("takes no message"):
-            rest = f"it stays an HTTP action; for an event, define {name}(self, msg)"
-        else:
-            rest = f"for an event, define {name}(self, msg); name a helper _{name}"
         _warn(
-            f"{cls.__qualname__}.{reason}, so it is not an event "
-            f'({{"event": "{name}"}} gets "no such event"); {rest}',
-            func,
+            f"{cls.__qualname__}.{reason}, so it is neither an event "
+            f'({{"event": "{name}"}} gets "no such event") nor an HTTP action; for an event, '
+            f"define {name}(self, msg); name a helper _{name}",
+            methods[name],
         )
 
 

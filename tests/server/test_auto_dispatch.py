@@ -84,10 +84,8 @@ class WithUnknown(Room):
 def room(serve: Callable[..., Running]) -> Running:
     app = plezi.App()
     app.route("/client.js", "client")
-    # ``zero`` is an HTTP action only, on purpose: route() says it is no event.
-    for path, cls in (("/room", Room), ("/unknown", WithUnknown)):
-        with pytest.warns(plezi.PleziWarning, match=r"zero\(self\) takes no message"):
-            app.route(path, cls)
+    app.route("/room", Room)
+    app.route("/unknown", WithUnknown)
     return serve(app)
 
 
