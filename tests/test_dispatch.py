@@ -19,7 +19,7 @@ from conftest import ROOT
 from plezi.client import MODULE_FILE, SCRIPT_FILE, Asset, build_classic, load_asset, module_path
 from plezi.controller import PLEZI_NAMES
 from plezi.dispatch import NEVER_EVENTS, takes_one_argument
-from plezi.errors import RouteError
+from plezi.errors import PleziWarning, RouteError
 from plezi.routes import CALLBACKS, ControllerRoute
 
 CLIENT_DIR = ROOT / "src" / "plezi" / "client"
@@ -86,15 +86,25 @@ class Chat(Base):
 EVENTS = {"chat", "optional", "star", "one_and_optional", "inherited", "later"}
 
 
+def chat_route() -> ControllerRoute:
+    """``Chat``'s route; its public methods plezi can never call are warned about at
+    ``route()`` (see tests/test_route_checks.py)."""
+    with pytest.warns(PleziWarning) as caught:
+        route = ControllerRoute("/", Chat)
+    warned = {str(w.message).split("(")[0].removeprefix("Chat.") for w in caught}
+    assert warned == {"two", "keyword_required"}
+    return route
+
+
 def test_event_table_follows_plezis_arity_rule_and_exclusions() -> None:
-    route = ControllerRoute("/", Chat)
+    route = chat_route()
     assert set(route.events) == EVENTS
     assert route.events["later"].is_async
     assert not route.events["chat"].is_async
 
 
 def test_never_events_cover_callbacks_rest_names_and_plezis_own() -> None:
-    route = ControllerRoute("/", Chat)
+    route = chat_route()
     for name in (*CALLBACKS, *NEVER_EVENTS, *PLEZI_NAMES):
         assert name not in route.events, name
     # plezi's one-argument helpers, and one of them redefined by the user (``render``).
@@ -168,7 +178,7 @@ def test_a_users_own_on_message_wins() -> None:
 
 
 def test_http_events_win_for_every_verb_like_plezi() -> None:
-    route = ControllerRoute("/", Chat)
+    route = chat_route()
     for verb in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
         assert route.action_for(verb, "chat") == "chat"
         assert route.action_for(verb, "later") == "later"

@@ -23,7 +23,7 @@ from . import autostart as _autostart
 from .app import App
 from .config import Limits, ServerConfig
 from .controller import Controller
-from .errors import ConfigError, HTTPError, PleziError, RouteError, ServerStartError
+from .errors import ConfigError, HTTPError, PleziError, PleziWarning, RouteError, ServerStartError
 from .pubsub.hub import default_app_name as _default_app_name
 from .routes import ControllerRoute
 
@@ -34,6 +34,7 @@ __all__ = [
     "HTTPError",
     "Limits",
     "PleziError",
+    "PleziWarning",
     "RouteError",
     "ServerConfig",
     "ServerStartError",

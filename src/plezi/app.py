@@ -21,12 +21,12 @@ from typing import Any, Final, cast
 import orjson
 
 from .controller import Controller
-from .errors import HTTPError, RouteError, report_error
+from .errors import ConnectionRequiredError, HTTPError, RouteError, report_error
 from .http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
 from .http.request import Request
 from .http.response import Response, simple_response
-from .protocol.handshake import HandshakeError, is_upgrade_request, validate_upgrade
-from .routes import ControllerRoute, new_instance
+from .protocol.handshake import HandshakeError, header_line, is_upgrade_request, validate_upgrade
+from .routes import HTTP_METHODS, ControllerRoute, new_instance
 from .routing import normalize_path
 
 __all__ = ["App", "Reply", "Upgrade"]
@@ -162,7 +162,7 @@ class App:
                     ctx.upgrade_key = ""
             return self._route_from(ctx, 0)
         except HandshakeError as exc:
-            extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in exc.headers)
+            extra = b"".join(header_line(k, v) for k, v in exc.headers)
             log.info("refused WebSocket handshake for %s: %s", request.path, exc)
             request.keep_alive = False  # the server closes as the reply says
             return error_reply(exc.status, "Bad WebSocket handshake", extra=extra, keep_alive=False)
@@ -211,9 +211,11 @@ class App:
         if action is None:
             return _FALL
         inst = new_instance(route, ctx.request, params)
-        func = getattr(inst, action)
-        # An auto-dispatch event answers HTTP too: its ``msg`` is the request's params.
-        result = func(params) if action in route.events else func()
+        if action in route.events:
+            # An auto-dispatch event answers HTTP too: its ``msg`` is the request's params.
+            result = _call_event(inst, action, params)
+        else:
+            result = getattr(inst, action)()
         # PERF: what sync methods return skips `inspect.isawaitable` (an ABC isinstance check).
         if action in route.async_names or (
             type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result)
@@ -287,11 +289,11 @@ class App:
         elif isinstance(result, bytes | bytearray | memoryview):
             response.body = bytes(result)
             if not response.has_header("content-type"):
-                response.headers["Content-Type"] = "application/octet-stream"
+                response.headers["content-type"] = "application/octet-stream"
         elif isinstance(result, dict | list):
             response.body = orjson.dumps(result)
             if not response.has_header("content-type"):
-                response.headers["Content-Type"] = "application/json"
+                response.headers["content-type"] = "application/json"
         else:
             raise TypeError(f"a controller returned an unsupported {type(result).__name__}")
         return response.serialize(keep_alive=keep_alive, head=ctx.head)
@@ -313,7 +315,37 @@ class App:
                     "Bad Request: this path does not accept WebSocket connections",
                     keep_alive=False,
                 )
+            return error_reply(404, "Not Found", keep_alive=False)
+        allowed = self._allowed(ctx)
+        if allowed:
+            return error_reply(
+                405,
+                "Method Not Allowed",
+                keep_alive=request.keep_alive,
+                head=ctx.head,
+                extra=header_line("allow", ", ".join(allowed)),
+            )
         return error_reply(404, "Not Found", keep_alive=request.keep_alive, head=ctx.head)
+
+    def _allowed(self, ctx: _Context) -> list[str]:
+        """The verbs the routes matching the path answer, when none answers this request's
+        (a ``405``); empty when nothing matches the path, or when a route that answers this
+        verb declined (returned ``None``: a ``404``). Only on the way to an error reply."""
+        method = ctx.method
+        params = ctx.base_params or {}
+        if method == "POST" and "_method" in params:
+            method = str(params["_method"]).upper()
+        allowed: set[str] = set()
+        for route in self.routes:
+            match = route.pattern.match(ctx.path)
+            if match is None:
+                continue
+            id_ = match["id"] if "id" in match else params.get("id")
+            id_ = id_ if isinstance(id_, str) else None
+            if route.action_for(method, id_) is not None:
+                return []  # it was tried and declined
+            allowed.update(route.allowed_methods(id_))
+        return [verb for verb in HTTP_METHODS if verb in allowed]
 
     def _failure(self, ctx: _Context, exc: Exception) -> bytes:
         request = ctx.request
@@ -339,6 +371,56 @@ class App:
         return error_reply(
             500, "Internal Server Error", keep_alive=request.keep_alive, head=ctx.head
         )
+
+
+def _call_event(inst: Controller, name: str, params: dict[str, Any]) -> Any:
+    """Call an auto-dispatch event for an HTTP request (see :func:`_event_failed`)."""
+    try:
+        result = getattr(inst, name)(params)
+    except Exception as exc:
+        error = _event_failed(inst, name, exc)
+        if error is exc:
+            raise
+        raise error from exc
+    if inspect.iscoroutine(result):
+        return _await_event(inst, name, result)
+    return result
+
+
+async def _await_event(inst: Controller, name: str, awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except Exception as exc:
+        error = _event_failed(inst, name, exc)
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def _event_failed(inst: Controller, name: str, exc: Exception) -> Exception:
+    """What to raise when an event reached over HTTP raised ``exc``: there is no connection
+    and ``on_open`` never ran for it. A connection-only call (``subscribe()``) is the client's
+    choice of transport: a ``400`` with a log line. Anything else stays a ``500``, its log
+    entry saying what was called and how to keep events off HTTP."""
+    cls = type(inst).__name__
+    request = inst.request
+    if isinstance(exc, ConnectionRequiredError):
+        log.info(
+            "%s %s: %s.%s is an auto-dispatch event that needs a WebSocket connection (%s); "
+            "400. Set http_events = False on the controller to keep events WebSocket-only",
+            request.method,
+            request.path,
+            cls,
+            name,
+            exc,
+        )
+        return HTTPError(400, "Bad Request: this event needs a WebSocket connection")
+    exc.add_note(
+        f"plezi: {cls}.{name} is an auto-dispatch event, called here for an HTTP request "
+        "(no WebSocket connection; on_open did not run). Set http_events = False on the "
+        "controller to keep events WebSocket-only."
+    )
+    return exc
 
 
 @dataclass(slots=True)

@@ -7,9 +7,13 @@ directly works too and keeps type checkers informed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
+from .errors import ConnectionRequiredError
 from .http.cookies import format_delete_cookie, format_set_cookie
 from .http.response import Response
 
@@ -19,6 +23,11 @@ if TYPE_CHECKING:
     from .server.websocket import WebSocketConnection
 
 __all__ = ["Controller", "Cookies"]
+
+log = logging.getLogger("plezi")
+
+#: Controller classes already told (one log line each) that a write had no connection.
+_told_no_connection: set[type] = set()
 
 
 class Cookies(MutableMapping[str, str]):
@@ -72,6 +81,11 @@ class Controller:
 
     #: Set to ``True`` on a controller to dispatch JSON WebSocket events to its methods.
     auto_dispatch: ClassVar[bool] = False
+    #: With ``auto_dispatch``: whether HTTP requests reach the events too (``/path/<event>``
+    #: with any verb calls ``event(self.params)``, as in Plezi). ``False`` keeps events
+    #: WebSocket-only: they are then no HTTP actions at all (404, or 405 for a verb the
+    #: controller does not answer).
+    http_events: ClassVar[bool] = True
 
     _pl_route: ClassVar[ControllerRoute | None] = None
     _pl_request: Request
@@ -111,7 +125,7 @@ class Controller:
     def redirect_to(self, url: str, status: int = 302) -> bool:
         """Answer with a redirect to ``url``; ``return self.redirect_to(...)`` from an action."""
         self.response.status = status
-        self.response.headers["Location"] = url
+        self.response.headers["location"] = url
         return True
 
     def url_for(self, action: str | None = None, **params: Any) -> str:
@@ -153,32 +167,68 @@ class Controller:
             return False
         own = self.response
         own.status, own.body = response.status, response.body
+        # Names are sent in lower case: a header set here before (``Content-Type``, say) must
+        # be replaced, not sent twice.
+        replaced = {name.lower() for name in response.headers}
+        for name in [n for n in own.headers if n.lower() in replaced]:
+            del own.headers[name]
         own.headers.update(response.headers)
         return True
 
     # -- WebSocket and SSE ------------------------------------------------------------------
 
-    def write(self, data: str | bytes | bytearray | memoryview) -> bool:
-        """Send a message: ``str`` as a text frame, bytes-like as a binary frame; on an SSE
-        stream, one event (bytes-like decoded as UTF-8).
+    def write(
+        self, data: str | bytes | bytearray | memoryview | dict[str, Any] | list[Any]
+    ) -> bool:
+        """Send a message: ``str`` as a text frame, bytes-like as a binary frame, a ``dict`` or
+        ``list`` as JSON text (as ``publish`` and event return values are); on an SSE stream,
+        one event (bytes-like decoded as UTF-8, ``dict``/``list`` as JSON).
 
-        Returns ``False`` when the connection is closed (or this is not a connection).
+        Returns ``False`` when the connection is closed, or when there is none (an HTTP
+        action, ``pre_connect``: the first time, a log line says that nothing was sent).
         """
         conn = self._pl_conn
-        return conn.send(data) if conn is not None else False
+        if conn is None:
+            return self._pl_no_connection("write")
+        # PERF: str and bytes go straight through; the connection rejects anything else with
+        # a TypeError before queueing, and only then is JSON considered (zero cost otherwise).
+        try:
+            return conn.send(data)  # type: ignore[arg-type]
+        except TypeError:
+            if not isinstance(data, dict | list):
+                raise
+        return conn.send(orjson.dumps(data).decode())
+
+    def _pl_no_connection(self, method: str) -> bool:
+        """``write()`` with no connection to write to: ``False``, and a log line (once per
+        class) so the lost message is not a silent mystery."""
+        cls = type(self)
+        if cls not in _told_no_connection:
+            _told_no_connection.add(cls)
+            request = getattr(self, "_pl_request", None)
+            where = f" ({request.method} {request.path})" if request is not None else ""
+            log.warning(
+                "%s.%s() has no WebSocket or SSE connection to send on%s: nothing was sent. "
+                "An HTTP action (or an auto-dispatch event reached over HTTP) answers with its "
+                "return value; pre_connect runs before the connection opens",
+                cls.__name__,
+                method,
+                where,
+            )
+        return False
 
     def write_event(
         self,
-        data: str | bytes | bytearray | memoryview,
+        data: str | bytes | bytearray | memoryview | dict[str, Any] | list[Any],
         *,
         event: str | None = None,
         id: str | int | None = None,
         retry: int | None = None,
     ) -> bool:
-        """Send one SSE event with a name (``event``: the browser calls the listeners added
-        with ``addEventListener(event, ...)`` instead of ``onmessage``), an ``id`` (sent back
-        as the ``Last-Event-ID`` header when the browser reconnects) and/or a reconnection delay
-        in milliseconds (``retry``).
+        """Send one SSE event (``dict``/``list`` data as JSON) with a name (``event``: the
+        browser calls the listeners added with ``addEventListener(event, ...)`` instead of
+        ``onmessage``), an ``id`` (sent back as the ``Last-Event-ID`` header when the browser
+        reconnects) and/or a reconnection delay in milliseconds (``retry``).
 
         Returns ``False`` when the stream is closed (or this is not a connection); raises
         ``TypeError`` on a WebSocket, and ``ValueError`` for a line break in ``event`` or ``id``
@@ -186,11 +236,13 @@ class Controller:
         """
         conn = self._pl_conn
         if conn is None:
-            return False
+            return self._pl_no_connection("write_event")
         from .server.sse import SseConnection
 
         if not isinstance(conn, SseConnection):
             raise TypeError("write_event() needs an SSE connection; use write() on a WebSocket")
+        if isinstance(data, dict | list):
+            data = orjson.dumps(data).decode()
         return conn.send_event(data, event=event, id=id, retry=retry)
 
     def close(self) -> None:
@@ -242,7 +294,7 @@ class Controller:
 
         conn = self._pl_conn
         if conn is None:
-            raise RuntimeError(
+            raise ConnectionRequiredError(
                 "subscribe() needs a WebSocket or SSE connection; "
                 "use plezi.subscribe(channel, handler) for a connectionless subscription"
             )

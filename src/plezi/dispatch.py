@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -66,8 +67,12 @@ __all__ = [
     "error_message",
     "event_table",
     "make_on_message",
+    "not_events",
+    "plain_signature",
+    "takes_no_argument",
     "takes_one_argument",
     "unknown_event",
+    "where",
 ]
 
 log = logging.getLogger("plezi")
@@ -115,6 +120,63 @@ def event_table(methods: Mapping[str, Callable[..., Any]]) -> dict[str, Event]:
         for name, func in methods.items()
         if _is_event_name(name) and takes_one_argument(func)
     }
+
+
+def not_events(methods: Mapping[str, Callable[..., Any]]) -> dict[str, str]:
+    """The public methods that could be taken for events but are not (their signature does
+    not take the message), each with the reason, for the route's warnings and the ``404``
+    error reply (``no such event: say (say(self) takes no message)``)."""
+    reasons: dict[str, str] = {}
+    for name, func in methods.items():
+        if not _is_event_name(name) or takes_one_argument(func):
+            continue
+        signature = f"{name}{plain_signature(func)}"
+        reasons[name] = (
+            f"{signature} takes no message"
+            if takes_no_argument(func)
+            else f"{signature} needs more than the message"
+        )
+    return reasons
+
+
+def where(func: Callable[..., Any]) -> str:
+    """``file:line`` of a function's definition, for messages (the file relative to the
+    working directory when it is inside it)."""
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    if code is None:
+        return "<unknown>"
+    path = code.co_filename
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        relative = path
+    shown = path if relative.startswith("..") else relative
+    return f"{shown}:{code.co_firstlineno}"
+
+
+def plain_signature(func: Callable[..., Any]) -> str:
+    """``(self, msg=None)``: a function's parameters without annotations (for messages)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return "(...)"
+    empty = inspect.Parameter.empty
+    params = [p.replace(annotation=empty) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=params, return_annotation=empty))
+
+
+def takes_no_argument(func: Callable[..., Any]) -> bool:
+    """Whether ``func(self)`` is a valid call and ``func(self, msg)`` is not: a method with
+    no parameter besides ``self`` (keyword ones aside)."""
+    try:
+        params = list(inspect.signature(func).parameters.values())[1:]  # skip self
+    except (TypeError, ValueError):
+        return False
+    return not any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        or (p.kind is p.KEYWORD_ONLY and p.default is p.empty)
+        for p in params
+    )
 
 
 def unknown_event(methods: Mapping[str, Callable[..., Any]]) -> Event | None:
@@ -182,8 +244,15 @@ async def _finish(
     _send_result(inst, result, msg, name)
 
 
-def make_on_message(events: Mapping[str, Event], unknown: Event | None) -> OnMessage:
-    """The ``on_message`` of an auto-dispatch controller, bound to its event table."""
+def make_on_message(
+    events: Mapping[str, Event], unknown: Event | None, reasons: Mapping[str, str] | None = None
+) -> OnMessage:
+    """The ``on_message`` of an auto-dispatch controller, bound to its event table.
+
+    ``reasons`` (from :func:`not_events`) say why a method of that name is no event: the first
+    message naming it logs that reason (the peer gets the usual ``404``; a signature is for the
+    developer, not for clients)."""
+    why = dict(reasons or {})
 
     def on_message(self: Controller, data: str | bytes) -> Awaitable[None] | None:
         # PERF: runs for every message: one decode, one lookup, one call; no getattr.
@@ -201,6 +270,8 @@ def make_on_message(events: Mapping[str, Event], unknown: Event | None) -> OnMes
             return None
         event = events.get(name, unknown)
         if event is None:
+            if name in why:
+                _explain_missing(self, name, why)
             self.write(error_message(404, f"no such event: {name}", msg, _eid(msg)))
             return None
         eid = _eid(msg)
@@ -220,14 +291,33 @@ def make_on_message(events: Mapping[str, Event], unknown: Event | None) -> OnMes
     return on_message
 
 
+def _explain_missing(inst: Controller, name: str, reasons: dict[str, str]) -> None:
+    """Log, once per method, why a message naming it found no event (with the method's file
+    and line: ``def say(self)`` meant as an event is a common slip)."""
+    reason = reasons.pop(name)
+    func = getattr(type(inst), name, None)
+    log.warning(
+        '%s: %s.%s: a message {"event": "%s"} found no event; define it as %s(self, msg)',
+        where(func) if callable(func) else "<unknown>",
+        type(inst).__name__,
+        reason,
+        name,
+        name,
+    )
+
+
 def dispatching_class(
-    cls: type[Controller], events: Mapping[str, Event], unknown: Event | None
+    cls: type[Controller],
+    events: Mapping[str, Event],
+    unknown: Event | None,
+    reasons: Mapping[str, str] | None = None,
 ) -> type[Controller]:
-    """A subclass of ``cls`` whose ``on_message`` dispatches JSON events (``cls`` is unchanged)."""
+    """A subclass of ``cls`` whose ``on_message`` dispatches JSON events (``cls`` is unchanged);
+    ``reasons`` as for :func:`make_on_message`."""
     namespace = {
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
         "__doc__": cls.__doc__,
-        "on_message": make_on_message(events, unknown),
+        "on_message": make_on_message(events, unknown, reasons),
     }
     return type(cls.__name__, (cls,), namespace)

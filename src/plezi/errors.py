@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 __all__ = [
     "ConfigError",
+    "ConnectionRequiredError",
     "HTTPError",
     "PleziError",
+    "PleziWarning",
     "RouteError",
     "ServerStartError",
     "error_observers",
@@ -30,6 +32,17 @@ class ConfigError(PleziError, ValueError):
 
 class RouteError(PleziError, ValueError):
     """A route cannot be built (bad pattern, unusable controller)."""
+
+
+class ConnectionRequiredError(PleziError, RuntimeError):
+    """A WebSocket or SSE operation (``subscribe()``) was called where there is no connection:
+    an HTTP action, or an auto-dispatch event reached over HTTP."""
+
+
+class PleziWarning(UserWarning):
+    """Something plezi can run but that is probably a mistake: a callback name that looks
+    misspelled (``on_mesage``), a public method of an auto-dispatch controller that cannot be an
+    event. Issued at ``route()``, pointing at the method's file and line."""
 
 
 class ServerStartError(PleziError, OSError):

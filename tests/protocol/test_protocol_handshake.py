@@ -124,13 +124,13 @@ def test_rejections(method: str, changes: dict[str, str | None], status: int) ->
 def test_405_has_allow_header() -> None:
     with pytest.raises(HandshakeError) as info:
         validate_upgrade("POST", GOOD)
-    assert info.value.headers == [("Allow", "GET")]
+    assert info.value.headers == [("allow", "GET")]
 
 
 def test_426_has_version_header() -> None:
     with pytest.raises(HandshakeError) as info:
         validate_upgrade("GET", with_headers(sec_websocket_version="8"))
-    assert ("Sec-WebSocket-Version", "13") in info.value.headers
+    assert ("sec-websocket-version", "13") in info.value.headers
 
 
 def test_400_has_no_extra_headers() -> None:
@@ -147,31 +147,32 @@ def test_handshake_error_defaults() -> None:
 def test_handshake_response_rfc_example() -> None:
     assert handshake_response(RFC_KEY) == (
         b"HTTP/1.1 101 Switching Protocols\r\n"
-        b"Upgrade: websocket\r\n"
-        b"Connection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"upgrade: websocket\r\n"
+        b"connection: Upgrade\r\n"
+        b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
         b"\r\n"
     )
 
 
 def test_handshake_response_extra_headers() -> None:
+    # Header names go out in lower case, whatever case they were given in (values as given).
     response = handshake_response(
         RFC_KEY, [("Sec-WebSocket-Protocol", "chat"), ("X-Thing", "café")]
     )
     assert response == (
         b"HTTP/1.1 101 Switching Protocols\r\n"
-        b"Upgrade: websocket\r\n"
-        b"Connection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
-        b"Sec-WebSocket-Protocol: chat\r\n"
-        b"X-Thing: caf\xe9\r\n"
+        b"upgrade: websocket\r\n"
+        b"connection: Upgrade\r\n"
+        b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"sec-websocket-protocol: chat\r\n"
+        b"x-thing: caf\xe9\r\n"
         b"\r\n"
     )
 
 
 def test_handshake_response_accepts_a_generator() -> None:
     response = handshake_response(RFC_KEY, (h for h in [("A", "1"), ("B", "2")]))
-    assert response.endswith(b"\r\nA: 1\r\nB: 2\r\n\r\n")
+    assert response.endswith(b"\r\na: 1\r\nb: 2\r\n\r\n")
     assert response.count(b"\r\n\r\n") == 1
 
 

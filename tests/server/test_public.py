@@ -275,8 +275,11 @@ def test_other_methods_go_to_the_routes(site: Running, bare: Running) -> None:
             b"_method=GET",
         )
         assert override.body == b"route show hello.txt"
+    # A file answers GET and HEAD only: 405 with ``allow`` (404 stays for what is no file).
     for method in ("POST", "PUT", "DELETE", "OPTIONS"):
-        assert get(bare, "/hello.txt", method=method).status == 404, method
+        r = get(bare, "/hello.txt", method=method)
+        assert (r.status, r.header("allow")) == (405, "GET, HEAD"), method
+    assert get(bare, "/missing.txt", method="POST").status == 404
 
 
 def test_a_websocket_upgrade_to_a_file_path_still_upgrades(

@@ -180,7 +180,7 @@ def test_write_of_another_type_raises_and_the_connection_stays_usable(
                     caught.append(str(exc))
                 self.write("after caught")  # type: ignore[attr-defined]
             elif data == "uncaught":
-                self.write({"a": 1})  # type: ignore[attr-defined]
+                self.write({1, 2})  # type: ignore[attr-defined]  # (a dict or list is JSON)
             else:
                 self.write("echo " + data)  # type: ignore[attr-defined]
 

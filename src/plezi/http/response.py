@@ -82,8 +82,10 @@ def simple_response(
 class Response:
     """A response under construction: status, headers, cookies and body.
 
-    ``headers`` is a plain dict; names are sent as given. Set ``content_type`` through the
-    ``Content-Type`` header (any capitalization) or leave the default ``text/html``.
+    ``headers`` is a plain dict; names are sent in lower case whatever case they were set in
+    (as HTTP/2 and ASGI servers send them), so ``headers["X-Foo"]`` goes out as ``x-foo``. Set
+    the content type through the ``content-type`` header (any capitalization) or leave the
+    default ``text/html``.
     """
 
     __slots__ = ("body", "cookies", "headers", "status")
@@ -115,7 +117,8 @@ class Response:
             if lname == "content-type":
                 has_type = True
             _check_header(name, value)
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+            # PERF: the lower-case name is already at hand; one header case costs nothing.
+            parts.append(f"{lname}: {value}\r\n".encode("latin-1"))
         for cookie in self.cookies:
             _check_header("set-cookie", cookie)
             parts.append(b"set-cookie: " + cookie.encode("latin-1") + b"\r\n")

@@ -34,9 +34,9 @@ _GUID_BYTES = GUID.encode("ascii")
 # PERF: the constant part of every 101 response, encoded once.
 _RESPONSE_HEAD = (
     b"HTTP/1.1 101 Switching Protocols\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Accept: "
+    b"upgrade: websocket\r\n"
+    b"connection: Upgrade\r\n"
+    b"sec-websocket-accept: "
 )
 
 _FORBIDDEN_IN_VALUES = frozenset("\r\n\0")
@@ -92,7 +92,7 @@ def validate_upgrade(method: str, headers: Mapping[str, str]) -> str:
     is not 13, with ``Sec-WebSocket-Version: 13`` and ``Upgrade: websocket``).
     """
     if method != "GET":
-        raise HandshakeError(405, "WebSocket upgrade requires GET", [("Allow", "GET")])
+        raise HandshakeError(405, "WebSocket upgrade requires GET", [("allow", "GET")])
     if not is_upgrade_request(headers):
         raise HandshakeError(400, "missing 'Upgrade: websocket' header")
     if not _has_token(headers.get("connection", ""), "upgrade"):
@@ -102,7 +102,7 @@ def validate_upgrade(method: str, headers: Mapping[str, str]) -> str:
         raise HandshakeError(
             426,
             "unsupported WebSocket version",
-            [("Sec-WebSocket-Version", "13"), ("Upgrade", "websocket")],
+            [("sec-websocket-version", "13"), ("upgrade", "websocket")],
         )
     key = headers.get("sec-websocket-key", "").strip()
     if len(key) != 24:  # base64 of 16 bytes is always 24 characters
@@ -132,15 +132,16 @@ def handshake_response(key: str, headers: Iterable[tuple[str, str]] = ()) -> byt
 
 
 def header_line(name: str, value: str) -> bytes:
-    """``name: value`` and CRLF, Latin-1. ``ValueError`` (header injection) for CR, LF or NUL
-    in either, or an empty name or one with a colon or whitespace."""
+    """``name: value`` and CRLF, Latin-1, the name in lower case (one header case in every
+    response). ``ValueError`` (header injection) for CR, LF or NUL in either, or an empty name
+    or one with a colon or whitespace."""
     if (
         not name
         or _FORBIDDEN_IN_NAMES.intersection(name)
         or _FORBIDDEN_IN_VALUES.intersection(value)
     ):
         raise ValueError(f"invalid response header {name!r}")
-    return f"{name}: {value}\r\n".encode("latin-1")
+    return f"{name.lower()}: {value}\r\n".encode("latin-1")
 
 
 # -- Origin check (cross-site WebSocket hijacking) ---------------------------------------------
