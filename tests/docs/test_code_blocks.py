@@ -116,6 +116,15 @@ def check_json_events(s: Script) -> None:
         assert recv_json(conn) == {"event": "chat", "text": "hi"}
 
 
+def check_http_events_off(s: Script) -> None:
+    assert get(s, "/chat").text == "the chat page"
+    assert get(s, "/chat/chat", params={"text": "q"}).status_code in (404, 405)
+    assert httpx.post(s.url + "/chat/chat", trust_env=False).status_code in (404, 405)
+    with ws(s, "/chat") as conn:
+        conn.send(json.dumps({"event": "chat", "text": "hi"}))
+        assert recv_json(conn) == {"event": "chat", "text": "hi"}
+
+
 def check_pubsub(s: Script) -> None:
     # on_open subscribes before the server answers the handshake's 101: once both clients are
     # connected, both are subscribed.
@@ -181,6 +190,7 @@ CHECKS: dict[str, Callable[[Script], None]] = {
     "asgi-chat": check_asgi_chat,
     "asgi-mount": check_mount,
     "auto-dispatch": check_json_events,
+    "http-events-off": check_http_events_off,
     "pubsub": check_pubsub,
     "sse": check_sse,
 }
