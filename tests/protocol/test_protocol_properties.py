@@ -26,7 +26,7 @@ from plezi.protocol import (
     text_frame,
 )
 from plezi.protocol.frames import _apply_mask_py
-from plezi.protocol.reader import _JOIN_EVERY
+from plezi.protocol.reader import _JOIN_EVERY, MAX_EMPTY_FRAGMENTS
 
 Event = tuple[object, ...]
 
@@ -358,14 +358,18 @@ def test_memory_held_is_bounded_by_the_limit(stream: bytes) -> None:
 
 
 def test_empty_fragments_cost_no_memory() -> None:
-    """The attack the bound above is about: endless empty continuation frames."""
+    """The attack the bound above is about: endless empty continuation frames. Those a message
+    may hold (``MAX_EMPTY_FRAGMENTS``) add no part; one more fails the connection (1008)."""
     rec = Recorder()
     rd = WebSocketReader(rec, max_message_size=1000)
     rd.feed(encode_frame(OP_BINARY, b"x", fin=False, mask=b"abcd"))
-    rd.feed(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * 100_000)
+    rd.feed(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * MAX_EMPTY_FRAGMENTS)
     assert len(rd._frag_parts) == 1
     rd.feed(encode_frame(OP_CONT, b"y", mask=b"abcd"))
     assert rec.events == [("message", b"xy")]
+    rd.feed(encode_frame(OP_BINARY, b"x", fin=False, mask=b"abcd"))
+    rd.feed(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * 100_000)
+    assert rec.events[1:] == [("error", 1008, "too many empty fragments in one message")]
 
 
 # -- encoders --------------------------------------------------------------------------------

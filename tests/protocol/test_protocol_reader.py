@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 
@@ -17,6 +18,7 @@ from plezi.protocol import (
     WebSocketReader,
     encode_frame,
 )
+from plezi.protocol.reader import MAX_EMPTY_FRAGMENTS
 
 Event = tuple[object, ...]
 
@@ -779,3 +781,78 @@ def test_closed_is_set_before_the_close_and_error_callbacks() -> None:
         rec.reader = WebSocketReader(rec)
         rec.reader.feed(stream)
     assert seen == [True, True]
+
+
+# -- turns, empty fragments, release ---------------------------------------------------------
+
+
+def test_frames_per_turn_splits_a_read_and_keeps_the_order() -> None:
+    """With turns, one read of 10 frames is parsed 4 frames at a time: ``feed`` returns True
+    while the turn ran out, ``feed(b"")`` goes on, and bytes fed meanwhile queue behind."""
+    rd, rec = reader(frames_per_turn=4)
+    stream = b"".join(cf(OP_TEXT, b"%d" % i) for i in range(10))
+    assert rd.feed(stream) is True
+    assert [e[1] for e in rec.events] == ["0", "1", "2", "3"]
+    assert rd.feed(cf(OP_TEXT, b"later")) is True  # appended, not parsed ahead
+    assert [e[1] for e in rec.events][4:] == ["4", "5", "6", "7"]
+    assert rd.feed(b"") is False
+    assert [e[1] for e in rec.events] == [*(str(i) for i in range(10)), "later"]
+
+
+def test_a_turn_that_ends_with_the_read_still_yields() -> None:
+    """Turns count frames across reads; a read that is exactly one frame (the fast path) is
+    not counted."""
+    rd, rec = reader(frames_per_turn=3)
+    assert rd.feed(cf(OP_PING) + cf(OP_PING)) is False
+    assert rd.feed(cf(OP_TEXT, b"one frame")) is False  # fast path
+    assert rd.feed(cf(OP_PING)) is True
+    assert rd.feed(b"") is False
+    assert len(rec.events) == 4
+
+
+def test_without_turns_a_read_is_parsed_whole() -> None:
+    rd, rec = reader()
+    assert rd.feed(cf(OP_PING) * 10_000) is False
+    assert len(rec.events) == 10_000
+
+
+def test_empty_fragments_past_the_limit_fail_with_1008() -> None:
+    ok = cf(OP_BINARY, b"a", fin=False) + cf(OP_CONT, b"", fin=False) * MAX_EMPTY_FRAGMENTS
+    assert parse(ok + cf(OP_CONT, b"b")) == [("message", b"ab")]
+    # The count is per message: the next one may have as many.
+    assert parse(ok + cf(OP_CONT, b"b") + ok + cf(OP_CONT, b"")) == [
+        ("message", b"ab"),
+        ("message", b"a"),
+    ]
+    assert parse(ok + cf(OP_CONT, b"", fin=False) + cf(OP_CONT, b"b")) == [("error", 1008)]
+
+
+def test_fail_from_outside_stops_the_parsing_of_the_read() -> None:
+    class Failing(Recorder):
+        reader: WebSocketReader
+
+        def on_ws_ping(self, payload: bytes) -> None:
+            super().on_ws_ping(payload)
+            self.reader.fail(1008, "policy")
+
+    rec = Failing()
+    rd = rec.reader = WebSocketReader(rec)
+    rd.feed(cf(OP_PING, b"1") + cf(OP_TEXT, b"not delivered"))
+    assert rec.events == [("ping", b"1"), ("error", 1008)]
+    assert rd.closed
+    rd.fail(1002, "again")  # a closed reader reports nothing more
+    assert rec.events == [("ping", b"1"), ("error", 1008)]
+
+
+def test_release_drops_the_handler() -> None:
+    """A released reader no longer refers to its handler (no reference cycle through bound
+    methods), and ignores input."""
+    rec = Recorder()
+    rd = WebSocketReader(rec)  # type: ignore[arg-type]
+    rd.feed(cf(OP_TEXT, b"par", fin=False))
+    rd.release()
+    assert rd.closed
+    assert rd.feed(cf(OP_CONT, b"t")) is False
+    assert rec.events == []
+    assert rec not in gc.get_referents(rd)
+    assert not any(getattr(ref, "__self__", None) is rec for ref in gc.get_referents(rd))

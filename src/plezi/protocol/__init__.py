@@ -34,11 +34,13 @@ from .handshake import (
     parse_origin,
     validate_upgrade,
 )
-from .reader import FrameHandler, WebSocketReader
+from .reader import FRAMES_PER_TURN, MAX_EMPTY_FRAGMENTS, FrameHandler, WebSocketReader
 from .sse import sse_comment, sse_event
 
 __all__ = [
+    "FRAMES_PER_TURN",
     "GUID",
+    "MAX_EMPTY_FRAGMENTS",
     "OP_BINARY",
     "OP_CLOSE",
     "OP_CONT",

@@ -32,10 +32,10 @@ _JOIN_EVERY = 64
 #: microseconds a frame, a turn stays around a millisecond.
 FRAMES_PER_TURN = 256
 
-#: Empty fragments (a data or continuation frame without payload and without FIN) accepted in
-#: one message; one more fails the connection with 1008. They add nothing to the message, so
-#: its size limit does not bound them, and no real sender needs more than a handful.
-MAX_EMPTY_FRAGMENTS = 64
+#: Empty continuation frames without FIN accepted in one message; one more fails the
+#: connection with 1008. They add nothing to the message, so its size limit does not bound
+#: them (a client could send them forever), and no real sender needs more than a handful.
+MAX_EMPTY_FRAGMENTS = 1024
 
 
 def _first_byte_error(b0: int) -> str | None:
