@@ -33,9 +33,9 @@ class Live:
     def index(self):
         conns = controllers = 0
         for obj in gc.get_objects():
-            if isinstance(obj, WebSocketConnection):
+            if issubclass(type(obj), WebSocketConnection):
                 conns += 1
-            elif isinstance(obj, Echo):
+            elif issubclass(type(obj), Echo):
                 controllers += 1
         with open("/proc/self/statm") as f:
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
