@@ -7,8 +7,10 @@ local subscribers, and the process's resident memory (from ``/proc``).
 
 ``/`` echoes every message (WebSocket) and serves an event stream (SSE); each connection
 subscribes to a channel of its own, so the subscription must go when the connection does.
+``/async`` is the same with an ``async`` ``on_close``.
 """
 
+import asyncio
 import gc
 import json
 import os
@@ -27,6 +29,14 @@ class Echo:
 
     def on_message(self, data):
         self.write(data)
+
+
+class AsyncClose(Echo):
+    """An ``async`` on_close: the connection is released once it has run."""
+
+    async def on_close(self):
+        await asyncio.sleep(0)
+        self.publish("closed", "async")
 
 
 class Live:
@@ -52,4 +62,5 @@ class Live:
 
 
 plezi.route("/live", Live)
+plezi.route("/async", AsyncClose)
 plezi.route("/", Echo)

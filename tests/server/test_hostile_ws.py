@@ -248,7 +248,8 @@ def open_and_kill(port: int, websockets: int, streams: int) -> tuple[int, dict[s
     """Open WebSockets and event streams (each subscribed to a channel of its own), kill them
     all, wait until the server has seen them go (their subscriptions gone); the RSS while they
     were open, and what ``/live`` says once they are gone."""
-    clients = [RawClient(port) for _ in range(websockets)]
+    # A quarter of them with an ``async`` on_close.
+    clients = [RawClient(port, "/" if i % 4 else "/async") for i in range(websockets)]
     events = [EventStream(port) for _ in range(streams)]
     for stream in events:
         stream.open()
