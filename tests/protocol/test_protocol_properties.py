@@ -372,6 +372,33 @@ def test_empty_fragments_cost_no_memory() -> None:
     assert rec.events[1:] == [("error", 1008, "too many empty fragments in one message")]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(frame_soup(), many_fragments().map(lambda m: encode_message(m, b"abcd")[0])),
+    st.data(),
+    st.integers(1, 64),
+)
+def test_turns_give_the_same_events(stream: bytes, data: st.DataObject, step: int) -> None:
+    """Cut into turns (the clock looked at every ``step`` bytes, every look ending the turn),
+    with more bytes fed before the rest of a turn is parsed or not, a stream gives the events
+    it gives in one go."""
+    reference = feed_chunks(stream, [])
+    cuts = data.draw(cuts_for(stream))
+    rec = Recorder()
+    rd = WebSocketReader(rec, turn_seconds=0)  # type: ignore[arg-type]
+    rd._step = step  # the same code path as a 4 KiB step, on short streams
+    bounds = [0, *sorted(cuts), len(stream)]
+    for start, end in itertools.pairwise(bounds):
+        more = rd.feed(stream[start:end])
+        if data.draw(st.booleans()):
+            while more:
+                more = rd.feed(b"")
+    for _ in range(len(stream) + 1):  # bounded: each turn parses at least one frame
+        if not rd.feed(b""):
+            break
+    assert (rec.events, rd.closed) == reference
+
+
 # -- encoders --------------------------------------------------------------------------------
 
 BOUNDARY_SIZES = [0, 1, 124, 125, 126, 127, 65535, 65536, 65537]

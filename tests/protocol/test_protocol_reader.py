@@ -18,7 +18,7 @@ from plezi.protocol import (
     WebSocketReader,
     encode_frame,
 )
-from plezi.protocol.reader import MAX_EMPTY_FRAGMENTS
+from plezi.protocol.reader import _TURN_STEP, MAX_EMPTY_FRAGMENTS
 
 Event = tuple[object, ...]
 
@@ -786,28 +786,29 @@ def test_closed_is_set_before_the_close_and_error_callbacks() -> None:
 # -- turns, empty fragments, release ---------------------------------------------------------
 
 
-def test_frames_per_turn_splits_a_read_and_keeps_the_order() -> None:
-    """With turns, one read of 10 frames is parsed 4 frames at a time: ``feed`` returns True
-    while the turn ran out, ``feed(b"")`` goes on, and bytes fed meanwhile queue behind."""
-    rd, rec = reader(frames_per_turn=4)
-    stream = b"".join(cf(OP_TEXT, b"%d" % i) for i in range(10))
-    assert rd.feed(stream) is True
-    assert [e[1] for e in rec.events] == ["0", "1", "2", "3"]
+def test_a_turn_ends_at_a_clock_reading_and_keeps_the_order() -> None:
+    """``turn_seconds=0``: the turn is over at the first reading of the clock, after the frames
+    that start in the first ``_TURN_STEP`` bytes; ``feed(b"")`` goes on, and bytes fed meanwhile
+    queue behind."""
+    rd, rec = reader(turn_seconds=0)
+    texts = [f"{i:03d}" + "." * 97 for i in range(100)]
+    frames = [cf(OP_TEXT, text.encode()) for text in texts]  # 106 bytes each
+    assert rd.feed(b"".join(frames)) is True
+    first = len(rec.events)
+    assert first == -(-_TURN_STEP // len(frames[0]))  # those that start before the step
     assert rd.feed(cf(OP_TEXT, b"later")) is True  # appended, not parsed ahead
-    assert [e[1] for e in rec.events][4:] == ["4", "5", "6", "7"]
-    assert rd.feed(b"") is False
-    assert [e[1] for e in rec.events] == [*(str(i) for i in range(10)), "later"]
+    assert len(rec.events) == 2 * first
+    while rd.feed(b""):
+        pass
+    assert [e[1] for e in rec.events] == [*texts, "later"]
 
 
-def test_a_turn_that_ends_with_the_read_still_yields() -> None:
-    """Turns count frames across reads; a read that is exactly one frame (the fast path) is
-    not counted."""
-    rd, rec = reader(frames_per_turn=3)
-    assert rd.feed(cf(OP_PING) + cf(OP_PING)) is False
-    assert rd.feed(cf(OP_TEXT, b"one frame")) is False  # fast path
-    assert rd.feed(cf(OP_PING)) is True
-    assert rd.feed(b"") is False
-    assert len(rec.events) == 4
+def test_a_read_of_a_few_frames_is_never_cut() -> None:
+    """Up to ``_TURN_STEP`` bytes a read is parsed whole, however short the turn: the clock is
+    not even read."""
+    rd, rec = reader(turn_seconds=0)
+    assert rd.feed(cf(OP_PING) * (_TURN_STEP // 6)) is False
+    assert len(rec.events) == _TURN_STEP // 6
 
 
 def test_without_turns_a_read_is_parsed_whole() -> None:

@@ -34,11 +34,10 @@ from .handshake import (
     parse_origin,
     validate_upgrade,
 )
-from .reader import FRAMES_PER_TURN, MAX_EMPTY_FRAGMENTS, FrameHandler, WebSocketReader
+from .reader import MAX_EMPTY_FRAGMENTS, TURN_SECONDS, FrameHandler, WebSocketReader
 from .sse import sse_comment, sse_event
 
 __all__ = [
-    "FRAMES_PER_TURN",
     "GUID",
     "MAX_EMPTY_FRAGMENTS",
     "OP_BINARY",
@@ -47,6 +46,7 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "TURN_SECONDS",
     "CloseCode",
     "FrameHandler",
     "HandshakeError",

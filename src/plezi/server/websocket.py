@@ -31,10 +31,11 @@ only taken when it can exceed the cap (the transport is paused, or our own list 
 and abort. While reading is paused by us (back-pressure, or a backlog behind an async callback),
 the peer cannot answer; then the bytes it reads from our queue count as its sign of life.
 
-*Fair turns.* The reader handles at most ``FRAMES_PER_TURN`` frames in a row (a read that is one
-frame does not count); past that it keeps the rest, reading pauses and the rest is parsed in a
-later loop iteration (``_next_turn``), so a client that sends thousands of tiny frames in one read
-cannot hold the process while the others wait. Frames keep their order.
+*Fair turns.* The reader spends at most about ``TURN_SECONDS`` on one read (it looks at the clock
+every few KiB, so a read of a few frames never does); past that it keeps the rest, reading pauses
+and the rest is parsed in a later loop iteration (``_next_turn``), so a client that sends
+thousands of tiny frames in one read cannot hold the process while the others wait. Frames keep
+their order.
 
 *Floods.* A ping answers with a pong, but consecutive pings read before a flush get one pong, for
 the last of them (RFC 6455 section 5.5.3 allows it): a ping flood cannot grow what we queue. More
@@ -63,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.close import CloseCode
 from ..protocol.frames import binary_frame, close_frame, ping_frame, pong_frame, text_frame
-from ..protocol.reader import FRAMES_PER_TURN, WebSocketReader
+from ..protocol.reader import TURN_SECONDS, WebSocketReader
 
 if TYPE_CHECKING:
     from ..controller import Controller
@@ -144,7 +145,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.route = route
         self.state = OPEN
         self.reader = WebSocketReader(
-            self, max_message_size=server.limits.max_message_size, frames_per_turn=FRAMES_PER_TURN
+            self, max_message_size=server.limits.max_message_size, turn_seconds=TURN_SECONDS
         )
         self._out: list[bytes] = []
         #: Bytes in ``_out``.
