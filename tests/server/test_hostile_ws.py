@@ -52,12 +52,12 @@ def wait_until(check: Callable[[], bool], timeout: float) -> bool:
 # -- the probe --------------------------------------------------------------------------------
 
 
-def probe(port: int, seconds: float, stop: threading.Event | None = None) -> list[float]:
-    """Round trips (seconds) of one short echo every 10 ms for ``seconds`` (or until ``stop``)."""
+def probe(port: int, seconds: float) -> list[float]:
+    """Round trips (seconds) of one short echo every 10 ms for ``seconds``."""
     times: list[float] = []
     with RawClient(port) as client:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        while time.monotonic() < deadline:
             start = time.monotonic()
             client.send_text("probe")
             assert client.recv_message(timeout=10 * UNIT).text == "probe"
