@@ -26,7 +26,7 @@ from plezi.protocol import (
     text_frame,
 )
 from plezi.protocol.frames import _apply_mask_py
-from plezi.protocol.reader import _JOIN_EVERY
+from plezi.protocol.reader import _JOIN_EVERY, MAX_EMPTY_FRAGMENTS
 
 Event = tuple[object, ...]
 
@@ -358,14 +358,45 @@ def test_memory_held_is_bounded_by_the_limit(stream: bytes) -> None:
 
 
 def test_empty_fragments_cost_no_memory() -> None:
-    """The attack the bound above is about: endless empty continuation frames."""
+    """The attack the bound above is about: endless empty continuation frames. Those a message
+    may hold (``MAX_EMPTY_FRAGMENTS``) add no part; one more fails the connection (1008)."""
     rec = Recorder()
     rd = WebSocketReader(rec, max_message_size=1000)
     rd.feed(encode_frame(OP_BINARY, b"x", fin=False, mask=b"abcd"))
-    rd.feed(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * 100_000)
+    rd.feed(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * MAX_EMPTY_FRAGMENTS)
     assert len(rd._frag_parts) == 1
     rd.feed(encode_frame(OP_CONT, b"y", mask=b"abcd"))
     assert rec.events == [("message", b"xy")]
+    rd.feed(encode_frame(OP_BINARY, b"x", fin=False, mask=b"abcd"))
+    rd.feed(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * 100_000)
+    assert rec.events[1:] == [("error", 1008, "too many empty fragments in one message")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(frame_soup(), many_fragments().map(lambda m: encode_message(m, b"abcd")[0])),
+    st.data(),
+    st.integers(1, 64),
+)
+def test_turns_give_the_same_events(stream: bytes, data: st.DataObject, step: int) -> None:
+    """Cut into turns (the clock looked at every ``step`` bytes, every look ending the turn),
+    with more bytes fed before the rest of a turn is parsed or not, a stream gives the events
+    it gives in one go."""
+    reference = feed_chunks(stream, [])
+    cuts = data.draw(cuts_for(stream))
+    rec = Recorder()
+    rd = WebSocketReader(rec, turn_seconds=0)  # type: ignore[arg-type]
+    rd._step = step  # the same code path as a 4 KiB step, on short streams
+    bounds = [0, *sorted(cuts), len(stream)]
+    for start, end in itertools.pairwise(bounds):
+        more = rd.feed(stream[start:end])
+        if data.draw(st.booleans()):
+            while more:
+                more = rd.feed(b"")
+    for _ in range(len(stream) + 1):  # bounded: each turn parses at least one frame
+        if not rd.feed(b""):
+            break
+    assert (rec.events, rd.closed) == reference
 
 
 # -- encoders --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 
@@ -17,6 +18,7 @@ from plezi.protocol import (
     WebSocketReader,
     encode_frame,
 )
+from plezi.protocol.reader import _TURN_STEP, MAX_EMPTY_FRAGMENTS
 
 Event = tuple[object, ...]
 
@@ -779,3 +781,79 @@ def test_closed_is_set_before_the_close_and_error_callbacks() -> None:
         rec.reader = WebSocketReader(rec)
         rec.reader.feed(stream)
     assert seen == [True, True]
+
+
+# -- turns, empty fragments, release ---------------------------------------------------------
+
+
+def test_a_turn_ends_at_a_clock_reading_and_keeps_the_order() -> None:
+    """``turn_seconds=0``: the turn is over at the first reading of the clock, after the frames
+    that start in the first ``_TURN_STEP`` bytes; ``feed(b"")`` goes on, and bytes fed meanwhile
+    queue behind."""
+    rd, rec = reader(turn_seconds=0)
+    texts = [f"{i:03d}" + "." * 97 for i in range(100)]
+    frames = [cf(OP_TEXT, text.encode()) for text in texts]  # 106 bytes each
+    assert rd.feed(b"".join(frames)) is True
+    first = len(rec.events)
+    assert first == -(-_TURN_STEP // len(frames[0]))  # those that start before the step
+    assert rd.feed(cf(OP_TEXT, b"later")) is True  # appended, not parsed ahead
+    assert len(rec.events) == 2 * first
+    while rd.feed(b""):
+        pass
+    assert [e[1] for e in rec.events] == [*texts, "later"]
+
+
+def test_a_read_of_a_few_frames_is_never_cut() -> None:
+    """Up to ``_TURN_STEP`` bytes a read is parsed whole, however short the turn: the clock is
+    not even read."""
+    rd, rec = reader(turn_seconds=0)
+    assert rd.feed(cf(OP_PING) * (_TURN_STEP // 6)) is False
+    assert len(rec.events) == _TURN_STEP // 6
+
+
+def test_without_turns_a_read_is_parsed_whole() -> None:
+    rd, rec = reader()
+    assert rd.feed(cf(OP_PING) * 10_000) is False
+    assert len(rec.events) == 10_000
+
+
+def test_empty_fragments_past_the_limit_fail_with_1008() -> None:
+    ok = cf(OP_BINARY, b"a", fin=False) + cf(OP_CONT, b"", fin=False) * MAX_EMPTY_FRAGMENTS
+    assert parse(ok + cf(OP_CONT, b"b")) == [("message", b"ab")]
+    # The count is per message: the next one may have as many.
+    assert parse(ok + cf(OP_CONT, b"b") + ok + cf(OP_CONT, b"")) == [
+        ("message", b"ab"),
+        ("message", b"a"),
+    ]
+    assert parse(ok + cf(OP_CONT, b"", fin=False) + cf(OP_CONT, b"b")) == [("error", 1008)]
+
+
+def test_fail_from_outside_stops_the_parsing_of_the_read() -> None:
+    class Failing(Recorder):
+        reader: WebSocketReader
+
+        def on_ws_ping(self, payload: bytes) -> None:
+            super().on_ws_ping(payload)
+            self.reader.fail(1008, "policy")
+
+    rec = Failing()
+    rd = rec.reader = WebSocketReader(rec)
+    rd.feed(cf(OP_PING, b"1") + cf(OP_TEXT, b"not delivered"))
+    assert rec.events == [("ping", b"1"), ("error", 1008)]
+    assert rd.closed
+    rd.fail(1002, "again")  # a closed reader reports nothing more
+    assert rec.events == [("ping", b"1"), ("error", 1008)]
+
+
+def test_release_drops_the_handler() -> None:
+    """A released reader no longer refers to its handler (no reference cycle through bound
+    methods), and ignores input."""
+    rec = Recorder()
+    rd = WebSocketReader(rec)  # type: ignore[arg-type]
+    rd.feed(cf(OP_TEXT, b"par", fin=False))
+    rd.release()
+    assert rd.closed
+    assert rd.feed(cf(OP_CONT, b"t")) is False
+    assert rec.events == []
+    assert rec not in gc.get_referents(rd)
+    assert not any(getattr(ref, "__self__", None) is rec for ref in gc.get_referents(rd))

@@ -25,7 +25,14 @@ import plezi
 from conftest import UNIT, Running
 from plezi.cli import config_from_args
 from plezi.errors import ConfigError
-from plezi.protocol import OP_BINARY, OP_CONT, OriginPolicy, encode_frame, parse_origin
+from plezi.protocol import (
+    MAX_EMPTY_FRAGMENTS,
+    OP_BINARY,
+    OP_CONT,
+    OriginPolicy,
+    encode_frame,
+    parse_origin,
+)
 
 SECRET = "s3cr3t-detail-9f2c"
 
@@ -452,13 +459,18 @@ def test_endless_empty_fragments_are_harmless(serve: Callable[..., Running]) -> 
     """Empty continuation frames add nothing to a message's size, so the size limit does not
     stop them; the reader used to keep one list entry per fragment (memory without bound).
     Memory is asserted in tests/protocol (test_empty_fragments_cost_no_memory); here, the real
-    server takes 200,000 of them and still delivers the message."""
+    server delivers a message with ``MAX_EMPTY_FRAGMENTS`` of them, and closes with 1008 one
+    that goes on (issue 18: an endless stream of them held the process)."""
     running = serve(make_app(), max_message_size=1024)
     with RawClient(running.port, "/chat") as client:
         client.send_raw(encode_frame(OP_BINARY, b"a", fin=False, mask=b"abcd"))
-        client.send_raw(encode_frame(OP_CONT, b"", fin=False, mask=b"abcd") * 200_000)
+        empty = encode_frame(OP_CONT, b"", fin=False, mask=b"abcd")
+        client.send_raw(empty * MAX_EMPTY_FRAGMENTS)
         client.send_raw(encode_frame(OP_CONT, b"z", mask=b"abcd"))
         assert client.recv_message(timeout=10 * UNIT).payload == b"az"
+        client.send_raw(encode_frame(OP_BINARY, b"a", fin=False, mask=b"abcd"))
+        client.send_raw(empty * (MAX_EMPTY_FRAGMENTS + 1))
+        assert client.recv_close() == 1008
 
 
 # -- nothing leaks ---------------------------------------------------------------------------

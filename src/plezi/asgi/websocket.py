@@ -250,6 +250,16 @@ class ASGITransport(asyncio.Transport):
             for task in (reader, writer):
                 if not task.cancelled() and task.exception() is not None:
                     log.error("ASGI connection task failed", exc_info=task.exception())
+            self._release()
+
+    def _release(self) -> None:
+        """Break the reference cycles of an ended connection (this transport and its frame
+        reader, this transport and the connection), so that both are freed by reference
+        counting rather than by the cyclic garbage collector, which may not run for long."""
+        self._frames.release()
+        self._conn = None
+        self._writer = None
+        self._queue.clear()
 
 
 def _too_big(data: str | bytes, limit: int) -> bool:

@@ -34,17 +34,19 @@ from .handshake import (
     parse_origin,
     validate_upgrade,
 )
-from .reader import FrameHandler, WebSocketReader
+from .reader import MAX_EMPTY_FRAGMENTS, TURN_SECONDS, FrameHandler, WebSocketReader
 from .sse import sse_comment, sse_event
 
 __all__ = [
     "GUID",
+    "MAX_EMPTY_FRAGMENTS",
     "OP_BINARY",
     "OP_CLOSE",
     "OP_CONT",
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "TURN_SECONDS",
     "CloseCode",
     "FrameHandler",
     "HandshakeError",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import codecs
 import struct
+import time
 import typing
 
 from .close import is_valid_close_code
 from .frames import apply_mask
 
-__all__ = ["FrameHandler", "WebSocketReader"]
+__all__ = ["MAX_EMPTY_FRAGMENTS", "TURN_SECONDS", "FrameHandler", "WebSocketReader"]
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
@@ -27,6 +28,20 @@ _VIEW_THRESHOLD = 8192
 # Parts of a fragmented message kept apart before they are joined into one (see
 # ``WebSocketReader._continue``).
 _JOIN_EVERY = 64
+
+#: What a server passes as ``turn_seconds`` (see :class:`WebSocketReader`): one connection's
+#: turn lasts about a millisecond, then the others get theirs.
+TURN_SECONDS = 0.001
+
+# PERF: with turns, the clock is read once per this many bytes parsed in one read, never per
+# frame; a read of up to this size (one or a few frames: the usual case) costs nothing more.
+# Between two reads of the clock: at most 4096 / 6 frames (an empty masked frame is 6 bytes).
+_TURN_STEP = 4096
+
+#: Empty continuation frames without FIN accepted in one message; one more fails the
+#: connection with 1008. They add nothing to the message, so its size limit does not bound
+#: them (a client could send them forever), and no real sender needs more than a handful.
+MAX_EMPTY_FRAGMENTS = 1024
 
 
 def _first_byte_error(b0: int) -> str | None:
@@ -81,6 +96,14 @@ class WebSocketReader:
     (client frames must be masked); ``require_mask=False`` is the client side
     (server frames must not be masked).
 
+    *Turns.* With ``turn_seconds`` set, :meth:`feed` stops once it has spent about that long on
+    one read (the clock is read every few KiB parsed, so a read of a few frames never reads
+    it), keeps the rest of the bytes and returns ``True``: the caller lets other work run
+    (feeding more meanwhile only appends: order is kept), then calls ``feed(b"")`` to go on.
+    So one peer's flood of tiny frames cannot hold a server's event loop. ``0`` stops at every
+    clock reading (deterministic, for tests). ``None`` (the default): every complete frame fed
+    is parsed before :meth:`feed` returns, which then always returns ``False``.
+
     Once a close frame or an error has been reported, :attr:`closed` is True and
     :meth:`feed` ignores everything. If a handler method raises, the exception
     propagates out of :meth:`feed` and the reader is left closed (its position in
@@ -92,6 +115,7 @@ class WebSocketReader:
         "_buf",
         "_decoder",
         "_fast",
+        "_frag_empty",
         "_frag_joined",
         "_frag_op",
         "_frag_parts",
@@ -104,6 +128,8 @@ class WebSocketReader:
         "_on_message",
         "_on_ping",
         "_on_pong",
+        "_step",
+        "_turn_seconds",
         "closed",
     )
 
@@ -113,6 +139,7 @@ class WebSocketReader:
         *,
         max_message_size: int | None = 2**20,
         require_mask: bool = True,
+        turn_seconds: float | None = None,
     ) -> None:
         # PERF: bound methods cached once per connection instead of one attribute
         # lookup on the handler per frame.
@@ -140,25 +167,33 @@ class WebSocketReader:
         self._frag_size = 0
         self._frag_parts: list[typing.Any] = []
         self._frag_joined = 0
+        # Empty fragments of the message in progress (see MAX_EMPTY_FRAGMENTS).
+        self._frag_empty = 0
+        # Bytes parsed between two readings of the clock (without turns: more than any read
+        # holds) and how long a turn lasts.
+        self._step = (1 << 62) if turn_seconds is None else _TURN_STEP
+        self._turn_seconds = turn_seconds or 0.0
         # Created on the first fragmented text message, then reused.
         self._decoder: codecs.IncrementalDecoder | None = None
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> bool:
         """Parse ``data``, the next bytes of the stream; any split of the stream works.
 
-        Never raises because of the input: every problem is reported through
+        Returns ``True`` when the turn is over (see the class docstring): bytes may be
+        left to parse, and the caller must call ``feed(b"")`` once other work had its
+        turn. Never raises because of the input: every problem is reported through
         ``on_ws_error``. Exceptions raised by the handler propagate (and leave the
         reader closed).
         """
         if self.closed:
-            return
+            return False
         buf = self._buf
         if buf:
             buf += data
             # PERF: a large frame trickling in costs one append per chunk; its
             # header is not parsed again until the whole frame is there.
             if len(buf) < self._need:
-                return
+                return False
             data = buf
             end = len(data)
         else:
@@ -192,14 +227,14 @@ class WebSocketReader:
                         payload = apply_mask(data[hlen:], data[hlen - 4 : hlen])
                         if data[0] == 0x82:
                             self._on_message(payload)
-                            return
+                            return False
                         try:
                             text = payload.decode()
                         except UnicodeDecodeError:
                             self._fail(1007, "invalid UTF-8 in text message")
-                            return
+                            return False
                         self._on_message(text)
-                        return
+                        return False
                     except BaseException:
                         self._reset()
                         self.closed = True
@@ -213,120 +248,140 @@ class WebSocketReader:
         mask_bit = self._mask_bit
         mask_len = mask_bit >> 5  # 4 when frames must be masked, else 0
         max_size = self._max_size
+        # PERF: the loop stops at ``stop`` (a frame that starts before it is parsed whole) to
+        # look at the clock; ``stop`` is ``end`` for any read up to ``_TURN_STEP`` bytes.
+        step = self._step
+        stop = end if end <= step else step
+        started = -1.0
         try:
-            while pos < end:
-                avail = end - pos
-                if avail < 2:
-                    need = 2
-                    break
-                b0 = data[pos]
-                b1 = data[pos + 1]
-                # PERF: RSV bits, reserved opcodes and fragmented control frames in
-                # one table lookup.
-                err = _FIRST_BYTE_ERRORS[b0]
-                if err is not None:
-                    self._fail(1002, err)
-                    return
-                opcode = b0 & 0x0F
-                if b1 & 0x80 != mask_bit:
-                    self._fail(1002, "unmasked client frame" if mask_bit else "masked server frame")
-                    return
-                length = b1 & 0x7F
-                # Header size: 2 bytes + extended length + mask key.
-                if length < 126:
-                    hlen = 2 + mask_len
-                elif opcode & 8:
-                    self._fail(1002, "control frame payload over 125 bytes")
-                    return
-                elif length == 126:
-                    hlen = 4 + mask_len
-                    if avail < 4:
-                        need = hlen
+            while True:
+                while pos < stop:
+                    avail = end - pos
+                    if avail < 2:
+                        need = 2
                         break
-                    length = _U16.unpack_from(data, pos + 2)[0]
-                else:
-                    hlen = 10 + mask_len
-                    if avail < 10:
-                        need = hlen
+                    b0 = data[pos]
+                    b1 = data[pos + 1]
+                    # PERF: RSV bits, reserved opcodes and fragmented control frames in
+                    # one table lookup.
+                    err = _FIRST_BYTE_ERRORS[b0]
+                    if err is not None:
+                        self._fail(1002, err)
+                        return False
+                    opcode = b0 & 0x0F
+                    if b1 & 0x80 != mask_bit:
+                        self._fail(
+                            1002, "unmasked client frame" if mask_bit else "masked server frame"
+                        )
+                        return False
+                    length = b1 & 0x7F
+                    # Header size: 2 bytes + extended length + mask key.
+                    if length < 126:
+                        hlen = 2 + mask_len
+                    elif opcode & 8:
+                        self._fail(1002, "control frame payload over 125 bytes")
+                        return False
+                    elif length == 126:
+                        hlen = 4 + mask_len
+                        if avail < 4:
+                            need = hlen
+                            break
+                        length = _U16.unpack_from(data, pos + 2)[0]
+                    else:
+                        hlen = 10 + mask_len
+                        if avail < 10:
+                            need = hlen
+                            break
+                        length = _U64.unpack_from(data, pos + 2)[0]
+                        if length >> 63:
+                            self._fail(1002, "frame length has its most significant bit set")
+                            return False
+                    # Checks that depend on the message in progress, made as soon as the
+                    # header is known: an oversized message fails before any of its
+                    # payload is buffered.
+                    if opcode < 8:
+                        if opcode:
+                            if self._frag_op:
+                                self._fail(1002, "new data frame inside a fragmented message")
+                                return False
+                            if length > max_size:
+                                self._fail(1009, "message too big")
+                                return False
+                        else:
+                            if not self._frag_op:
+                                self._fail(1002, "continuation frame without a message to continue")
+                                return False
+                            if self._frag_size + length > max_size:
+                                self._fail(1009, "message too big")
+                                return False
+                    total = hlen + length
+                    if avail < total:
+                        need = total
                         break
-                    length = _U64.unpack_from(data, pos + 2)[0]
-                    if length >> 63:
-                        self._fail(1002, "frame length has its most significant bit set")
-                        return
-                # Checks that depend on the message in progress, made as soon as the
-                # header is known: an oversized message fails before any of its
-                # payload is buffered.
-                if opcode < 8:
-                    if opcode:
-                        if self._frag_op:
-                            self._fail(1002, "new data frame inside a fragmented message")
-                            return
-                        if length > max_size:
-                            self._fail(1009, "message too big")
-                            return
+                    start = pos + hlen
+                    pos += total
+                    if not length:
+                        payload = b""
+                    elif mask_len:
+                        # PERF: unmasked (in C) straight out of the input: one copy.
+                        # Large payloads go through a zero-copy memoryview slice;
+                        # for small ones a plain slice is cheaper than the view.
+                        if length > _VIEW_THRESHOLD:
+                            payload = apply_mask(
+                                memoryview(data)[start:pos], data[start - 4 : start]
+                            )
+                        else:
+                            payload = apply_mask(data[start:pos], data[start - 4 : start])
+                    elif length > _VIEW_THRESHOLD:
+                        # Client side, large payload: one copy out of the input.
+                        payload = bytes(memoryview(data)[start:pos])
                     else:
-                        if not self._frag_op:
-                            self._fail(1002, "continuation frame without a message to continue")
-                            return
-                        if self._frag_size + length > max_size:
-                            self._fail(1009, "message too big")
-                            return
-                total = hlen + length
-                if avail < total:
-                    need = total
-                    break
-                start = pos + hlen
-                pos += total
-                if not length:
-                    payload = b""
-                elif mask_len:
-                    # PERF: unmasked (in C) straight out of the input: one copy.
-                    # Large payloads go through a zero-copy memoryview slice;
-                    # for small ones a plain slice is cheaper than the view.
-                    if length > _VIEW_THRESHOLD:
-                        payload = apply_mask(memoryview(data)[start:pos], data[start - 4 : start])
-                    else:
-                        payload = apply_mask(data[start:pos], data[start - 4 : start])
-                elif length > _VIEW_THRESHOLD:
-                    # Client side, large payload: one copy out of the input.
-                    payload = bytes(memoryview(data)[start:pos])
-                else:
-                    # Client side: a no-op ``bytes()`` when ``data`` is already bytes.
-                    payload = bytes(data[start:pos])
+                        # Client side: a no-op ``bytes()`` when ``data`` is already bytes.
+                        payload = bytes(data[start:pos])
 
-                if opcode == 1:
-                    if b0 & 0x80:
-                        # PERF: the common case, a whole text message in one frame.
-                        try:
-                            text = payload.decode()
-                        except UnicodeDecodeError:
-                            self._fail(1007, "invalid UTF-8 in text message")
-                            return
-                        self._on_message(text)
-                    elif self._start_text(payload, length):
-                        return
-                elif opcode == 2:
-                    if b0 & 0x80:
-                        self._on_message(payload)
+                    if opcode == 1:
+                        if b0 & 0x80:
+                            # PERF: the common case, a whole text message in one frame.
+                            try:
+                                text = payload.decode()
+                            except UnicodeDecodeError:
+                                self._fail(1007, "invalid UTF-8 in text message")
+                                return False
+                            self._on_message(text)
+                        elif self._start_text(payload, length):
+                            return False
+                    elif opcode == 2:
+                        if b0 & 0x80:
+                            self._on_message(payload)
+                        else:
+                            self._frag_op = 2
+                            self._frag_size = length
+                            self._frag_parts.append(payload)
+                    elif opcode == 0:
+                        if self._continue(payload, length, b0 & 0x80):
+                            return False
+                    elif opcode == 9:
+                        self._on_ping(payload)
+                    elif opcode == 10:
+                        self._on_pong(payload)
                     else:
-                        self._frag_op = 2
-                        self._frag_size = length
-                        self._frag_parts.append(payload)
-                elif opcode == 0:
-                    if self._continue(payload, length, b0 & 0x80):
-                        return
-                elif opcode == 9:
-                    self._on_ping(payload)
-                elif opcode == 10:
-                    self._on_pong(payload)
-                else:
-                    self._close(payload)
-                    return
-                # PERF: one slot read per frame lets a handler that closed the
-                # connection (set ``closed``) stop the parsing of the chunk.
-                if self.closed:
-                    self._reset()
-                    return
+                        self._close(payload)
+                        return False
+                    # PERF: one slot read per frame lets a handler that closed the
+                    # connection (set ``closed``) stop the parsing of the chunk.
+                    if self.closed:
+                        self._reset()
+                        return False
+                if need or pos >= end:
+                    break
+                # A read of thousands of frames (a flood): past ``turn_seconds`` the turn is
+                # over (the first reading of the clock starts the count).
+                now = time.perf_counter()
+                if started < 0:
+                    started = now
+                if now - started >= self._turn_seconds:
+                    break
+                stop = end if end - pos <= step else pos + step
         except BaseException:
             # A handler raised: where the stream stands is unknown, stop here.
             self._reset()
@@ -337,8 +392,11 @@ class WebSocketReader:
             # PERF: deleting a bytearray prefix only moves its start offset.
             del buf[:pos]
         elif pos < end:
-            # PERF: only the bytes of an incomplete frame are ever buffered.
+            # PERF: only the bytes of an incomplete frame (or those past the end of a
+            # turn) are ever buffered.
             buf += memoryview(data)[pos:]
+        # The turn is over when the loop stopped before the end of complete frames.
+        return pos < end and not need
 
     def _reset(self) -> None:
         """Drop every buffered byte and fragment (the reader is closed)."""
@@ -348,6 +406,7 @@ class WebSocketReader:
         self._frag_size = 0
         self._frag_parts = []
         self._frag_joined = 0
+        self._frag_empty = 0
         self._decoder = None
 
     def _fail(self, code: int, reason: str) -> None:
@@ -355,6 +414,24 @@ class WebSocketReader:
         self.closed = True
         self._reset()
         self._on_error(code, reason)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection from outside (a policy the handler enforces, such as a rate):
+        the reader closes, reports ``on_ws_error(code, reason)``, and parses nothing more,
+        not even the rest of the bytes being fed."""
+        if not self.closed:
+            self._fail(code, reason)
+
+    def release(self) -> None:
+        """Close the reader for good and drop its handler's methods, so that a handler that
+        holds its reader (a reference cycle) is freed by reference counting once released."""
+        self.closed = True
+        self._reset()
+        self._on_message = _IGNORE.on_ws_message
+        self._on_ping = _IGNORE.on_ws_ping
+        self._on_pong = _IGNORE.on_ws_pong
+        self._on_close = _IGNORE.on_ws_close
+        self._on_error = _IGNORE.on_ws_error
 
     def _start_text(self, payload: bytes, length: int) -> bool:
         """Begin a fragmented text message; True if it failed (error reported)."""
@@ -380,8 +457,15 @@ class WebSocketReader:
         A message sent as many tiny fragments must not cost much more memory than
         the message itself: empty parts are not kept (they add nothing to the size,
         so nothing else would bound them), and every ``_JOIN_EVERY`` new parts are
-        joined into one, so the list holds one object per that many fragments.
+        joined into one, so the list holds one object per that many fragments. Nor
+        may it cost time without end: past ``MAX_EMPTY_FRAGMENTS`` empty ones in a
+        message, the connection fails with 1008.
         """
+        if not length and not fin:
+            self._frag_empty += 1
+            if self._frag_empty > MAX_EMPTY_FRAGMENTS:
+                self._fail(1008, "too many empty fragments in one message")
+                return True
         self._frag_size += length
         parts = self._frag_parts
         text = self._frag_op == 1
@@ -413,6 +497,7 @@ class WebSocketReader:
         message: str | bytes = ("" if text else b"").join(parts)
         self._frag_parts = []
         self._frag_joined = 0
+        self._frag_empty = 0
         self._frag_op = 0
         self._frag_size = 0
         self._on_message(message)
@@ -440,6 +525,28 @@ class WebSocketReader:
         self.closed = True
         self._reset()
         self._on_close(code, reason)
+
+
+class _Ignore:
+    """The handler a released reader holds instead of its own (never called: it is closed)."""
+
+    def on_ws_message(self, data: str | bytes) -> None:
+        pass
+
+    def on_ws_ping(self, payload: bytes) -> None:
+        pass
+
+    def on_ws_pong(self, payload: bytes) -> None:
+        pass
+
+    def on_ws_close(self, code: int | None, reason: str) -> None:
+        pass
+
+    def on_ws_error(self, code: int, reason: str) -> None:
+        pass
+
+
+_IGNORE = _Ignore()
 
 
 def _bad_utf8_tail(decoder: codecs.IncrementalDecoder) -> bool:

@@ -238,6 +238,9 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 log.error("error while parsing a request", exc_info=cause or exc)
                 self._fail(500, "Internal Server Error")
+            # A local exception keeps this frame in a cycle (through its traceback), and with
+            # it the SSE stream's controller and connection, until the cyclic GC runs.
+            del cause
             return
         except httptools.HttpParserError as exc:
             if self._no_more:  # bytes after a request that closes the connection: ignored

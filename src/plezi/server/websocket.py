@@ -31,9 +31,23 @@ only taken when it can exceed the cap (the transport is paused, or our own list 
 and abort. While reading is paused by us (back-pressure, or a backlog behind an async callback),
 the peer cannot answer; then the bytes it reads from our queue count as its sign of life.
 
+*Fair turns.* The reader spends at most about ``TURN_SECONDS`` on one read (it looks at the clock
+every few KiB, so a read of a few frames never does); past that it keeps the rest, reading pauses
+and the rest is parsed in a later loop iteration (``_next_turn``), so a client that sends
+thousands of tiny frames in one read cannot hold the process while the others wait. Frames keep
+their order.
+
+*Floods.* More than ``MAX_CONTROL_FRAMES`` pings and pongs within a second fail the connection
+with 1008 (policy violation), as do too many empty fragments in one message (the reader's
+``MAX_EMPTY_FRAGMENTS``). So the pongs of a client that pings without reading are bounded by that
+rate, then by back-pressure (reading pauses past ``write_high_water``) and the outgoing cap.
+
 *Closing.* ``state`` is OPEN, then CLOSING once a close frame was queued or the transport was
 told to close (``_closing_at`` stamps when; the reaper aborts after ``close_timeout``), then CLOSED
-in ``connection_lost``. Nothing is written once the transport is closing.
+in ``connection_lost``. Nothing is written once the transport is closing. Once ``on_close`` has
+run, ``_release`` breaks the reference cycles (connection <-> reader, connection <-> controller),
+so a closed connection is freed by reference counting, without waiting for the cyclic garbage
+collector; a controller the application keeps still answers ``write`` with ``False``.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ import inspect
 import itertools
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -50,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import report_error
 from ..protocol.close import CloseCode
 from ..protocol.frames import binary_frame, close_frame, ping_frame, pong_frame, text_frame
-from ..protocol.reader import WebSocketReader
+from ..protocol.reader import TURN_SECONDS, WebSocketReader
 
 if TYPE_CHECKING:
     from ..controller import Controller
@@ -65,6 +80,9 @@ log = logging.getLogger("plezi")
 OPEN, CLOSING, CLOSED = 0, 1, 2
 #: Events queued behind a running async callback before reading from the client pauses.
 _QUEUE_PAUSE = 64
+#: Pings and pongs a client may send within one second; one more: close 1008. Clients ping to
+#: keep a connection alive or to measure latency, a few times a minute up to a few a second.
+MAX_CONTROL_FRAMES = 100
 _NO_ARG: Any = object()
 
 #: Pub/sub sets ``PENDING[0]`` while published frames wait in a batch (one topic, one read):
@@ -85,6 +103,8 @@ class WebSocketConnection(asyncio.Protocol):
         "_check_above",
         "_cleanup",
         "_closing_at",
+        "_ctl_count",
+        "_ctl_since",
         "_drained",
         "_dropping",
         "_flushed",
@@ -123,7 +143,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.handler = handler
         self.route = route
         self.state = OPEN
-        self.reader = WebSocketReader(self, max_message_size=server.limits.max_message_size)
+        self.reader = WebSocketReader(
+            self, max_message_size=server.limits.max_message_size, turn_seconds=TURN_SECONDS
+        )
         self._out: list[bytes] = []
         #: Bytes in ``_out``.
         self._out_size = 0
@@ -146,6 +168,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._cleanup: list[Callable[[], object]] | None = None
         #: The slow-consumer policy is "drop" and messages are being dropped right now.
         self._dropping = False
+        #: Pings and pongs received since ``_ctl_since`` (a monotonic time): see ``_control``.
+        self._ctl_count = 0
+        self._ctl_since = 0.0
         # PERF: bound once; a message costs one Python call into the user's method.
         self._on_message: Callable[[Any], Any] | None = getattr(handler, "on_message", None)
         self._msg_async = "on_message" in route.async_names
@@ -186,7 +211,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._last = self.server.now
         self._in_feed = True
         try:
-            self.reader.feed(data)
+            more = self.reader.feed(data)
         finally:
             self._in_feed = False
         pending = PENDING[0]
@@ -194,6 +219,37 @@ class WebSocketConnection(asyncio.Protocol):
             pending()
         if self._out:
             self.flush()
+        if more:
+            self._yield_turn()
+
+    def _yield_turn(self) -> None:
+        """The reader used up its turn: pause reading and parse the rest in a later loop
+        iteration, after the other connections' events (see "Fair turns")."""
+        if self.state == CLOSED:
+            return
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Go on parsing what the last turn left; resume reading once it is all parsed (unless
+        reading is paused for another reason: back-pressure, a backlog of async callbacks)."""
+        if self.state == CLOSED:
+            return
+        self._in_feed = True
+        try:
+            more = self.reader.feed(b"")
+        finally:
+            self._in_feed = False
+        pending = PENDING[0]
+        if pending is not None:
+            pending()
+        if self._out:
+            self.flush()
+        if more:
+            self._yield_turn()
+        elif not self._read_paused and self.state != CLOSED and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         first = self.state != CLOSED
@@ -210,6 +266,16 @@ class WebSocketConnection(asyncio.Protocol):
                 log.exception("error while releasing a closed connection")
         if first:
             self._callback("on_close")
+        if self._queue is None:  # else ``_drain`` releases once on_close has run
+            self._release()
+
+    def _release(self) -> None:
+        """Break the reference cycles of a closed connection (reader and controller callbacks
+        point back at it), so that it is freed by reference counting as soon as nothing else
+        holds it; the cyclic garbage collector may not run for a long time."""
+        self.reader.release()
+        self._on_message = None
+        self.handler = _RELEASED
 
     def add_cleanup(self, func: Callable[[], object]) -> None:
         """Call ``func`` once the connection is lost (before ``on_close``)."""
@@ -427,11 +493,32 @@ class WebSocketConnection(asyncio.Protocol):
                 self._start_async(result, "on_message")
 
     def on_ws_ping(self, payload: bytes) -> None:
-        if self.state == OPEN:
+        # Every ping gets its pong (the Autobahn suite expects one each, though RFC 6455 section
+        # 5.5.3 would allow answering the last only): the rate limit and the outgoing buffer
+        # cap bound what a client that pings without reading makes us queue.
+        if self.state == OPEN and not self._control():
             self.queue_frame(pong_frame(payload))
 
     def on_ws_pong(self, payload: bytes) -> None:
-        pass  # any incoming byte already counts as a sign of life (see ``_last``)
+        # Any incoming byte already counts as a sign of life (see ``_last``); a pong is only
+        # counted against the control frame rate.
+        self._control()
+
+    def _control(self) -> bool:
+        """Count a ping or pong; ``True`` (and the connection failing with 1008) when it is
+        one more than ``MAX_CONTROL_FRAMES`` within a second."""
+        now = time.monotonic()
+        if now - self._ctl_since >= 1.0:
+            self._ctl_since = now
+            self._ctl_count = 1
+            return False
+        self._ctl_count += 1
+        if self._ctl_count <= MAX_CONTROL_FRAMES:
+            return False
+        self.reader.fail(
+            CloseCode.POLICY_VIOLATION, f"more than {MAX_CONTROL_FRAMES} pings/pongs in a second"
+        )
+        return True
 
     def on_ws_close(self, code: int | None, reason: str) -> None:
         # Messages read before the close frame may still be in the hands of async callbacks:
@@ -531,10 +618,20 @@ class WebSocketConnection(asyncio.Protocol):
             else:
                 break
         self._queue = None
+        if self.state == CLOSED:  # on_close has run
+            self._release()
+            return
         self.flush()
-        if self._read_paused and not self._write_paused and self.state != CLOSED:
+        if self._read_paused and not self._write_paused:
             self._read_paused = False
             self.transport.resume_reading()
+
+
+class _Released:
+    """What a closed connection holds instead of its controller, once released: no callbacks."""
+
+
+_RELEASED: Any = _Released()
 
 
 def queue_frame_many(conns: Iterable[WebSocketConnection], frame: bytes) -> None:
