@@ -141,9 +141,13 @@ class Controller:
         response = file_response(path, content_type=content_type, request=self.request)
         if response is None:
             return False
-        own = self.response
-        own.status, own.body = response.status, response.body
-        own.headers.update(response.headers)
+        # The file's response replaces ours (a large file is streamed from a FileResponse);
+        # headers and cookies set before stay, unless the file's own headers replace them.
+        own = self._pl_response
+        if own is not None:
+            response.headers = {**own.headers, **response.headers}
+            response.cookies = own.cookies
+        self._pl_response = response
         return True
 
     # -- WebSocket and SSE ------------------------------------------------------------------
