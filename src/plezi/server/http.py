@@ -119,6 +119,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Framing bytes every chunk may take on top of the allowance (see the module docstring): its
 #: two CRLFs and a size of up to 12 hex digits, so that even 1-byte chunks always pass.
 _CHUNK_FRAMING = 16
+#: The bytes a chunk size line is looked for in (``_chunk_too_large``): 48 hex digits or
+#: more, or long extensions, are left to the body's own count.
+_SIZE_LINE = 64
 #: Method names as ``str`` (PERF: no decode per request for the usual ones).
 _METHODS: dict[bytes, str] = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -170,6 +173,8 @@ class HttpProtocol(asyncio.Protocol):
         "_async",
         "_body",
         "_body_size",
+        "_chunk_at",
+        "_chunk_tail",
         "_chunks",
         "_close_after",
         "_completed",
@@ -222,6 +227,10 @@ class HttpProtocol(asyncio.Protocol):
         #: Chunks of the current body, and the non-data bytes seen in reads wholly inside it.
         self._chunks = 0
         self._framing = 0
+        #: The body size when the open chunk's size line was read (-1: no chunk open), and the
+        #: last bytes of the previous read of a chunked body (see ``_chunk_too_large``).
+        self._chunk_at = -1
+        self._chunk_tail = b""
         #: Requests completed on this connection (tells whether a read spans two messages).
         self._completed = 0
         self._out: list[bytes] = []
@@ -370,7 +379,43 @@ class HttpProtocol(asyncio.Protocol):
                 if self._framing > allowance:
                     self._fail(413, "Content Too Large: chunk framing or extensions too large")
                     return
+            if self._chunk_at >= 0 and self._chunk_too_large(data):
+                return
+            if self._state == BODY and "transfer-encoding" in self._headers:
+                self._chunk_tail = bytes(data[-_SIZE_LINE:])
         self._flush()
+
+    def _chunk_too_large(self, data: bytes) -> bool:
+        """Refuse (413) a chunk whose announced size alone passes ``max_body_size``, as soon
+        as its size line is read, rather than once that much data has come.
+
+        httptools does not tell the size. But a chunk still open at the end of a read whose
+        size line came in this read ends this read with its data: the line ends where that
+        data starts, ``len(data) - d`` (``d``: the data received since ``on_chunk_header``). A
+        line that began in the read before is completed with that read's last bytes; a line
+        that is longer (long extensions) or a header that came in a read that also completed
+        an earlier request is left to the ``max_body_size`` count of the data itself. A chunk
+        whose line came in an earlier read gives a position at or before 0: ignored."""
+        at, self._chunk_at = self._chunk_at, -1
+        end = len(data) - (self._body_size - at)
+        if end <= 0:
+            return False
+        line = self._chunk_tail + bytes(data[max(0, end - _SIZE_LINE) : end])
+        self._chunk_tail = b""
+        if not line.endswith(b"\r\n"):
+            return False
+        start = line.rfind(b"\r\n", 0, len(line) - 2)
+        if start < 0:
+            return False
+        digits = line[start + 2 : -2].partition(b";")[0].strip(b" \t")
+        try:
+            size = int(digits, 16)
+        except ValueError:
+            return False
+        if at + size <= self.server.limits.max_body_size:
+            return False
+        self._fail(413, f"Content Too Large: a chunk of {size} bytes announced")
+        return True
 
     def _feed_slices(self, data: bytes) -> None:
         """Parse a large read a slice at a time; stop (keeping the rest in ``_rest``, reading
@@ -605,17 +650,19 @@ class HttpProtocol(asyncio.Protocol):
                 raise _Limit(413, "Content Too Large")
             self._reserve(size)
         coding = headers.get("transfer-encoding")
-        if coding is not None and version == "1.0":
-            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
-            # framing (an HTTP/1.0 proxy in front would not have read it as chunked).
-            raise _Limit(400, "Bad Request: Transfer-Encoding in an HTTP/1.0 request")
-        if coding is not None and coding.strip().lower() != "chunked":
-            # RFC 9112 section 6: without "chunked" last the body has no reliable length (400);
-            # httptools accepts "gzip, chunked" but hands over the body still gzipped, and a
-            # coding the server does not decode is refused (501).
-            if coding.rpartition(",")[2].strip().lower() != "chunked":
-                raise _Limit(400, f"Bad Request: Transfer-Encoding {coding[:40]!r}")
-            raise _Limit(501, f"Not Implemented: Transfer-Encoding {coding[:40]!r}")
+        if coding is not None:
+            self._chunk_tail = b""
+            if version == "1.0":
+                # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+                # framing (an HTTP/1.0 proxy in front would not have read it as chunked).
+                raise _Limit(400, "Bad Request: Transfer-Encoding in an HTTP/1.0 request")
+            if coding.strip().lower() != "chunked":
+                # RFC 9112 section 6: without "chunked" last the body has no reliable length
+                # (400); httptools accepts "gzip, chunked" but hands over the body still
+                # gzipped, and a coding the server does not decode is refused (501).
+                if coding.rpartition(",")[2].strip().lower() != "chunked":
+                    raise _Limit(400, f"Bad Request: Transfer-Encoding {coding[:40]!r}")
+                raise _Limit(501, f"Not Implemented: Transfer-Encoding {coding[:40]!r}")
         if (
             "expect" in headers
             and version == "1.1"
@@ -653,8 +700,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_chunk_header(self) -> None:
         self._chunks += 1
+        self._chunk_at = self._body_size  # (see ``_chunk_too_large``)
 
     def on_chunk_complete(self) -> None:
+        self._chunk_at = -1
         # (the last chunk completes after the trailers, whose repeated names are joined here)
         if self._multi is not None:
             self._join_repeated()
