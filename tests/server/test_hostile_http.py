@@ -58,6 +58,12 @@ APP_SOURCE = textwrap.dedent(
             return str(len(self.request.body))
 
 
+    class Pad:
+        def show(self):
+            return "x" * int(self.params["id"])
+
+
+    plezi.route("/pad", Pad)
     plezi.route("/", Home)
     plezi.run(**json.loads(os.environ.get("HOSTILE_OPTIONS", "{}")))
     """
@@ -188,12 +194,13 @@ def test_many_small_pipelined_requests_never_read_keep_memory_bounded(
     watch = Watch(pid, kill_above=base + 400 * MIB)
     try:
         attacker = non_reading_socket(s.port)
-        pipeline = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 200_000
+        # About a page each (as a chat's home page): 200 MB of replies, 6 MB of requests.
+        pipeline = b"GET /pad/1000 HTTP/1.1\r\nHost: t\r\n\r\n" * 200_000
         send_until_blocked(attacker, pipeline, 3 * UNIT)
         for _ in range(10):
             assert answered(s.port) < 2 * UNIT
         assert not watch.killed, f"RSS passed {watch.kill_above >> 20} MiB"
-        assert watch.peak - base < 100 * MIB, (base >> 20, watch.peak >> 20)
+        assert watch.peak - base < 50 * MIB, (base >> 20, watch.peak >> 20)
         attacker.close()
     finally:
         watch.stop()
@@ -457,7 +464,7 @@ def test_repeated_header_names_are_joined_in_linear_time(serve: Callable[..., Ru
     app = App()
     app.route("/", Home)
     r = serve(app, max_header_size=4 * MIB)
-    count = 60_000
+    count = 100_000
 
     def timed(lines: bytes) -> tuple[float, bytes]:
         with RawHTTP(r.port, timeout=60 * UNIT) as conn:
@@ -469,8 +476,8 @@ def test_repeated_header_names_are_joined_in_linear_time(serve: Callable[..., Ru
     same_time, same = timed(b"a: xy\r\n" * count + b"b: 1\r\nb: 2\r\n")
     distinct_time, _ = timed(b"".join(b"a%d: xy\r\n" % i for i in range(count)))
     assert same == b"%d 1, 2" % (len(", ".join(["xy"] * count)) + 3)
-    # Quadratic joining took seconds here (60,000 names); linear, about the distinct case.
-    assert same_time < 3 * distinct_time + 0.2 * UNIT, (same_time, distinct_time)
+    # Quadratic joining took 10 to 20 times the distinct case here; linear, about as long.
+    assert same_time < 2 * distinct_time + 0.1 * UNIT, (same_time, distinct_time)
 
 
 def test_repeated_trailer_names_are_joined(serve: Callable[..., Running]) -> None:
@@ -601,3 +608,28 @@ def test_link_out_of_the_public_folder_lines_are_throttled(
         assert folder.lookup("/link.txt") is None
     lines = [rec.getMessage() for rec in caplog.records if "out of the folder" in rec.getMessage()]
     assert 1 <= len(lines) <= 2, lines
+
+
+def test_send_file_streams_a_large_file_with_the_controllers_headers(
+    serve: Callable[..., Running], tmp_path: Path
+) -> None:
+    data = os.urandom(2 * MIB + 7)
+    (tmp_path / "big.bin").write_bytes(data)
+
+    class Files:
+        def show(self) -> bool:
+            self.response.headers["X-Kind"] = "download"  # type: ignore[attr-defined]
+            self.cookies["seen"] = "1"  # type: ignore[attr-defined]
+            return self.send_file(str(tmp_path / self.params["id"]))  # type: ignore[attr-defined, no-any-return]
+
+    app = App()
+    app.route("/f", Files)
+    r = serve(app)
+    with RawHTTP(r.port) as conn:
+        got = conn.request("GET", "/f/big.bin")
+        assert (got.status, got.body == data) == (200, True)
+        assert got.header("x-kind") == "download"
+        assert (got.header("set-cookie") or "").startswith("seen=1")
+        assert got.header("content-type") == "application/octet-stream"
+        head = conn.request("HEAD", "/f/big.bin")
+        assert (head.header("content-length"), head.body) == (str(len(data)), b"")
