@@ -447,8 +447,9 @@ class HttpProtocol(asyncio.Protocol):
             self._tail = b""
 
     def _resume_input(self) -> None:
-        """Nothing is waiting to be answered: parse what a turn left over, or read again."""
-        if self._write_paused or self.transport.is_closing():
+        """Nothing is waiting to be answered: parse what a turn left over, or read again
+        (not after the last request: an upgrade being decided keeps the bytes behind it)."""
+        if self._write_paused or self._no_more or self.transport.is_closing():
             return
         rest, self._rest = self._rest, b""
         if rest:
