@@ -401,7 +401,10 @@ class HttpProtocol(asyncio.Protocol):
         end = len(data) - (self._body_size - at)
         if end <= 0:
             return False
-        line = self._chunk_tail + bytes(data[max(0, end - _SIZE_LINE) : end])
+        if end < _SIZE_LINE:  # the line may have begun in the read before: joined to it
+            line = self._chunk_tail + bytes(data[:end])
+        else:
+            line = bytes(data[end - _SIZE_LINE : end])
         self._chunk_tail = b""
         if not line.endswith(b"\r\n"):
             return False
