@@ -633,3 +633,58 @@ def test_send_file_streams_a_large_file_with_the_controllers_headers(
         assert got.header("content-type") == "application/octet-stream"
         head = conn.request("HEAD", "/f/big.bin")
         assert (head.header("content-length"), head.body) == (str(len(data)), b"")
+
+
+class _Transport:
+    """Just what HttpProtocol uses of a transport (for feeding it exact reads)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+
+def test_chunk_data_that_looks_like_size_lines_is_never_refused(echo_app: App) -> None:
+    """The on-sight check reads size lines back from the data: whatever the read boundaries,
+    chunk data full of huge hex "size lines" must not be taken for one."""
+    from plezi import Limits, ServerConfig
+    from plezi.server.server import Server
+
+    trap = b"\r\nfffffffffff\r\n1000000000000;x\r\n" * 3
+    body = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(trap), trap, len(trap) + 1, trap + b"\n")
+    request = request_bytes("POST", "/", {"Transfer-Encoding": "chunked"}) + body
+    server = Server(
+        echo_app, ServerConfig(port=0, bind="127.0.0.1", limits=Limits(max_body_size=1000))
+    )
+    for cut in range(1, len(request)):
+        for second in (cut, min(len(request), cut + 7)):
+            proto = HttpProtocol(server)
+            transport = _Transport()
+            proto.connection_made(transport)  # type: ignore[arg-type]
+            for piece in (request[:cut], request[cut:second], request[second:]):
+                if piece:
+                    proto.data_received(piece)
+            assert transport.out.startswith(b"HTTP/1.1 200 "), (cut, bytes(transport.out[:40]))
+            assert transport.out.endswith(b"%d" % (2 * len(trap) + 1))
