@@ -27,10 +27,11 @@ in order, in later turns (``loop.call_soon``); a read larger than ``_SLICE`` is 
 at a time, the rest kept in ``_rest`` until the requests parsed so far are answered. So a client
 pipelining thousands of requests gets them answered at full speed, but one turn at a time, and
 its unread replies never hold more than about ``write_high_water`` plus one turn's replies.
-The counter is never reset on the fast path: a connection that passes the budget only waits
-one turn, every ``_TURN_WORK`` of work. A large file (:class:`~plezi.http.static.FileReply`)
-is written a chunk at a time as the transport drains (``_pump``), and the requests after it
-wait for it.
+Each read starts a turn (the counter is set to 0: one store per read, and a client sending one
+request per read never waits); a read that passes the budget pauses reading, which also ends
+libuv's loop of reads on that socket for this iteration. A large file
+(:class:`~plezi.http.static.FileReply`) is written a chunk at a time as the transport drains
+(``_pump``), and the requests after it wait for it.
 
 A request that asks to close (``Connection: close``, HTTP/1.0 without keep-alive) is the last
 one read (``_no_more``); the connection closes once it is answered (``_close_after``), and bytes
@@ -104,8 +105,7 @@ access_log = logging.getLogger("plezi.access")
 IDLE, HEAD, BODY, BUSY = 0, 1, 2, 3
 #: A connection's work per loop turn (see the module docstring): each reply counts its size
 #: plus ``_REQUEST_WORK``, so a turn answers about 250 small requests (2 to 3 ms), or up to
-#: 64 KiB of replies, before the other connections get theirs. PERF: a connection that sends
-#: one request per read also pauses for one turn every 250 or so (a few microseconds each).
+#: 64 KiB of replies, before the other connections get theirs.
 _TURN_WORK = 64 * 1024
 _REQUEST_WORK = 128
 #: Reads larger than this are parsed a slice at a time (a slice holds at most a few hundred
@@ -333,6 +333,7 @@ class HttpProtocol(asyncio.Protocol):
         if len(data) > _SLICE:  # PERF: one comparison; a single request is never that long
             self._feed_slices(data)
             return
+        self._work = 0  # a read starts a turn (see the module docstring)
         self._last = self.server.now
         if self._no_more:
             return  # after a request that closes the connection, nothing more is read
@@ -428,11 +429,12 @@ class HttpProtocol(asyncio.Protocol):
         view = memoryview(data)
         start = 0
         end = len(data)
+        work = 0  # this turn's, over the slices (each one's call counts its own)
         try:
             while True:
                 if self._no_more or self.transport.is_closing():
                     return
-                if self._waiting is not None or self._write_paused or self._work > _TURN_WORK:
+                if self._waiting is not None or self._write_paused or work > _TURN_WORK:
                     if start < end:
                         self._rest = bytes(view[start:])  # at most one read
                     self._pause()
@@ -446,6 +448,7 @@ class HttpProtocol(asyncio.Protocol):
                 start += _SLICE
                 self._tail = bytes(view[start:]) if start < end else b""
                 self.data_received(piece)  # type: ignore[arg-type]
+                work += self._work
         finally:
             self._tail = b""
 
