@@ -52,6 +52,11 @@ def _size(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> int:
+    """A size, or ``0`` (off): ``--min-body-rate``."""
+    return 0 if text.strip() == "0" else _size(text)
+
+
 def _origins(text: str) -> list[str]:
     """``https://a.example,https://b.example`` -> one entry per origin."""
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -148,6 +153,14 @@ def build_parser(
         metavar="SECONDS",
         dest="keepalive_timeout",
         help="idle keep-alive timeout in seconds (default 40)",
+    )
+    g.add_argument(
+        "--min-body-rate",
+        type=_rate,
+        metavar="BYTES",
+        dest="min_body_rate",
+        help="bytes a second a request body must average after --header-timeout "
+        "(default 1k, 0: none; 408 below it)",
     )
     g.add_argument(
         "--header-timeout",

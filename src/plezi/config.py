@@ -29,6 +29,15 @@ class Limits:
     keepalive_timeout: float = 40.0
     #: Seconds a client has to send a whole request head (slowloris protection; HTTP 408).
     header_timeout: float = 10.0
+    #: Bytes per second a request body must average, counted from the request's first byte
+    #: after a grace of ``header_timeout`` (a slow body, like a slow head, holds a connection
+    #: forever otherwise; HTTP 408). ``0``: no minimum (a pause of ``header_timeout`` still
+    #: ends the request).
+    min_body_rate: int = 1 * KIB
+    #: Bytes of request bodies held in memory at once, all connections together (never less than
+    #: ``max_body_size``). A request whose ``Content-Length`` does not fit gets HTTP 503 before
+    #: it sends its body; a chunked body that goes past it, 503 as it arrives.
+    max_body_buffer: int = 256 * MIB
     #: Seconds of WebSocket silence before the server sends a ping (0 disables pings).
     ping_interval: float = 40.0
     #: Seconds to wait for any sign of life after a ping before closing with 1011.
@@ -51,9 +60,17 @@ class Limits:
         """Raise :class:`plezi.ConfigError` when a limit is out of range."""
         from .errors import ConfigError
 
-        for name in ("max_header_size", "max_body_size", "max_message_size", "max_outgoing_buffer"):
+        for name in (
+            "max_header_size",
+            "max_body_size",
+            "max_message_size",
+            "max_outgoing_buffer",
+            "max_body_buffer",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number of bytes")
+        if self.min_body_rate < 0:
+            raise ConfigError("min_body_rate must be >= 0 bytes per second (0: no minimum)")
         for name in ("keepalive_timeout", "header_timeout", "ping_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")

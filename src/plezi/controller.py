@@ -165,14 +165,16 @@ class Controller:
         response = file_response(path, content_type=content_type, request=self.request)
         if response is None:
             return False
-        own = self.response
-        own.status, own.body = response.status, response.body
-        # Names are sent in lower case: a header set here before (``Content-Type``, say) must
-        # be replaced, not sent twice.
-        replaced = {name.lower() for name in response.headers}
-        for name in [n for n in own.headers if n.lower() in replaced]:
-            del own.headers[name]
-        own.headers.update(response.headers)
+        # The file's response replaces ours (a large file is streamed from a FileResponse);
+        # headers and cookies set before stay, unless the file's own headers replace them
+        # (names are sent in lower case: ``Content-Type`` set before is replaced, not doubled).
+        own = self._pl_response
+        if own is not None:
+            replaced = {name.lower() for name in response.headers}
+            kept = {n: v for n, v in own.headers.items() if n.lower() not in replaced}
+            response.headers = {**kept, **response.headers}
+            response.cookies = own.cookies
+        self._pl_response = response
         return True
 
     # -- WebSocket and SSE ------------------------------------------------------------------

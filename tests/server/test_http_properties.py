@@ -287,6 +287,9 @@ class RecordingTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 40000) if name == "peername" else default
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass  # (this transport takes everything at once: it never calls pause_writing)
+
 
 class ErrorLog(logging.Handler):
     """Collects ERROR records of the ``plezi`` logger (a 500 or a crash would log one)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..app import App, Upgrade, error_reply
 from ..config import Limits, ServerConfig
+from ..http.static import FileReply
 from ..protocol.handshake import OriginPolicy
 from ..server.server import Server
 from .scope import BodyTooLarge, ClientGone, read_body, reply_messages, request_from_scope
@@ -154,9 +155,11 @@ class ASGIApp:
 
     async def _reply(self, request: Any) -> bytes | Upgrade:
         reply = self.app.handle(request)
-        if isinstance(reply, bytes | Upgrade):
-            return reply
-        return await reply
+        if not isinstance(reply, bytes | Upgrade):
+            reply = await reply
+        if isinstance(reply, FileReply):  # a large file: read here (this path does not stream)
+            return reply.whole()
+        return reply
 
     # -- WebSocket --------------------------------------------------------------------------
 

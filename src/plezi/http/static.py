@@ -9,6 +9,10 @@ puts it in front of an application's routes as an ordinary route whose pattern m
 paths that name a file, so every other request reaches the routes as if it were not there, and an
 application without a public folder pays nothing at all. The rules it enforces (no way out of the
 folder, no dotfiles, only regular files) are in ``docs/security.md``.
+
+A file (or range) larger than :data:`STREAM_ABOVE` is not read into memory: the response is a
+:class:`FileResponse`, which serializes to a :class:`FileReply` (the head, and the open file), and
+the server sends the file's bytes as the client reads them (``plezi.server.http``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from urllib.parse import unquote_to_bytes
 from ..controller import Controller
 from ..errors import ConfigError
 from ..routing import RoutePattern, normalize_path
+from ..server.throttle import LogThrottle
 from .response import Response
 
 if TYPE_CHECKING:
@@ -35,6 +40,9 @@ if TYPE_CHECKING:
     from .request import Request
 
 __all__ = [
+    "STREAM_ABOVE",
+    "FileReply",
+    "FileResponse",
     "PublicFiles",
     "PublicFolder",
     "PublicPattern",
@@ -59,6 +67,9 @@ _RANGE: Final = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.ASCII)
 _LOGGED_CHARS: Final = 200
 #: What :func:`_range` returns for a range past the end of the file (416).
 _UNSATISFIABLE: Final = (1, 0)
+#: Bodies (a whole file or a range) larger than this are streamed from the open file as the
+#: client reads them; smaller ones are read at once (one write, no bookkeeping).
+STREAM_ABOVE: Final = 64 * 1024
 
 
 def guess_type(path: str) -> str:
@@ -83,23 +94,27 @@ def file_response(
 
     Given the ``request`` (GET or HEAD), it may be ``304 Not Modified`` or, for a ``Range``, a
     ``206`` with those bytes or a ``416``. ``encoding`` (``"gzip"``) says the file holds the
-    compressed bytes of a resource whose type ``content_type`` gives. The file (or its range) is
-    read into memory: fine for a web page's assets, not meant for large downloads.
+    compressed bytes of a resource whose type ``content_type`` gives. A file (or range) of up to
+    :data:`STREAM_ABOVE` bytes is read into memory; a larger one gives a :class:`FileResponse`
+    that keeps the file open and is sent as the client reads it.
     """
     flags = _OPEN_FLAGS if follow_symlinks else _OPEN_FLAGS | _NOFOLLOW
     try:
         fd = os.open(path, flags)  # PERF/safety: O_NONBLOCK so a FIFO cannot block the loop
     except (OSError, ValueError):
         return None
+    response: Response | None = None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        return _respond(fd, st, content_type or guess_type(path), request, encoding)
+        response = _respond(fd, st, content_type or guess_type(path), request, encoding)
+        return response
     except OSError:
         return None
     finally:
-        os.close(fd)
+        if not isinstance(response, FileResponse):
+            os.close(fd)  # (a FileResponse owns it now)
 
 
 def _respond(
@@ -123,8 +138,7 @@ def _respond(
         if span is not None and method == "GET":
             return _partial(response, fd, st.st_size, span, ctype)
     headers["Content-Type"] = ctype
-    response.body = _read(fd, 0, st.st_size)
-    return response
+    return _with_body(response, fd, 0, st.st_size)
 
 
 def _partial(response: Response, fd: int, size: int, span: tuple[int, int], ctype: str) -> Response:
@@ -137,8 +151,19 @@ def _partial(response: Response, fd: int, size: int, span: tuple[int, int], ctyp
     response.status = 206
     response.headers["Content-Type"] = ctype
     response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    response.body = _read(fd, start, end + 1 - start)
-    return response
+    return _with_body(response, fd, start, end + 1 - start)
+
+
+def _with_body(response: Response, fd: int, offset: int, size: int) -> Response:
+    """``response`` with ``size`` bytes of ``fd`` from ``offset`` as its body: read now when
+    they are few, else a :class:`FileResponse` that takes ``fd`` over."""
+    if size <= STREAM_ABOVE:
+        response.body = _read(fd, offset, size)
+        return response
+    streamed = FileResponse(response.status)
+    streamed.headers = response.headers
+    streamed.file = (fd, offset, size)
+    return streamed
 
 
 def _read(fd: int, offset: int, size: int) -> bytes:
@@ -151,6 +176,85 @@ def _read(fd: int, offset: int, size: int) -> bytes:
         offset += len(chunk)
         size -= len(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class FileReply(bytes):
+    """A serialized response head whose body, ``size`` bytes from ``offset``, is still in the
+    open file ``fd``: the server writes the head, then the file in chunks as the client reads
+    (``plezi.server.http``). It owns ``fd``: :meth:`close` (also on garbage collection)."""
+
+    fd: int
+    offset: int
+    size: int
+
+    def __new__(cls, head: bytes, fd: int, offset: int, size: int) -> FileReply:
+        self = super().__new__(cls, head)
+        self.fd, self.offset, self.size = fd, offset, size
+        return self
+
+    def read(self, limit: int) -> bytes:
+        """The next at most ``limit`` bytes of the body; ``b""`` at its end, or when the file
+        has shrunk meanwhile (then :attr:`size` is still above 0: the response cannot be
+        completed)."""
+        if self.size <= 0 or self.fd < 0:
+            return b""
+        chunk = os.pread(self.fd, min(limit, self.size), self.offset)
+        self.offset += len(chunk)
+        self.size -= len(chunk)
+        return chunk
+
+    def whole(self) -> bytes:
+        """The head and the whole body in memory (for servers that do not stream it); closes."""
+        try:
+            return bytes(self) + _read(self.fd, self.offset, self.size)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the file (once)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class FileResponse(Response):
+    """A :class:`Response` whose body is a part of an open file (see :class:`FileReply`); it
+    owns the file until it is serialized."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, status: int = 200) -> None:
+        super().__init__(status)
+        #: ``(fd, offset, size)`` of the body, or ``None`` once handed over.
+        self.file: tuple[int, int, int] | None = None
+
+    def serialize(self, *, keep_alive: bool = True, head: bool = False) -> bytes:
+        """The head (``Content-Length`` the file part's size); a :class:`FileReply` carries the
+        file unless ``head`` (then the file is closed)."""
+        file, self.file = self.file, None
+        if file is not None and self.body:  # the controller set a body of its own after all
+            os.close(file[0])
+            file = None
+        if file is None:
+            return super().serialize(keep_alive=keep_alive, head=head)
+        fd, offset, size = file
+        empty = super().serialize(keep_alive=keep_alive, head=True)
+        # Serialized with no body, the head ends with a zero Content-Length: the file's instead.
+        zero = b"content-length: 0\r\n\r\n"
+        assert empty.endswith(zero)
+        start = empty[: -len(zero)] + b"content-length: %d\r\n\r\n" % size
+        if head:
+            os.close(fd)
+            return start
+        return FileReply(start, fd, offset, size)
+
+    def __del__(self) -> None:
+        file, self.file = self.file, None
+        if file is not None:
+            os.close(file[0])
 
 
 def etag_listed(header: str, etag: str) -> bool:
@@ -235,7 +339,7 @@ class PublicFolder:
       redirects to ``/dir/``, so the page's relative links resolve as they should.
     """
 
-    __slots__ = ("_prefix", "root")
+    __slots__ = ("_out_log", "_prefix", "root")
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         given = os.fspath(directory)
@@ -246,6 +350,8 @@ class PublicFolder:
         #: The folder's real path.
         self.root = real
         self._prefix = real if real.endswith(os.sep) else real + os.sep
+        #: "leads out of the folder" warnings: a client can ask for such a path in a loop.
+        self._out_log = LogThrottle()
 
     def __repr__(self) -> str:
         return f"PublicFolder({self.root!r})"
@@ -306,7 +412,12 @@ class PublicFolder:
             return None
         real = os.path.realpath(candidate)
         if not real.startswith(self._prefix):
-            log.warning("public folder: %s leads out of the folder; not served", _shown(path))
+            self._out_log.log(
+                log,
+                logging.WARNING,
+                "public folder: %s leads out of the folder; not served",
+                _shown(path),
+            )
             return None
         return real
 

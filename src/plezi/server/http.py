@@ -18,14 +18,44 @@ one read too: its ``200`` head is written after the replies before it, the trans
 :class:`~.sse.SseConnection`, and parsing stops there (``_Switched`` is raised out of the parser
 callback; requests pipelined behind it are dropped, unanswered).
 
+*Flow control and fair turns.* A connection's replies go to the transport, whose buffer past
+``Limits.write_high_water`` calls ``pause_writing``: reading stops until the client has read
+them (``resume_writing``), as for WebSockets. Each connection also gets a bounded amount of
+work per loop turn: every reply counts its size plus ``_REQUEST_WORK``, and once a turn's work
+passes ``_TURN_WORK`` the next requests wait in ``_waiting`` (reading paused) and are answered,
+in order, in later turns (``loop.call_soon``); a read larger than ``_SLICE`` is parsed a slice
+at a time, the rest kept in ``_rest`` until the requests parsed so far are answered. So a client
+pipelining thousands of requests gets them answered at full speed, but one turn at a time, and
+its unread replies never hold more than about ``write_high_water`` plus one turn's replies.
+Each read starts a turn (the counter is set to 0: one store per read, and a client sending one
+request per read never waits); a read that passes the budget pauses reading, which also ends
+libuv's loop of reads on that socket for this iteration. A large file
+(:class:`~plezi.http.static.FileReply`) is written a chunk at a time as the transport drains
+(``_pump``), and the requests after it wait for it.
+
 A request that asks to close (``Connection: close``, HTTP/1.0 without keep-alive) is the last
 one read (``_no_more``); the connection closes once it is answered (``_close_after``), and bytes
 after it are ignored (RFC 9112 section 9.6).
 
 ``_state`` drives the timeouts the server's reaper enforces: IDLE (waiting for a request:
 keep-alive timeout, counted from the last reply or read), HEAD (reading the request head:
-slowloris timeout, 408), BODY (reading the body: no byte for ``header_timeout`` -> 408), BUSY (a
-handler is running: no timeout).
+slowloris timeout, 408), BODY (reading the body: no byte for ``header_timeout`` -> 408, and
+after ``header_timeout`` from the request's first byte the body must average ``min_body_rate``
+bytes a second -> 408), BUSY (a handler is running: no timeout). In any state, a client that
+reads none of our replies for ``keepalive_timeout`` while we wait for it to (``pause_writing``)
+is cut.
+
+Request bodies are kept in memory, so their total across connections is bounded by
+``Limits.max_body_buffer``: a ``Content-Length`` is reserved when the head arrives (503 before
+the body is sent if it does not fit), a chunked body as it arrives; released when the request
+is handed to the application or the connection ends.
+
+Repeated header names are collected in ``_multi`` and joined once, when the head (or the
+trailers) is complete: joining them one at a time costs time quadratic in their number.
+
+When the connection ends (or is handed over to a WebSocket or an event stream), the parser is
+dropped: it holds our bound methods, and that cycle would keep the connection and its buffers
+(a whole request body) alive until the cyclic garbage collector ran.
 
 The head size limit is checked twice, each count a lower bound of the real size so that neither
 refuses a head within the limit: httptools' callbacks give the exact size of the request line and
@@ -51,14 +81,17 @@ import functools
 import logging
 import re
 from collections import deque
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from ..app import Reply, Upgrade, error_reply
 from ..http.request import Request
+from ..http.static import FileReply
 from ..protocol.handshake import OriginPolicy, handshake_response, is_upgrade_request
 from .sse import SseConnection, response_head
+from .throttle import LogThrottle
 from .websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -70,11 +103,26 @@ log = logging.getLogger("plezi")
 access_log = logging.getLogger("plezi.access")
 
 IDLE, HEAD, BODY, BUSY = 0, 1, 2, 3
+#: A connection's work per loop turn (see the module docstring): each reply counts its size
+#: plus ``_REQUEST_WORK``, so a turn answers about 250 small requests (2 to 3 ms), or up to
+#: 64 KiB of replies, before the other connections get theirs.
+_TURN_WORK = 64 * 1024
+_REQUEST_WORK = 128
+#: Reads larger than this are parsed a slice at a time (a slice holds at most a few hundred
+#: requests, the most that can wait parsed but unanswered).
+_SLICE = 16 * 1024
+#: A large file is written this much at a time, at most ``_FILE_TURN`` bytes per loop turn.
+_FILE_CHUNK = 64 * 1024
+_FILE_TURN = 256 * 1024
+#: The standard phrases an error's body carries (``docs/security.md``: nothing else leaks).
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Framing bytes every chunk may take on top of the allowance (see the module docstring): its
 #: two CRLFs and a size of up to 12 hex digits, so that even 1-byte chunks always pass.
 _CHUNK_FRAMING = 16
-#: A valid ``Host`` value (RFC 9110 section 7.2): an IP literal or a reg-name, then a port.
+#: The bytes a chunk size line is looked for in (``_chunk_too_large``): 48 hex digits or
+#: more, or long extensions, are left to the body's own count.
+_SIZE_LINE = 64
 #: Method names as ``str`` (PERF: no decode per request for the usual ones).
 _METHODS: dict[bytes, str] = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -100,10 +148,10 @@ def connection_cap(max_connections: int) -> int:
 
 
 _HEADER_NAMES: dict[bytes, str] = {}
-#: ``Server.now`` of the last "refused with 503" line (see ``_refuse_over_capacity``).
-_last_capacity_log = float("-inf")
 _HEADER_NAMES_MAX = 512
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+#: A valid ``Host`` value (RFC 9110 section 7.2): an IP literal or a reg-name, then a port
+#: (its range is checked apart: see ``_check_host``).
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
 
 
 class _Limit(Exception):
@@ -122,29 +170,41 @@ class HttpProtocol(asyncio.Protocol):
     """The HTTP side of a connection (see the module docstring)."""
 
     __slots__ = (
+        "__weakref__",
+        "_async",
         "_body",
         "_body_size",
+        "_chunk_at",
+        "_chunk_tail",
         "_chunks",
         "_close_after",
         "_completed",
         "_deferred",
+        "_file",
         "_framing",
         "_head_raw",
         "_head_size",
         "_headers",
         "_host",
         "_last",
+        "_multi",
         "_no_more",
         "_out",
         "_parser",
         "_paused",
+        "_reserved",
+        "_rest",
+        "_scheduled",
         "_started",
         "_state",
+        "_tail",
         "_upgrade",
         "_upgrade_rest",
         "_url",
         "_version",
         "_waiting",
+        "_work",
+        "_write_paused",
         "client",
         "server",
         "transport",
@@ -168,6 +228,10 @@ class HttpProtocol(asyncio.Protocol):
         #: Chunks of the current body, and the non-data bytes seen in reads wholly inside it.
         self._chunks = 0
         self._framing = 0
+        #: The body size when the open chunk's size line was read (-1: no chunk open), and the
+        #: last bytes of the previous read of a chunked body (see ``_chunk_too_large``).
+        self._chunk_at = -1
+        self._chunk_tail = b""
         #: Requests completed on this connection (tells whether a read spans two messages).
         self._completed = 0
         self._out: list[bytes] = []
@@ -183,6 +247,22 @@ class HttpProtocol(asyncio.Protocol):
         self._last = server.now
         self._started = server.now
         self.client: tuple[str, int] | None = None
+        #: This turn's work (see the module docstring), and whether a next turn is scheduled.
+        self._work = 0
+        self._scheduled = False
+        #: The transport's buffer is past ``write_high_water`` (the client is not reading).
+        self._write_paused = False
+        #: An ``async`` reply is being awaited; a large file is being sent.
+        self._async = False
+        self._file: FileReply | None = None
+        #: Bytes read but not parsed yet (a large read, cut short at the end of a turn), and
+        #: while a read is parsed slice by slice, what follows the current slice.
+        self._rest: bytes = b""
+        self._tail: bytes = b""
+        #: Repeated header names: every value, joined when the head is complete.
+        self._multi: dict[str, list[str]] | None = None
+        #: Bytes of ``Limits.max_body_buffer`` this connection holds for the current body.
+        self._reserved = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -195,28 +275,65 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse_over_capacity()
             return
         server.connections.add(self)
+        # Past this, ``pause_writing``: replies wait and reading stops (see the docstring).
+        self.transport.set_write_buffer_limits(high=server.limits.write_high_water)
 
     def _refuse_over_capacity(self) -> None:
         """503 and close: the server holds ``max_connections`` already (logged once a second
         at most, so that a flood of connections cannot flood the log too)."""
-        global _last_capacity_log
         self._no_more = True
-        now = self.server.now
-        if now - _last_capacity_log >= 1.0:
-            _last_capacity_log = now
-            log.warning(
-                "%s: refused with 503: %d connections open (max_connections)",
-                self.client[0] if self.client else "-",
-                len(self.server.connections),
-            )
+        self._throttle("capacity").log(
+            log,
+            logging.WARNING,
+            "%s: refused with 503: %d connections open (max_connections)",
+            self.client[0] if self.client else "-",
+            len(self.server.connections),
+        )
         self._write_and_close(error_reply(503, "Service Unavailable", keep_alive=False))
+
+    def _throttle(self, kind: str) -> LogThrottle:
+        """The server's throttle for one kind of refusal line (see :mod:`.throttle`)."""
+        throttles = self.server.log_throttles
+        throttle = throttles.get(kind)
+        if throttle is None:
+            throttle = throttles[kind] = LogThrottle()
+        return throttle
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._state = IDLE
         self._waiting = None
+        self._release_body()
+        self._drop_parser()
+        self._body = []
+        self._out.clear()
+        self._rest = self._tail = b""
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+    def _drop_parser(self) -> None:
+        """Break the cycle between us and the parser (it holds our bound methods), so that
+        the connection's memory returns as soon as the last reference goes."""
+        self._parser = None  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last = self.server.now  # the client reads: it is alive
+        if self._waiting is not None:
+            self._drain()
+        else:
+            self._resume_input()
 
     def data_received(self, data: bytes) -> None:
+        if len(data) > _SLICE:  # PERF: one comparison; a single request is never that long
+            self._feed_slices(data)
+            return
+        self._work = 0  # a read starts a turn (see the module docstring)
         self._last = self.server.now
         if self._no_more:
             return  # after a request that closes the connection, nothing more is read
@@ -227,7 +344,8 @@ class HttpProtocol(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._flush()
-            self._upgrade_ready(data[exc.args[0] :])
+            rest, self._tail = bytes(data[exc.args[0] :]) + self._tail, b""
+            self._upgrade_ready(rest)
             return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -266,7 +384,193 @@ class HttpProtocol(asyncio.Protocol):
                 if self._framing > allowance:
                     self._fail(413, "Content Too Large: chunk framing or extensions too large")
                     return
+            if self._chunk_at >= 0 and self._chunk_too_large(data):
+                return
+            if self._state == BODY and "transfer-encoding" in self._headers:
+                self._chunk_tail = bytes(data[-_SIZE_LINE:])
         self._flush()
+
+    def _chunk_too_large(self, data: bytes) -> bool:
+        """Refuse (413) a chunk whose announced size alone passes ``max_body_size``, as soon
+        as its size line is read, rather than once that much data has come.
+
+        httptools does not tell the size. But a chunk still open at the end of a read whose
+        size line came in this read ends this read with its data: the line ends where that
+        data starts, ``len(data) - d`` (``d``: the data received since ``on_chunk_header``). A
+        line that began in the read before is completed with that read's last bytes; a line
+        that is longer (long extensions) or a header that came in a read that also completed
+        an earlier request is left to the ``max_body_size`` count of the data itself. A chunk
+        whose line came in an earlier read gives a position at or before 0: ignored."""
+        at, self._chunk_at = self._chunk_at, -1
+        end = len(data) - (self._body_size - at)
+        if end <= 0:
+            return False
+        if end < _SIZE_LINE:  # the line may have begun in the read before: joined to it
+            line = self._chunk_tail + bytes(data[:end])
+        else:
+            line = bytes(data[end - _SIZE_LINE : end])
+        self._chunk_tail = b""
+        if not line.endswith(b"\r\n"):
+            return False
+        start = line.rfind(b"\r\n", 0, len(line) - 2)
+        if start < 0:
+            return False
+        digits = line[start + 2 : -2].partition(b";")[0].strip(b" \t")
+        try:
+            size = int(digits, 16)
+        except ValueError:
+            return False
+        if at + size <= self.server.limits.max_body_size:
+            return False
+        self._fail(413, f"Content Too Large: a chunk of {size} bytes announced")
+        return True
+
+    def _feed_slices(self, data: bytes) -> None:
+        """Parse a large read a slice at a time; stop (keeping the rest in ``_rest``, reading
+        paused) when this turn's work is done or replies must wait (see the module docstring).
+        """
+        view = memoryview(data)
+        start = 0
+        end = len(data)
+        work = 0  # this turn's, over the slices (each one's call counts its own)
+        try:
+            while True:
+                if self._no_more or self.transport.is_closing():
+                    return
+                if self._waiting is not None or self._write_paused or work > _TURN_WORK:
+                    if start < end:
+                        self._rest = bytes(view[start:])  # at most one read
+                    self._pause()
+                    if self._waiting is None and not self._write_paused:
+                        self._schedule()  # nothing else would resume this connection
+                    return
+                if start >= end:
+                    self._resume()
+                    return
+                piece = view[start : start + _SLICE]
+                start += _SLICE
+                self._tail = bytes(view[start:]) if start < end else b""
+                self.data_received(piece)  # type: ignore[arg-type]
+                work += self._work
+        finally:
+            self._tail = b""
+
+    def _resume_input(self) -> None:
+        """Nothing is waiting to be answered: parse what a turn left over, or read again
+        (not after the last request: an upgrade being decided keeps the bytes behind it)."""
+        if self._write_paused or self._no_more or self.transport.is_closing():
+            return
+        rest, self._rest = self._rest, b""
+        if rest:
+            self._feed_slices(rest)
+        else:
+            self._resume()
+
+    def _schedule(self) -> None:
+        """Continue in a later loop turn (once, however often asked)."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self._scheduled = False
+        self._work = 0
+        if self._waiting is not None:
+            self._drain()
+        else:
+            self._resume_input()
+
+    def _hold(self, request: Request) -> None:
+        """Queue a request whose turn has not come (its answer must wait for those before it,
+        or for the next loop turn); reading pauses meanwhile."""
+        if self._waiting is None:
+            self._waiting = deque()
+            self._schedule()
+        self._waiting.append(request)
+        self._pause()  # PERF/safety: one read's worth of requests queued at most
+
+    def _drain(self) -> None:
+        """Answer the queued requests in order, one turn's work at a time; what waited for
+        them (see ``_drained``) follows. Whatever else is in flight (an ``async`` reply, a file
+        being sent, a client that does not read) calls this again when it is done."""
+        if self._async or self._write_paused or self.transport.is_closing():
+            return
+        if self._file is not None:
+            self._pump()
+            return
+        waiting = self._waiting
+        if waiting is None:
+            return
+        handle = self.server.app.handle
+        while waiting and not self._close_after:
+            if self._work > _TURN_WORK:
+                self._flush()
+                self._schedule()
+                return
+            request = waiting.popleft()
+            reply = handle(request)
+            if type(reply) is bytes:
+                self._work += len(reply) + _REQUEST_WORK
+                self._answer(request, reply)
+            elif not self._answer_other(request, reply):
+                self._flush()
+                return  # an async reply, a file or an event stream: it goes on from there
+        self._flush()
+        self._waiting = None
+        self._drained()
+
+    def _answer_other(self, request: Request, reply: Any) -> bool:
+        """Answer with anything but plain bytes; ``False`` when the answer is not complete yet
+        (an ``async`` reply, a file being sent) or the connection is an event stream now."""
+        if isinstance(reply, FileReply):
+            self._answer(request, reply)
+            self._work += _REQUEST_WORK
+            self._file = reply
+            self._state = BUSY
+            if self._waiting is None:
+                self._waiting = deque()
+            self._schedule()  # sent from the next turn (never from inside a parser callback)
+            return False
+        if isinstance(reply, Upgrade):
+            self._answer(request, reply)
+            return not reply.sse
+        if self._waiting is None:
+            self._waiting = deque()
+        self._async = True
+        self.server.spawn(self._handle_async(request, reply))
+        return False
+
+    def _pump(self) -> None:
+        """Write the file being sent, a chunk at a time, while the transport takes it (at most
+        ``_FILE_TURN`` bytes a turn); then answer the requests that waited for it."""
+        file = self._file
+        assert file is not None
+        transport = self.transport
+        self._flush()  # its head, and the replies before it
+        sent = 0
+        while not self._write_paused:
+            if transport.is_closing():
+                return
+            if sent >= _FILE_TURN:
+                self._schedule()
+                return
+            chunk = file.read(_FILE_CHUNK)
+            if not chunk:
+                break
+            transport.write(chunk)
+            sent += len(chunk)
+        else:
+            return  # resume_writing goes on
+        self._file = None
+        file.close()
+        self._last = self.server.now
+        if self._state == BUSY:
+            self._state = IDLE
+        if file.size > 0:  # the file shrank meanwhile: the response cannot be completed
+            log.warning("a file shrank while it was being sent; connection closed")
+            transport.abort()
+            return
+        self._drain()
 
     # -- httptools callbacks ----------------------------------------------------------------
 
@@ -305,11 +609,31 @@ class HttpProtocol(asyncio.Protocol):
         if key in headers:
             if key == "host":  # RFC 9112 3.2: which one would a proxy in front have used?
                 raise _Limit(400, "Bad Request: more than one Host header")
-            text = headers[key] + ("; " if key == "cookie" else ", ") + text
+            # Collected, and joined once at the end of the head (or of the trailers).
+            multi = self._multi
+            if multi is None:
+                multi = self._multi = {}
+            values = multi.get(key)
+            if values is None:
+                multi[key] = [headers[key], text]
+            else:
+                values.append(text)
+            return
         headers[key] = text
+
+    def _join_repeated(self) -> None:
+        """Join the values of the repeated header names (RFC 9110 section 5.3: with commas;
+        ``Cookie`` with semicolons, RFC 6265 section 5.4)."""
+        multi, self._multi = self._multi, None
+        assert multi is not None
+        headers = self._headers
+        for key, values in multi.items():
+            headers[key] = ("; " if key == "cookie" else ", ").join(values)
 
     def on_headers_complete(self) -> None:
         self._state = BODY
+        if self._multi is not None:
+            self._join_repeated()
         headers = self._headers
         # PERF: get_http_version() formats a new string every time. Without a Connection or
         # Proxy-Connection header, llhttp keeps a request's connection alive only for HTTP/1.1
@@ -330,24 +654,26 @@ class HttpProtocol(asyncio.Protocol):
         if host is None or host != self._host or self._url[:1] != b"/":
             self._check_host(headers, version)
         length = headers.get("content-length")
-        if (
-            length is not None
-            and length.isdigit()
-            and int(length) > self.server.limits.max_body_size
-        ):
-            raise _Limit(413, "Content Too Large")  # before the client sends the body
+        if length is not None and length.isdigit() and length != "0":
+            # Before the client sends the body: too large, or more than memory has room for.
+            size = int(length)
+            if size > self.server.limits.max_body_size:
+                raise _Limit(413, "Content Too Large")
+            self._reserve(size)
         coding = headers.get("transfer-encoding")
-        if coding is not None and version == "1.0":
-            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
-            # framing (an HTTP/1.0 proxy in front would not have read it as chunked).
-            raise _Limit(400, "Bad Request: Transfer-Encoding in an HTTP/1.0 request")
-        if coding is not None and coding.strip().lower() != "chunked":
-            # RFC 9112 section 6: without "chunked" last the body has no reliable length (400);
-            # httptools accepts "gzip, chunked" but hands over the body still gzipped, and a
-            # coding the server does not decode is refused (501).
-            if coding.rpartition(",")[2].strip().lower() != "chunked":
-                raise _Limit(400, f"Bad Request: Transfer-Encoding {coding[:40]!r}")
-            raise _Limit(501, f"Not Implemented: Transfer-Encoding {coding[:40]!r}")
+        if coding is not None:
+            self._chunk_tail = b""
+            if version == "1.0":
+                # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+                # framing (an HTTP/1.0 proxy in front would not have read it as chunked).
+                raise _Limit(400, "Bad Request: Transfer-Encoding in an HTTP/1.0 request")
+            if coding.strip().lower() != "chunked":
+                # RFC 9112 section 6: without "chunked" last the body has no reliable length
+                # (400); httptools accepts "gzip, chunked" but hands over the body still
+                # gzipped, and a coding the server does not decode is refused (501).
+                if coding.rpartition(",")[2].strip().lower() != "chunked":
+                    raise _Limit(400, f"Bad Request: Transfer-Encoding {coding[:40]!r}")
+                raise _Limit(501, f"Not Implemented: Transfer-Encoding {coding[:40]!r}")
         if (
             "expect" in headers
             and version == "1.1"
@@ -373,20 +699,52 @@ class HttpProtocol(asyncio.Protocol):
                 raise _Limit(400, "Bad Request: no Host header")
             return
         value = host.strip(" \t")
-        if not _HOST.fullmatch(value):
+        match = _HOST.fullmatch(value)
+        if match is None:
             raise _Limit(400, "Bad Request: invalid Host header")
+        port = match.group(1)
+        if port and (len(port) > 5 or int(port) > 65535):
+            raise _Limit(400, "Bad Request: invalid port in the Host header")
         headers["host"] = value
         if value == host and self._url[:1] == b"/":
             self._host = value
 
     def on_chunk_header(self) -> None:
         self._chunks += 1
+        self._chunk_at = self._body_size  # (see ``_chunk_too_large``)
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_at = -1
+        # (the last chunk completes after the trailers, whose repeated names are joined here)
+        if self._multi is not None:
+            self._join_repeated()
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        if self._body_size > self.server.limits.max_body_size:
-            raise _Limit(413, "Content Too Large")
+        if self._body_size > self._reserved:  # a chunked body: reserved as it arrives
+            if self._body_size > self.server.limits.max_body_size:
+                raise _Limit(413, "Content Too Large")
+            self._reserve(self._body_size - self._reserved)
         self._body.append(body)
+
+    def _reserve(self, size: int) -> None:
+        """Count ``size`` more body bytes against ``Limits.max_body_buffer`` (503 past it)."""
+        server = self.server
+        limits = server.limits
+        if server.body_buffered + size > max(limits.max_body_buffer, limits.max_body_size):
+            raise _Limit(
+                503,
+                f"Service Unavailable: {server.body_buffered} bytes of request bodies in "
+                f"memory already, {size} more do not fit (max_body_buffer)",
+            )
+        server.body_buffered += size
+        self._reserved += size
+
+    def _release_body(self) -> None:
+        """Give this connection's share of ``max_body_buffer`` back."""
+        if self._reserved:
+            self.server.body_buffered -= self._reserved
+            self._reserved = 0
 
     def on_message_complete(self) -> None:
         self._completed += 1
@@ -398,22 +756,17 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not request.keep_alive:
             self._no_more = True
-        if self._waiting is not None:
-            self._waiting.append(request)
-            self._pause()  # PERF/safety: one read's worth of requests queued at most
+        if self._waiting is not None or self._work > _TURN_WORK:
+            self._hold(request)  # after the replies owed, or in the next turn
             return
         # PERF: `_handle` inlined: this is every request's path.
         reply = self.server.app.handle(request)
         # `type(...) is bytes` first: the common sync reply costs one identity check.
         if type(reply) is bytes:
+            self._work += len(reply) + _REQUEST_WORK
             self._answer(request, reply)
-        elif isinstance(reply, Upgrade):
-            self._answer(request, reply)
-            if reply.sse:
-                raise _Switched  # what the client sends after an SSE request is not parsed
-        else:
-            self._waiting = deque()
-            self.server.spawn(self._handle_async(request, reply))
+        elif not self._answer_other(request, reply) and isinstance(reply, Upgrade):
+            raise _Switched  # what the client sends after an SSE request is not parsed
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -424,6 +777,13 @@ class HttpProtocol(asyncio.Protocol):
             target = target.partition("#")[0]
         path, _, query = target.partition("?")
         body = self._body
+        if body:
+            # The chunks go with the request (the joined body is the application's now).
+            self._body = []
+            self._release_body()
+            data = body[0] if len(body) == 1 else b"".join(body)
+        else:
+            data = b""
         parser = self._parser
         method = parser.get_method()
         return Request(  # PERF: by position (see Request)
@@ -432,7 +792,7 @@ class HttpProtocol(asyncio.Protocol):
             path,
             query,
             self._headers,
-            (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
+            data,
             self._version,
             self.client,
             "http",
@@ -442,22 +802,18 @@ class HttpProtocol(asyncio.Protocol):
     async def _handle_async(self, request: Request, pending: Any) -> None:
         """Await an ``async`` reply, then answer the requests queued behind it, in order."""
         reply = await pending
-        while True:
-            if self.transport.is_closing():
-                return
+        self._async = False
+        if self.transport.is_closing():
+            if isinstance(reply, FileReply):
+                reply.close()
+            return
+        if type(reply) is bytes:
             self._answer(request, reply)
-            if isinstance(reply, Upgrade) and reply.sse:
-                return  # the requests queued behind it are dropped: see the module docstring
+        elif not self._answer_other(request, reply):
             self._flush()
-            waiting = self._waiting
-            if not waiting or self._close_after:
-                break
-            request = waiting.popleft()
-            reply = self.server.app.handle(request)
-            if not isinstance(reply, bytes | Upgrade):
-                reply = await reply
-        self._waiting = None
-        self._drained()
+            return  # (the requests queued behind an event stream are dropped: see above)
+        self._flush()
+        self._drain()
 
     def _drained(self) -> None:
         """The pending replies are sent: do what had to wait for them."""
@@ -471,7 +827,7 @@ class HttpProtocol(asyncio.Protocol):
         elif rest is not None:
             self._begin_upgrade(rest)
         else:
-            self._resume()
+            self._resume_input()
 
     def _answer(self, request: Request, reply: Reply) -> None:
         if not isinstance(reply, bytes):
@@ -509,11 +865,12 @@ class HttpProtocol(asyncio.Protocol):
     def _fail(self, status: int, message: str, *, level: int = logging.INFO) -> None:
         """Refuse the request being read with ``status``, after the replies still owed.
 
-        ``message`` goes to the log; the peer only sees its part before the first colon."""
+        ``message`` goes to the log; the peer only sees the status's standard phrase."""
         peer = self.client[0] if self.client else "-"
         log.log(level, "%s: %d %s", peer, status, message)
         self._no_more = True
-        reply = error_reply(status, message.split(":")[0], keep_alive=False)
+        self._release_body()
+        reply = error_reply(status, _PHRASES.get(status, "Error"), keep_alive=False)
         if self._waiting is not None:
             self._deferred = reply
             self._state = BUSY
@@ -574,12 +931,15 @@ class HttpProtocol(asyncio.Protocol):
         allowed = self.server.config.allowed_origins
         if allowed and not _origin_policy(tuple(allowed)).allows(headers.get("origin")):
             origin = headers.get("origin", "")
-            self._fail(
-                403,
-                f"Forbidden: WebSocket upgrade to {request.path[:200]!r} from Origin "
-                f"{origin[:200]!r} refused (not in allowed_origins)",
-                level=logging.WARNING,
+            self._throttle("origin").log(
+                log,
+                logging.WARNING,
+                "%s: 403 WebSocket upgrade to %r from Origin %r refused (not in allowed_origins)",
+                self.client[0] if self.client else "-",
+                request.path[:200],
+                origin[:200],
             )
+            self._fail(403, "Forbidden", level=logging.DEBUG)
             return False
         return True
 
@@ -645,6 +1005,7 @@ class HttpProtocol(asyncio.Protocol):
         controller; ``rest``: bytes read past the request, for the new protocol."""
         self.server.connections.discard(self)
         self._resume()
+        self._drop_parser()
         conn = kind(self.server, self.transport, upgrade.controller, upgrade.route)
         self.transport.set_protocol(conn)
         conn.start(rest)
@@ -674,6 +1035,16 @@ class HttpProtocol(asyncio.Protocol):
         """Close connections that are idle too long or send their request too slowly."""
         state = self._state
         limits = self.server.limits
+        if self._write_paused:
+            # Our replies wait for the client to read them; no progress for this long: cut.
+            if now - self._last > limits.keepalive_timeout:
+                log.info(
+                    "%s: the client read none of its replies in %.0fs; connection cut",
+                    self.client[0] if self.client else "-",
+                    limits.keepalive_timeout,
+                )
+                self.transport.abort()
+            return
         if state == IDLE:
             if now - self._last > limits.keepalive_timeout:
                 log.debug(
@@ -684,13 +1055,26 @@ class HttpProtocol(asyncio.Protocol):
         elif state == HEAD:
             if now - self._started > limits.header_timeout:
                 self._fail(408, "Request Timeout: request head too slow")
-        elif state == BODY and now - self._last > limits.header_timeout:
-            self._fail(408, "Request Timeout: request body stalled")
+        elif state == BODY and not self._paused:
+            if now - self._last > limits.header_timeout:
+                self._fail(408, "Request Timeout: request body stalled")
+                return
+            # A minimum average rate, from the request's first byte after a grace: else one
+            # byte every few seconds would hold the connection (and its slot) forever.
+            elapsed = now - self._started - limits.header_timeout
+            rate = limits.min_body_rate
+            if rate and elapsed > 0 and self._body_size < rate * elapsed:
+                self._fail(
+                    408,
+                    f"Request Timeout: request body too slow ({self._body_size} bytes in "
+                    f"{elapsed + limits.header_timeout:.0f}s; min_body_rate is {rate}/s)",
+                )
 
     def shutdown(self) -> None:
         """Server shutdown: close now if idle, else after the current reply."""
         if self._state == IDLE and not self._out and self._waiting is None:
             self.transport.close()
+            self._rest = b""
         else:
             self._close_after = True
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..config import ServerConfig
 from ..errors import ServerStartError
 from .http import HttpProtocol
+from .throttle import LogThrottle
 
 if TYPE_CHECKING:
     from ..app import App
@@ -56,6 +57,11 @@ class Server:
         #: Open WebSocket connections by serial number (``write_to`` looks them up here).
         self.websockets: dict[int, WebSocketConnection] = {}
         self.shutting_down = False
+        #: Bytes of request bodies held in memory, all connections together (bounded by
+        #: ``Limits.max_body_buffer``; see :mod:`.http`).
+        self.body_buffered = 0
+        #: Refusal lines a client can trigger at will, by kind: at most one a second each.
+        self.log_throttles: dict[str, LogThrottle] = {}
         #: Remove a Unix socket's path at shutdown (a cluster worker leaves it to its master).
         self.owns_socket_path = True
         #: A cluster worker's master: when it is gone (we were re-parented), shut down.
