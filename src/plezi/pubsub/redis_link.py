@@ -148,6 +148,12 @@ class Link(asyncio.Protocol):
 
     # -- ours -------------------------------------------------------------------------------
 
+    @property
+    def last_read(self) -> float:
+        """``time.monotonic()`` of the last read from Redis (of the connect if none since): the
+        last sign of life, where an outage that the health check found began at the latest."""
+        return self._last_read
+
     def write(self, data: bytes) -> None:
         """Send ``data`` (packed commands), unless the link is closed."""
         if not self.closed and self.transport is not None:
