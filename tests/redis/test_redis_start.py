@@ -36,40 +36,34 @@ def start(url: str, workers: int) -> subprocess.CompletedProcess[str]:
     )
 
 
-#: A broken URL, what the one line must say about it, and what must never be printed.
+_FIX_URL = "; fix the URL: redis://[[USER]:PASSWORD@]HOST:PORT/DB"
+_START_IT = "; start redis-server there or fix the host and port in the URL"
+
+#: A broken URL, and what its one line must say: what is wrong and what to do.
 CASES = {
     "wrong password": (
         "redis://:wrong@{addr}/0",
-        "Redis refused the credentials in the URL: check the password",
+        ["Redis refused the credentials in the URL", "; check the password"],
     ),
     "wrong user": (
         "redis://nobody:" + PASSWORD + "@{addr}/0",
-        "Redis refused the credentials in the URL: check the user name and password",
+        ["Redis refused the credentials in the URL", "; check the user name and password"],
     ),
     "no password": (
         "redis://{addr}/0",
-        "Redis wants a password: put it in the URL (redis://:PASSWORD@host:port/db)",
+        ["Redis wants a password; put it in the URL (redis://:PASSWORD@host:port/db)"],
     ),
-    "nobody listening": (
-        "redis://127.0.0.1:{free}/0",
-        "nothing answers there: start redis-server or fix the host and port in the URL",
-    ),
-    "unknown host": (
-        "redis://no-such-host.invalid:6379/0",
-        "nothing answers there: start redis-server or fix the host and port in the URL",
-    ),
-    "bad port": (
-        "redis://127.0.0.1:port/0",
-        "fix the URL: redis://[[USER]:PASSWORD@]HOST:PORT/DB",
-    ),
-    "bad scheme": ("http://{addr}/0", "fix the URL: redis://[[USER]:PASSWORD@]HOST:PORT/DB"),
+    "nobody listening": ("redis://127.0.0.1:{free}/0", ["Connection refused", _START_IT]),
+    "unknown host": ("redis://no-such-host.invalid:6379/0", [_START_IT]),
+    "bad port": ("redis://127.0.0.1:port/0", ["Port could not be cast", _FIX_URL]),
+    "bad scheme": ("http://{addr}/0", ["must specify one of the following schemes", _FIX_URL]),
     "bad option": (
         "redis://:" + PASSWORD + "@{addr}/0?no_such_option=1",
-        "fix the URL: unknown option",
+        ["unknown option 'no_such_option' in the URL; remove it"],
     ),
     "bad database": (
         "redis://:" + PASSWORD + "@{addr}/99",
-        "choose a database the server has (the number after the last / in the URL)",
+        ["DB index is out of range; choose a database the server has"],
     ),
 }
 
@@ -79,7 +73,7 @@ CASES = {
 def test_an_unusable_redis_is_one_line_before_listening(
     guarded, tmp_path, case: str, workers: int
 ) -> None:
-    template, advice = CASES[case]
+    template, expected = CASES[case]
     url = template.format(addr=f"127.0.0.1:{guarded.port}", free=RedisProcess(tmp_path).port)
     proc = start(url, workers)
     assert proc.returncode == 1, proc.stderr
@@ -87,7 +81,8 @@ def test_an_unusable_redis_is_one_line_before_listening(
     assert len(lines) == 1, proc.stderr  # no traceback, no "listening on", no worker started
     line = lines[0]
     assert line.startswith("plezi: cannot use Redis at "), line
-    assert advice in line, line
+    for part in expected:
+        assert part in line, line
     assert "wrong" not in line and PASSWORD not in line  # no password is ever printed
 
 

@@ -43,9 +43,10 @@ confirmed (a PING after them on the same connection answers last); every process
 other processes of its app (its peers), and any word from a peer proves the peer's
 subscriptions are live. After a reconnect, the queue (and whatever is published meanwhile,
 delivered here at once as during the outage) is held until every peer known before the outage
-has been heard from, or ``peer_wait`` seconds (``?peer_wait=``, 10 by default: the 5 s backoff
-cap plus a 5 s connection attempt) have passed; a peer still silent then is forgotten and the
-queue goes out without it. Presence messages bypass the hold (they are written at once, ahead of
+has been heard from, or ``peer_wait`` seconds have passed (``?peer_wait=``; by default two
+health check intervals, for a peer to notice a silent Redis, plus the 5 s backoff cap and a 5 s
+connection attempt: 40 s); a peer still silent then is forgotten and the queue goes out without
+it. Presence messages bypass the hold (they are written at once, ahead of
 the held ones), and cost nothing on the message path: their tag is tested only after the
 common ones.
 
@@ -166,36 +167,35 @@ def _what_to_do(url: str, exc: BaseException) -> str:
     """What went wrong with ``url`` and what to do about it, in one line (no password)."""
     import redis
 
-    reason = " ".join(str(exc).split()) or type(exc).__name__
+    reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     if isinstance(exc, redis.AuthenticationError):  # before ConnectionError: a subclass
         user, password = _credentials(url)
         if not user and not password:
-            return "Redis wants a password: put it in the URL (redis://:PASSWORD@host:port/db)"
+            return "Redis wants a password; put it in the URL (redis://:PASSWORD@host:port/db)"
         what = "the user name and password" if user else "the password"
-        return f"Redis refused the credentials in the URL: check {what} ({reason})"
+        return f"Redis refused the credentials in the URL ({reason}); check {what}"
     if isinstance(exc, redis.TimeoutError | TimeoutError):
         return (
-            f"no answer within {_CONNECT_TIMEOUT:g}s ({reason}): check that the URL points to a "
+            f"no answer within {_CONNECT_TIMEOUT:g}s ({reason}); check that the URL points to a "
             "running Redis (rediss:// only where it speaks TLS)"
         )
     if isinstance(exc, redis.ConnectionError | OSError):
         where = "socket path" if url.startswith("unix:") else "host and port"
-        return f"{reason}: nothing answers there: start redis-server or fix the {where} in the URL"
+        return f"{reason}; start redis-server there or fix the {where} in the URL"
     if isinstance(exc, redis.ResponseError) and "DB index" in reason:
         return (
-            f"{reason}: choose a database the server has (the number after the last / in the URL)"
+            f"{reason}; choose a database the server has (the number after the last / in the URL)"
         )
     if isinstance(exc, TypeError):  # redis-py passes unknown query options on as arguments
         name = re.search(r"argument '([^']*)'", reason)
         option = name.group(1) if name else reason
-        known = ", ".join(_OPTIONS)
         return (
-            f"fix the URL: unknown option {option!r} (plezi reads {known}; redis-py the "
-            "options of redis.from_url)"
+            f"unknown option {option!r} in the URL; remove it (plezi reads "
+            f"{' and '.join(_OPTIONS)}, redis-py the options of redis.from_url)"
         )
     if isinstance(exc, ValueError):
-        return f"{reason}: fix the URL: {_URL_FORM}"
-    return f"{reason}: check the URL and the Redis server's log"
+        return f"{reason}; fix the URL: {_URL_FORM}"
+    return f"{reason}; check the URL and the Redis server's log"
 
 
 def _start_error(url: str, exc: BaseException) -> RedisStartError:
@@ -243,7 +243,7 @@ class RedisEngine(Engine):
         *,
         max_backlog: int = 10_000,
         health_check_interval: float = 15.0,
-        peer_wait: float = 10.0,
+        peer_wait: float | None = None,
     ) -> None:
         super().__init__(sink)
         self.url, from_url = _split_url(url)
@@ -251,7 +251,11 @@ class RedisEngine(Engine):
         #: ``?health_check_interval=`` in the URL wins.
         self.health_check_interval = from_url.get("health_check_interval", health_check_interval)
         #: Seconds the queue is held after a reconnect for the other processes of the app to
-        #: resubscribe (``?peer_wait=`` in the URL wins).
+        #: resubscribe (``?peer_wait=`` in the URL wins). By default, as long as a peer may
+        #: need to notice a silent Redis (two health check intervals) and then reconnect (the
+        #: backoff cap plus one connection attempt).
+        if peer_wait is None:
+            peer_wait = 2 * self.health_check_interval + _BACKOFF[1] + _CONNECT_TIMEOUT
         self.peer_wait = from_url.get("peer_wait", peer_wait)
         self.prefix = f"{app_name}:"
         self._prefix_bytes = self.prefix.encode()
@@ -481,11 +485,11 @@ class RedisEngine(Engine):
         self._waiting = set(self._peers)
         self._hold_timer = self._loop.call_later(self.peer_wait, self._stop_waiting)
         log.info(
-            "holding %d queued message(s) until %d other server(s) of the app resubscribe "
-            "(%.1fs at most)",
-            len(self._queue) - self._sent,
-            len(self._waiting),
+            "waiting up to %.1fs for %d other server(s) of the app to resubscribe before "
+            "publishing through Redis (%d message(s) queued)",
             self.peer_wait,
+            len(self._waiting),
+            len(self._queue) - self._sent,
         )
 
     def _stop_waiting(self) -> None:
@@ -608,9 +612,11 @@ class RedisEngine(Engine):
             await self._close_connections()
             self._loop = None
             raise _start_error(self.url, exc) from exc
+        self._release("connected")
         log.info("pub/sub through Redis at %s (app_name %r)", _redact(self.url), self.prefix[:-1])
 
-    async def _connect(self, recovering: bool = False) -> None:
+    async def _connect(self) -> None:
+        """Open both links and subscribe; the caller then goes live or holds the queue."""
         import redis.asyncio as aioredis
 
         if self._pool is None:
@@ -644,10 +650,6 @@ class RedisEngine(Engine):
         self._connected = True
         self._since = time.time()
         self._sent = 0
-        if recovering:
-            self._hold()
-        else:
-            self._release("connected")
 
     def _link(self, on_reply: Callable[[Any], None], **events: Callable[[], None]) -> Link:
         return Link(
@@ -692,7 +694,7 @@ class RedisEngine(Engine):
             await self._close_connections()
             while not self._stopping:
                 try:
-                    await self._connect(recovering=True)
+                    await self._connect()
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - still down: try again later
@@ -709,6 +711,7 @@ class RedisEngine(Engine):
                     len(self._channels),
                     len(self._patterns),
                 )
+                self._hold()
                 return
         finally:
             self._recovery = None
