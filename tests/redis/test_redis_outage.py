@@ -195,3 +195,22 @@ def test_the_recovery_line_reports_the_whole_outage(redis, script, clients) -> N
     reported = float(found.group(1))
     # From the last answer Redis gave (at most an interval before the freeze) to the reconnect.
     assert outage - 0.15 <= reported <= outage + every + 3 * UNIT, (reported, outage)
+
+
+@pytest.mark.parametrize("protocol", ["2", "3"])
+def test_servers_of_an_app_know_each_other(redis, script, clients, protocol) -> None:
+    """The presence channel, in RESP2 and RESP3: servers learn of each other when they start and
+    forget one that stops; another app on the same Redis is not a peer."""
+    query = f"?protocol={protocol}"
+    pair = two_servers(redis, script, clients, query=query)
+    other = script(APP, "--redis", redis.url + query, env={"APP_NAME": "other"})
+    for server in (pair.s1, pair.s2):
+        wait_for(lambda s=server: status(s)["peers"] == 1, "the servers to know each other")
+    s3 = script(APP, "--redis", redis.url + query)
+    for server in (pair.s1, pair.s2, s3):
+        wait_for(lambda s=server: status(s)["peers"] == 2, "everyone to know the newcomer")
+    assert status(other)["peers"] == 0
+    code, _ = s3.stop()
+    assert code == 0
+    for server in (pair.s1, pair.s2):
+        wait_for(lambda s=server: status(s)["peers"] == 1, "the others to hear it leave")

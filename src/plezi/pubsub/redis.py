@@ -313,18 +313,13 @@ class RedisEngine(Engine):
     # -- publishing -------------------------------------------------------------------------
 
     def publish(self, message: Message) -> None:
-        if self._loop is None:
-            tag = _TEXT if message.is_text else _BINARY
-            self._publish_sync(self.prefix + message.channel, tag + message.payload)
+        # PERF: one test sends every case but the common one (connected, not holding) away:
+        # ``_live`` is false with no running loop too.
+        if not self._live:
+            self._publish_not_live(message)
             return
         if len(self._queue) >= self.max_backlog:
-            raise PubSubUnavailable(
-                f"Redis at {_redact(self.url)} {self._state()} and {self.max_backlog} messages "
-                "are already waiting: message not published"
-            )
-        if not self._live:
-            self._keep(message)
-            return
+            self._backlog_full()
         tag = _TEXT if message.is_text else _BINARY
         head = self._heads.get(message.channel)
         if head is None:
@@ -338,7 +333,24 @@ class RedisEngine(Engine):
             # leave together, in one write (cork).
             self._write_unsent()
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # live: a loop runs
+
+    def _publish_not_live(self, message: Message) -> None:
+        """No running server here (a script, a job): publish synchronously. Else Redis is down,
+        or the queue is held for the other servers: deliver here at once and queue marked."""
+        if self._loop is None:
+            tag = _TEXT if message.is_text else _BINARY
+            self._publish_sync(self.prefix + message.channel, tag + message.payload)
+            return
+        if len(self._queue) >= self.max_backlog:
+            self._backlog_full()
+        self._keep(message)
+
+    def _backlog_full(self) -> None:
+        raise PubSubUnavailable(
+            f"Redis at {_redact(self.url)} {self._state()} and {self.max_backlog} messages "
+            "are already waiting: message not published"
+        )
 
     def _state(self) -> str:
         if not self._connected:
@@ -348,8 +360,8 @@ class RedisEngine(Engine):
         return "is not keeping up"
 
     def _keep(self, message: Message) -> None:
-        """Redis is down (or the queue is held for peers): deliver ``message`` here at once, in
-        publish order, and queue it marked, so that this process skips it when it comes back."""
+        """Deliver ``message`` here at once, in publish order, and queue it marked, so that this
+        process skips it when Redis brings it back."""
         tag = (_TEXT_SEEN if message.is_text else _BINARY_SEEN) + self._token
         head = self._heads.get(message.channel) or self._head(message.channel)
         payload = message.payload
