@@ -173,6 +173,27 @@ def test_a_server_that_stopped_is_not_waited_for_and_a_vanished_one_only_so_long
     assert "1 server(s) of the app did not resubscribe within 1.0s" in err
 
 
+def test_a_server_killed_before_the_outage_is_not_waited_for(redis, script, clients) -> None:
+    """Servers repeat their presence every health check interval: one killed without a word
+    is forgotten three intervals later, and an outage after that does not wait for it
+    (``peer_wait`` is 10.6 s here)."""
+    pair = two_servers(redis, script, clients, query=f"?health_check_interval={EVERY}")
+    s1, s2, b = pair.s1, pair.s2, pair.b
+    wait_for(lambda: status(s2)["peers"] == 1, "s2 to know s1")
+    s1.stop(signal.SIGKILL)
+    wait_for(lambda: status(s2)["peers"] == 0, "s2 to forget s1")
+    redis.kill()
+    both_down(s2)
+    b.send("alone")
+    assert_next(b, "alone")
+    redis.start()
+    wait_for(lambda: status(s2)["connected"] and status(s2)["queued"] == 0, "the flush", 5.0)
+    b.send("after")
+    assert_next(b, "after")
+    code, err = s2.stop()
+    assert code == 0 and "did not resubscribe" not in err
+
+
 def test_the_recovery_line_reports_the_whole_outage(redis, script, clients) -> None:
     """A frozen Redis is noticed an interval or two after it went silent; the recovery line
     must count from the silence, not from when it was noticed."""

@@ -39,16 +39,17 @@ the loss is noticed are delivered here then, and marked the same way before they
 another server has resubscribed never reaches that server. Every process subscribes to the app's
 presence channel, and announces itself there (``hello``) once all its subscriptions are
 confirmed (a PING after them on the same connection answers last); every process that hears a
-``hello`` answers ``here``, and a process that stops says ``bye``. So each process knows the
-other processes of its app (its peers), and any word from a peer proves the peer's
-subscriptions are live. After a reconnect, the queue (and whatever is published meanwhile,
-delivered here at once as during the outage) is held until every peer known before the outage
-has been heard from, or ``peer_wait`` seconds have passed (``?peer_wait=``; by default two
-health check intervals, for a peer to notice a silent Redis, plus the 5 s backoff cap and a 5 s
-connection attempt: 40 s); a peer still silent then is forgotten and the queue goes out without
-it. Presence messages bypass the hold (they are written at once, ahead of
-the held ones), and cost nothing on the message path: their tag is tested only after the
-common ones.
+``hello`` answers ``here``, every process repeats ``here`` every health check interval, and a
+process that stops says ``bye``. So each process knows the other processes of its app (its
+peers; one silent for three intervals is forgotten: it was killed without a word), and any word
+from a peer proves the peer's subscriptions are live. After a reconnect, the queue (and whatever
+is published meanwhile, delivered here at once as during the outage) is held until every peer
+heard from in the three intervals before the outage has been heard from again, or ``peer_wait``
+seconds have passed (``?peer_wait=``; by default two health check intervals, for a peer to
+notice a silent Redis, plus the 5 s backoff cap and a 5 s connection attempt: 40 s); a peer
+still silent then is forgotten and the queue goes out without it. Presence messages bypass the
+hold (they are written at once, ahead of the held ones), and cost nothing on the message path:
+their tag is tested only after the common ones.
 
 *Payloads.* Redis carries bytes; plezi prefixes what it publishes with ``\\x00plz:t`` (text) or
 ``\\x00plz:b`` (binary), so binary messages stay binary (``\\x00plz:T``/``\\x00plz:B`` plus a
@@ -287,13 +288,19 @@ class RedisEngine(Engine):
         self._outages = 0
         self._sync_client: Any = None
         self._stopping = False
-        #: The other processes of this app (their tokens), known through the presence channel.
-        self._peers: set[str] = set()
+        #: The other processes of this app (their tokens), known through the presence channel,
+        #: and when each was last heard from (``time.monotonic()``).
+        self._peers: dict[str, float] = {}
+        #: ``time.monotonic()`` when the current outage began.
+        self._down_at = 0.0
+        self._beat_timer: asyncio.TimerHandle | None = None
         #: The peers not heard from since the reconnect, while the queue is held for them.
         self._waiting: set[str] = set()
         self._hold_timer: asyncio.TimerHandle | None = None
-        #: The presence channel's subscription is confirmed on the current connection.
+        #: The presence channel's subscription is confirmed on the current connection, and so
+        #: were all the others since (this process announced itself): presence messages go out.
         self._presence = False
+        self._announced = False
         self._presence_remote = self._remote(_PRESENCE, False)
 
     # -- names on Redis ---------------------------------------------------------------------
@@ -458,7 +465,7 @@ class RedisEngine(Engine):
     def _publish_presence(self, verb: bytes) -> None:
         """Publish ``verb`` on the presence channel now, ahead of anything held or unsent."""
         pub = self._pub
-        if pub is None or not self._connected or not self._presence:
+        if pub is None or not self._connected or not self._announced:
             return
         data = _PRESENCE_TAG + verb + b" " + self._token
         entry = pack_command(b"PUBLISH", self._presence_remote, data)
@@ -473,9 +480,9 @@ class RedisEngine(Engine):
             return
         token = raw.decode(errors="replace")
         if verb == b"bye":
-            self._peers.discard(token)
+            self._peers.pop(token, None)
         elif verb == b"hello" or verb == b"here":
-            self._peers.add(token)
+            self._peers[token] = time.monotonic()
             if verb == b"hello":  # a newcomer, or a peer back from an outage: we are here
                 self._publish_presence(b"here")
         else:
@@ -490,6 +497,11 @@ class RedisEngine(Engine):
     def _hold(self) -> None:
         """Just reconnected after an outage: hold the queue until every peer known before it
         has been heard from, ``peer_wait`` seconds at most."""
+        if self.health_check_interval > 0:
+            # Peers repeat ``here`` every interval: one silent for three before the outage
+            # was gone already (killed without a ``bye``), and is not waited for.
+            cutoff = self._down_at - 3 * self.health_check_interval
+            self._peers = {t: seen for t, seen in self._peers.items() if seen >= cutoff}
         if not self._peers or self.peer_wait <= 0:
             self._release("no other server of the app was known")
             return
@@ -512,7 +524,8 @@ class RedisEngine(Engine):
             len(missing),
             self.peer_wait,
         )
-        self._peers -= missing
+        for token in missing:
+            self._peers.pop(token, None)
         self._release(f"without {len(missing)} server(s)")
 
     def _cancel_hold(self) -> None:
@@ -605,9 +618,22 @@ class RedisEngine(Engine):
             if kind != b"pong":
                 return
             reply = name  # RESP2 answers a PING on a subscribed connection with an array
-        if reply == _RESUBSCRIBED and self._connected:
+        if reply == _RESUBSCRIBED and self._connected and self._presence:
             # Every subscription sent before the PING is confirmed: announce ourselves.
+            self._announced = True
             self._publish_presence(b"hello")
+
+    def _beat(self) -> None:
+        """Every health check interval: say ``here`` (so that a peer killed without a ``bye``
+        is forgotten by the others), and forget the peers silent for three intervals."""
+        assert self._loop is not None
+        interval = self.health_check_interval
+        self._beat_timer = self._loop.call_later(interval, self._beat)
+        if self._live:
+            self._publish_presence(b"here")
+            cutoff = time.monotonic() - 3 * interval
+            for token in [t for t, seen in self._peers.items() if seen < cutoff]:
+                del self._peers[token]
 
     def _on_read_end(self) -> None:
         # The messages of one read went out as one batch per topic: fan it out now.
@@ -625,6 +651,8 @@ class RedisEngine(Engine):
             self._loop = None
             raise _start_error(self.url, exc) from exc
         self._release("connected")
+        if self.health_check_interval > 0:
+            self._beat_timer = self._loop.call_later(self.health_check_interval, self._beat)
         log.info("pub/sub through Redis at %s (app_name %r)", _redact(self.url), self.prefix[:-1])
 
     async def _connect(self) -> None:
@@ -650,7 +678,7 @@ class RedisEngine(Engine):
             self._pool, self._link(self._on_message, on_read_end=self._on_read_end)
         )
         self._sub = sub
-        self._presence = False
+        self._presence = self._announced = False
         commands = [pack_command(b"SUBSCRIBE", self._presence_remote)]
         commands.append(pack_command(b"PSUBSCRIBE", self._direct_pattern))
         commands += [pack_command(b"SUBSCRIBE", self._remote(c, False)) for c in self._channels]
@@ -685,6 +713,7 @@ class RedisEngine(Engine):
             # Silent, not closed: the outage began when Redis last answered, on either link.
             last = max(other.last_read for other in (self._pub, self._sub) if other is not None)
             self._since = now - max(0.0, time.monotonic() - last)
+        self._down_at = time.monotonic() - (now - self._since)
         self._outages += 1
         log.error("lost the connection to Redis at %s (%s); reconnecting", _redact(self.url), exc)
         self._take_back_unanswered()
@@ -739,6 +768,9 @@ class RedisEngine(Engine):
             while self._queue and self._connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
         self._cancel_hold()
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+            self._beat_timer = None
         recovery = self._recovery
         if recovery is not None:
             recovery.cancel()
