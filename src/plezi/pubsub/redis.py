@@ -495,8 +495,8 @@ class RedisEngine(Engine):
                 self._release("every server seen before the outage has resubscribed")
 
     def _hold(self) -> None:
-        """Just reconnected after an outage: hold the queue until every peer known before it
-        has been heard from, ``peer_wait`` seconds at most."""
+        """Just reconnected after an outage: hold the queue until every peer heard from in the
+        three intervals before it has been heard from again, ``peer_wait`` seconds at most."""
         if self.health_check_interval > 0:
             # Peers repeat ``here`` every interval: one silent for three before the outage
             # was gone already (killed without a ``bye``), and is not waited for.
