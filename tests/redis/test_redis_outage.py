@@ -141,6 +141,40 @@ def test_a_servers_own_subscribers_get_its_messages_at_once_and_once(
         assert_next(ws, "marker")
 
 
+def test_a_silent_redis_does_not_delay_local_delivery_until_it_is_noticed(
+    redis, script, clients
+) -> None:
+    """A frozen Redis is noticed by the health check in one to two intervals (10 to 20 s here);
+    a PUBLISH unanswered for half a second already makes the server deliver to its own
+    subscribers at once. When Redis answers again, the copies it brings back are skipped and
+    the other server gets everything, in order, once."""
+    pair = two_servers(redis, script, clients, query="?health_check_interval=10")
+    s1, a, b = pair.s1, pair.a, pair.b
+    c, _ = join(s1, clients)
+    sync(a, [a, b, c], "warm-c")
+    redis.freeze()
+    sent = ["m1", "m2", "m3"]
+    a.send("m1")  # written to the frozen Redis: unanswered
+    # Well before the check could notice anything (10 s at least):
+    for ws in (a, c):
+        assert ws.recv(timeout=5 * UNIT) == "m1"
+    a.send("m2")
+    c.send("m3")
+    for ws in (a, c):
+        assert [ws.recv(timeout=5 * UNIT) for _ in range(2)] == sent[1:]
+    assert status(s1)["connected"]  # not an outage (yet): Redis only stopped answering
+    redis.thaw()
+    assert recv_all(b, 3) == sent
+    wait_for(lambda: status(s1)["queued"] == 0, "s1 to publish what it kept")
+    a.send("marker")
+    for ws in (a, b, c):
+        assert_next(ws, "marker")
+    assert status(s1)["outages"] == 0
+    code, err = s1.stop()
+    assert code == 0
+    assert "has not answered for" in err and "answers again" in err
+
+
 def test_a_server_that_stopped_is_not_waited_for_and_a_vanished_one_only_so_long(
     redis, script, clients
 ) -> None:

@@ -75,6 +75,7 @@ import hiredis
 from ..errors import PleziError
 from .engine import Engine, Sink
 from .message import Message
+from .patterns import compile_glob
 from .redis_link import Link, open_link, pack_command
 
 __all__ = ["PubSubUnavailable", "RedisEngine", "RedisStartError", "check_redis"]
@@ -96,6 +97,9 @@ _RESUBSCRIBED = b"plz:resubscribed"
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\^"})
 #: Seconds a connection attempt (and the start check) may take.
 _CONNECT_TIMEOUT = 5.0
+#: Seconds between two looks at the oldest unanswered PUBLISH: one unanswered across two looks
+#: (0.5 to 1 s) means Redis has stopped answering, long before the health check gives up.
+_STALL_TICK = 0.5
 #: The reconnection backoff: first delay and cap, in seconds.
 _BACKOFF = (0.1, 5.0)
 #: plezi's own URL options (not passed to redis-py), and what a valid value means.
@@ -121,6 +125,16 @@ def _decode(data: bytes) -> tuple[bytes, bool]:
     except UnicodeDecodeError:
         return data, False
     return data, True
+
+
+def _message_key(reply: Any) -> tuple[bytes, bytes] | None:
+    """``(channel, data)`` of a ``message`` or ``pmessage`` reply, else ``None``."""
+    if isinstance(reply, list):
+        if len(reply) == 3 and reply[0] == b"message":
+            return reply[1], reply[2]
+        if len(reply) == 4 and reply[0] == b"pmessage":
+            return reply[2], reply[3]
+    return None
 
 
 def _credentials(url: str) -> tuple[str, str]:
@@ -297,6 +311,17 @@ class RedisEngine(Engine):
         #: The peers not heard from since the reconnect, while the queue is held for them.
         self._waiting: set[str] = set()
         self._hold_timer: asyncio.TimerHandle | None = None
+        #: Redis has not answered a PUBLISH for a while (a stall, maybe an outage not noticed
+        #: yet): what is published is delivered here at once, as during an outage.
+        self._stalled = False
+        #: How many of the unanswered messages at the head of the queue were delivered here
+        #: during a stall; and how many copies of each ((channel, data) on Redis) Redis may still
+        #: bring back, to be skipped (unmarked: they were written before the stall was seen).
+        self._early = 0
+        self._expected: dict[tuple[bytes, bytes], int] = {}
+        self._stall_head: bytes | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._idle_ticks = 0
         #: The presence channel's subscription is confirmed on the current connection, and so
         #: were all the others since (this process announced itself): presence messages go out.
         self._presence = False
@@ -442,7 +467,7 @@ class RedisEngine(Engine):
             return
         reader = hiredis.Reader()
         kept = []
-        for _ in range(sent):
+        for i in range(sent):
             entry = queue.popleft()
             reader.feed(entry)
             _, channel, data = reader.gets()
@@ -452,13 +477,133 @@ class RedisEngine(Engine):
             if head in (_TEXT, _BINARY):
                 is_text = head == _TEXT
                 payload = data[6:]
-                name = channel[len(self._prefix_bytes) :].decode(errors="replace")
-                self._deliver_here(Message(name, payload, is_text))
+                if i >= self._early:  # not delivered here during a stall already
+                    self._deliver_here(Message(self._name(channel), payload, is_text))
                 tag = (_TEXT_SEEN if is_text else _BINARY_SEEN) + self._token
                 entry = pack_command(b"PUBLISH", channel, tag + payload)
             kept.append(entry)
         queue.extendleft(reversed(kept))
         self._sent = 0
+
+    def _name(self, channel: bytes) -> str:
+        return channel[len(self._prefix_bytes) :].decode(errors="replace")
+
+    # -- a stall: Redis has stopped answering, before the health check says so ---------------
+
+    def _tick(self) -> None:
+        """Every :data:`_STALL_TICK`: a stall begins when the same PUBLISH is still unanswered;
+        copies still expected a while after the stall ended will not come."""
+        assert self._loop is not None
+        self._stall_timer = self._loop.call_later(_STALL_TICK, self._tick)
+        head = self._queue[0] if self._sent else None
+        if head is not None and head is self._stall_head and self._live:
+            self._stall()
+        self._stall_head = head
+        if self._expected and not self._stalled and not self._early:
+            self._idle_ticks += 1
+            if self._idle_ticks >= 2:  # every early one answered a tick ago and more
+                self._forget_expected()
+
+    def _stall(self) -> None:
+        """Deliver here the messages Redis has not answered, as an outage would (they are
+        remembered: Redis may still bring them back, unmarked), and keep what is published
+        until Redis answers again."""
+        assert self._pub is not None and self._sub is not None
+        self._stalled = True
+        self._live = False
+        reader = hiredis.Reader()
+        expected = self._expected
+        for entry in itertools.islice(self._queue, self._early, self._sent):
+            reader.feed(entry)
+            _, channel, data = reader.gets()
+            head = data[:6]
+            if head not in (_TEXT, _BINARY):
+                continue  # presence
+            name = self._name(channel)
+            self._deliver_here(Message(name, data[6:], head == _TEXT))
+            copies = self._copies(name)
+            if copies:
+                expected[channel, data] = expected.get((channel, data), 0) + copies
+        self._early = self._sent
+        self._idle_ticks = 0
+        if expected:
+            self._sub.on_reply = self._on_message_expecting
+        self._pub.on_reply = self._on_publish_reply_stalled
+        log.warning(
+            "Redis at %s has not answered for %.1fs: delivering what is published here at once "
+            "until it does",
+            _redact(self.url),
+            _STALL_TICK,
+        )
+
+    def _copies(self, name: str) -> int:
+        """How many copies of a message on ``name`` Redis sends this process (one per
+        subscription of this process that matches it)."""
+        copies = 1 if name in self._channels else 0
+        return copies + sum(1 for p in self._patterns if compile_glob(p)(name))
+
+    def _on_publish_reply_stalled(self, reply: Any) -> None:
+        """The publishing link's replies while some were delivered here early: Redis answers
+        again (the stall ends), and a refused one will not come back."""
+        if reply.__class__ is not int and not isinstance(reply, Exception):
+            return
+        if self._sent == 0:
+            log.warning("unexpected reply from Redis on the publishing connection: %r", reply)
+            return
+        entry = self._queue.popleft()
+        self._sent -= 1
+        if self._early:
+            self._early -= 1
+            if isinstance(reply, Exception):
+                self._forget_one(entry)
+        if isinstance(reply, Exception):
+            log.error("Redis refused to publish a message: %s", reply)
+        if self._stalled:
+            self._stalled = False
+            log.warning("Redis at %s answers again", _redact(self.url))
+            self._release("Redis answers again")
+        if not self._early and self._pub is not None:
+            self._pub.on_reply = self._on_publish_reply
+
+    def _forget_one(self, entry: bytes) -> None:
+        reader = hiredis.Reader()
+        reader.feed(entry)
+        _, channel, data = reader.gets()
+        key = (channel, data)
+        left = self._expected.get(key, 0) - self._copies(self._name(channel))
+        if left > 0:
+            self._expected[key] = left
+        else:
+            self._expected.pop(key, None)
+
+    def _on_message_expecting(self, reply: Any) -> None:
+        """The subscribing link's replies while copies of messages delivered here during a
+        stall may still come: those are skipped, the rest handled as usual."""
+        key = _message_key(reply)
+        left = self._expected.get(key, 0) if key is not None else 0
+        if not left:
+            self._on_message(reply)
+            return
+        assert key is not None
+        if left > 1:
+            self._expected[key] = left - 1
+            return
+        del self._expected[key]
+        if not self._expected:
+            self._forget_expected()
+
+    def _forget_expected(self) -> None:
+        self._expected.clear()
+        self._idle_ticks = 0
+        if self._sub is not None:
+            self._sub.on_reply = self._on_message
+
+    def _end_stall(self) -> None:
+        """The connection is lost (its replacement starts clean)."""
+        self._stalled = False
+        self._early = 0
+        self._stall_head = None
+        self._forget_expected()
 
     # -- presence: who else is there, and holding the queue for them -------------------------
 
@@ -653,6 +798,7 @@ class RedisEngine(Engine):
         self._release("connected")
         if self.health_check_interval > 0:
             self._beat_timer = self._loop.call_later(self.health_check_interval, self._beat)
+        self._stall_timer = self._loop.call_later(_STALL_TICK, self._tick)
         log.info("pub/sub through Redis at %s (app_name %r)", _redact(self.url), self.prefix[:-1])
 
     async def _connect(self) -> None:
@@ -717,6 +863,7 @@ class RedisEngine(Engine):
         self._outages += 1
         log.error("lost the connection to Redis at %s (%s); reconnecting", _redact(self.url), exc)
         self._take_back_unanswered()
+        self._end_stall()
         assert self._loop is not None
         self._recovery = self._loop.create_task(self._recover())
 
@@ -768,9 +915,10 @@ class RedisEngine(Engine):
             while self._queue and self._connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
         self._cancel_hold()
-        if self._beat_timer is not None:
-            self._beat_timer.cancel()
-            self._beat_timer = None
+        for timer in (self._beat_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._beat_timer = self._stall_timer = None
         recovery = self._recovery
         if recovery is not None:
             recovery.cancel()
