@@ -35,6 +35,15 @@ disables it), as redis-py's option of that name is.
 when Redis brings it back this process skips it. Messages written to Redis but unanswered when
 the loss is noticed are delivered here then, and marked the same way before they are resent.
 
+*A stall.* A silent Redis takes the health check one to two intervals to notice; local
+subscribers do not wait that long. Twice a second (:data:`_STALL_TICK`) a timer looks at the
+oldest unanswered PUBLISH: still the same one means Redis has stopped answering. The unanswered
+messages are then delivered here, and what is published next is handled as in an outage. Those
+were written unmarked, so if Redis answers again the copies it sends back (one per subscription
+of this process that matches, counted) are skipped, by a variant of the message callback that
+is swapped in only while copies are expected; what was kept is then published. No work is
+added per message on the common path.
+
 *After an outage: who is waited for.* Redis keeps nothing, so a queued message published before
 another server has resubscribed never reaches that server. Every process subscribes to the app's
 presence channel, and announces itself there (``hello``) once all its subscriptions are
