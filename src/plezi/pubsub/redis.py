@@ -109,6 +109,8 @@ _CONNECT_TIMEOUT = 5.0
 #: Seconds between two looks at the oldest unanswered PUBLISH: one unanswered across two looks
 #: (0.5 to 1 s) means Redis has stopped answering, long before the health check gives up.
 _STALL_TICK = 0.5
+#: Seconds before a stall is confirmed, after one more poll of the sockets.
+_LAST_CHANCE = 0.01
 #: The reconnection backoff: first delay and cap, in seconds.
 _BACKOFF = (0.1, 5.0)
 #: plezi's own URL options (not passed to redis-py), and what a valid value means.
@@ -506,12 +508,18 @@ class RedisEngine(Engine):
         self._stall_timer = self._loop.call_later(_STALL_TICK, self._tick)
         head = self._queue[0] if self._sent else None
         if head is not None and head is self._stall_head and self._live:
-            self._stall()
+            # One more poll first: a loop that was blocked (timers run before it polls) may
+            # hold the answer unread.
+            self._loop.call_later(_LAST_CHANCE, self._confirm_stall, head)
         self._stall_head = head
         if self._expected and not self._stalled and not self._early:
             self._idle_ticks += 1
             if self._idle_ticks >= 2:  # every early one answered a tick ago and more
                 self._forget_expected()
+
+    def _confirm_stall(self, head: bytes) -> None:
+        if self._live and self._sent and self._queue[0] is head:
+            self._stall()
 
     def _stall(self) -> None:
         """Deliver here the messages Redis has not answered, as an outage would (they are
