@@ -535,7 +535,7 @@ class RedisEngine(Engine):
             _, channel, data = reader.gets()
             head = data[:6]
             if head not in (_TEXT, _BINARY):
-                continue  # presence
+                continue  # presence, or marked: delivered here when it was published
             name = self._name(channel)
             self._deliver_here(Message(name, data[6:], head == _TEXT))
             copies = self._copies(name)
