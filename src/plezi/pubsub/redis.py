@@ -8,10 +8,11 @@ talks to Redis itself. Channels on Redis are namespaced by ``plezi.app_name``
 
 *Receiving.* One SUBSCRIBE/PSUBSCRIBE connection per process, subscribed to exactly the channels
 and patterns that have local subscribers (the registry announces first and last subscribers),
-plus one pattern for the connections of this process (``write_to``). Each message therefore
-reaches each process once, and the hub fans it out locally. Every message of one socket read is
-delivered at once and the batch flushed at the end of the read (:mod:`.redis_link`), so a burst
-from Redis costs one write per subscriber and topic, as a burst read from a WebSocket does.
+plus one pattern for the connections of this process (``write_to``) and the app's presence
+channel (below). Each message therefore reaches each process once, and the hub fans it out
+locally. Every message of one socket read is delivered at once and the batch flushed at the end
+of the read (:mod:`.redis_link`), so a burst from Redis costs one write per subscriber and topic,
+as a burst read from a WebSocket does.
 
 *Publishing.* ``publish`` never blocks the loop: it packs the PUBLISH command and queues it; what
 was queued in one loop iteration goes out in one write on a second connection, and each entry
@@ -21,16 +22,48 @@ after recovery; past that, ``publish`` raises :class:`PubSubUnavailable`. A proc
 running server publishes synchronously.
 
 *Faults.* A lost connection is logged, the state (``plezi.pubsub_status()``) says so, and the
-engine reconnects with exponential backoff (0.1 s doubling to 5 s), resubscribes everything, logs
-the recovery and flushes the queue. HTTP and WebSocket serving never wait on Redis. A Redis that
-goes silent without closing the connection is found by the links' health check (a PING after
-``health_check_interval`` quiet seconds, 15 by default, unanswered for as long again: see
-:mod:`.redis_link`), and the same path follows. The interval can be set in the URL
-(``?health_check_interval=5``; ``0`` disables it), as redis-py's option of that name is.
+engine reconnects with exponential backoff (0.1 s doubling to 5 s), resubscribes everything and
+logs the recovery with the length of the whole outage. HTTP and WebSocket serving never wait on
+Redis. A Redis that goes silent without closing the connection is found by the links' health
+check (a PING after ``health_check_interval`` quiet seconds, 15 by default, unanswered for as
+long again: see :mod:`.redis_link`), and the same path follows; that outage is counted from the
+last answer Redis gave. The interval can be set in the URL (``?health_check_interval=5``; ``0``
+disables it), as redis-py's option of that name is.
+
+*During an outage* a message published here is delivered to this process's subscribers at once
+(as the memory engine would) and queued with a mark: its tag carries this process's token, and
+when Redis brings it back this process skips it. Messages written to Redis but unanswered when
+the loss is noticed are delivered here then, and marked the same way before they are resent.
+
+*A stall.* A silent Redis takes the health check one to two intervals to notice; local
+subscribers do not wait that long. Twice a second (:data:`_STALL_TICK`) a timer looks at the
+oldest unanswered PUBLISH: still the same one means Redis has stopped answering. The unanswered
+messages are then delivered here, and what is published next is handled as in an outage. Those
+were written unmarked, so if Redis answers again the copies it sends back (one per subscription
+of this process that matches, counted) are skipped, by a variant of the message callback that
+is swapped in only while copies are expected; what was kept is then published. No work is
+added per message on the common path.
+
+*After an outage: who is waited for.* Redis keeps nothing, so a queued message published before
+another server has resubscribed never reaches that server. Every process subscribes to the app's
+presence channel, and announces itself there (``hello``) once all its subscriptions are
+confirmed (a PING after them on the same connection answers last); every process that hears a
+``hello`` answers ``here``, every process repeats ``here`` every health check interval, and a
+process that stops says ``bye``. So each process knows the other processes of its app (its
+peers; one silent for three intervals is forgotten: it was killed without a word), and any word
+from a peer proves the peer's subscriptions are live. After a reconnect, the queue (and whatever
+is published meanwhile, delivered here at once as during the outage) is held until every peer
+heard from in the three intervals before the outage has been heard from again, or ``peer_wait``
+seconds have passed (``?peer_wait=``; by default two health check intervals, for a peer to
+notice a silent Redis, plus the 5 s backoff cap and a 5 s connection attempt: 40 s); a peer
+still silent then is forgotten and the queue goes out without it. Presence messages bypass the
+hold (they are written at once, ahead of the held ones), and cost nothing on the message path:
+their tag is tested only after the common ones.
 
 *Payloads.* Redis carries bytes; plezi prefixes what it publishes with ``\\x00plz:t`` (text) or
-``\\x00plz:b`` (binary), so binary messages stay binary. Messages published by other tools (no
-prefix) are text when they are valid UTF-8, else binary.
+``\\x00plz:b`` (binary), so binary messages stay binary (``\\x00plz:T``/``\\x00plz:B`` plus a
+token: already delivered by that process; ``\\x00plz:p``: presence). Messages published by
+other tools (no prefix) are text when they are valid UTF-8, else binary.
 """
 
 from __future__ import annotations
@@ -39,15 +72,19 @@ import asyncio
 import itertools
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
+
+import hiredis
 
 from ..errors import PleziError
 from .engine import Engine, Sink
 from .message import Message
+from .patterns import compile_glob
 from .redis_link import Link, open_link, pack_command
 
 __all__ = ["PubSubUnavailable", "RedisEngine", "RedisStartError", "check_redis"]
@@ -56,7 +93,32 @@ log = logging.getLogger("plezi")
 
 _TEXT = b"\x00plz:t"
 _BINARY = b"\x00plz:b"
+#: Tags of a message that its publisher delivered to its own subscribers during an outage; the
+#: publisher's token follows, and that process skips the message when Redis brings it back.
+_TEXT_SEEN = b"\x00plz:T"
+_BINARY_SEEN = b"\x00plz:B"
+#: Tag of a presence message (``hello``, ``here`` or ``bye``, a space, the process token).
+_PRESENCE_TAG = b"\x00plz:p"
+#: The app's presence channel (under the app prefix), which every process subscribes to.
+_PRESENCE = "\x00plz:servers"
+#: The argument of the PING sent after the subscriptions: its answer comes after theirs.
+_RESUBSCRIBED = b"plz:resubscribed"
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\^"})
+#: Seconds a connection attempt (and the start check) may take.
+_CONNECT_TIMEOUT = 5.0
+#: Seconds between two looks at the oldest unanswered PUBLISH: one unanswered across two looks
+#: (0.5 to 1 s) means Redis has stopped answering, long before the health check gives up.
+_STALL_TICK = 0.5
+#: Seconds before a stall is confirmed, after one more poll of the sockets.
+_LAST_CHANCE = 0.01
+#: The reconnection backoff: first delay and cap, in seconds.
+_BACKOFF = (0.1, 5.0)
+#: plezi's own URL options (not passed to redis-py), and what a valid value means.
+_OPTIONS = {
+    "health_check_interval": "a number of seconds >= 0 (0: no check)",
+    "peer_wait": "a number of seconds >= 0 (0: do not wait for other servers)",
+}
+_URL_FORM = "redis://[[USER]:PASSWORD@]HOST:PORT/DB (rediss:// for TLS, unix:///PATH for a socket)"
 
 
 class PubSubUnavailable(PleziError, ConnectionError):
@@ -68,16 +130,28 @@ class RedisStartError(PleziError, ConnectionError):
 
 
 def _decode(data: bytes) -> tuple[bytes, bool]:
-    head = data[:6]
-    if head == _TEXT:
-        return data[6:], True
-    if head == _BINARY:
-        return data[6:], False
+    """A message published by another tool: text when it is valid UTF-8."""
     try:
         data.decode()
     except UnicodeDecodeError:
         return data, False
     return data, True
+
+
+def _message_key(reply: Any) -> tuple[bytes, bytes] | None:
+    """``(channel, data)`` of a ``message`` or ``pmessage`` reply, else ``None``."""
+    if isinstance(reply, list):
+        if len(reply) == 3 and reply[0] == b"message":
+            return reply[1], reply[2]
+        if len(reply) == 4 and reply[0] == b"pmessage":
+            return reply[2], reply[3]
+    return None
+
+
+def _credentials(url: str) -> tuple[str, str]:
+    """The user name and password in ``url`` (empty when absent)."""
+    parts = urlsplit(url)
+    return parts.username or "", parts.password or ""
 
 
 def _redact(url: str) -> str:
@@ -90,45 +164,95 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user + ':***' if user else '***'}@{host}"
 
 
-def _split_url(url: str) -> tuple[str, float | None]:
-    """``url`` without its ``health_check_interval`` query option, and the option's value in
-    seconds (``None`` when absent). The engine checks health itself (redis-py would also take
-    the option, but only in whole seconds). Raises ``ValueError`` for a value that is not a
-    number of seconds >= 0."""
+def _split_url(url: str) -> tuple[str, dict[str, float]]:
+    """``url`` without plezi's own query options (:data:`_OPTIONS`), and their values in
+    seconds. The engine checks health itself (redis-py would also take
+    ``health_check_interval``, but only in whole seconds). Raises ``ValueError`` for a value
+    that is not a number of seconds >= 0."""
     base, _, query = url.partition("?")
-    if "health_check_interval" not in query:
-        return url, None
-    kept, found = [], []
+    if not any(name in query for name in _OPTIONS):
+        return url, {}
+    kept, found = [], {}
     for part in query.split("&"):
         pairs = parse_qsl(part, keep_blank_values=True)
-        if pairs and pairs[0][0] == "health_check_interval":
-            found.append(pairs[0][1])
+        if pairs and pairs[0][0] in _OPTIONS:
+            name, value = pairs[0]
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds < math.inf:
+                raise ValueError(f"{name} must be {_OPTIONS[name]}")
+            found[name] = seconds
         else:
             kept.append(part)
-    try:
-        seconds = float(found[0]) if found else None
-    except ValueError:
-        seconds = -1.0
-    if seconds is not None and not (0 <= seconds < math.inf):
-        raise ValueError("health_check_interval must be a number of seconds >= 0 (0: no check)")
-    return base + "?" + "&".join(kept) if kept else base, seconds
+    return (base + "?" + "&".join(kept) if kept else base), found
+
+
+def _what_to_do(url: str, exc: BaseException) -> str:
+    """What went wrong with ``url`` and what to do about it, in one line (no password)."""
+    import redis
+
+    reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    if isinstance(exc, redis.AuthenticationError):  # before ConnectionError: a subclass
+        user, password = _credentials(url)
+        if not user and not password:
+            return "Redis wants a password; put it in the URL (redis://:PASSWORD@host:port/db)"
+        what = "the user name and password" if user else "the password"
+        return f"Redis refused the credentials in the URL ({reason}); check {what}"
+    if isinstance(exc, redis.TimeoutError | TimeoutError):
+        return (
+            f"no answer within {_CONNECT_TIMEOUT:g}s ({reason}); check that the URL points to a "
+            "running Redis (rediss:// only where it speaks TLS)"
+        )
+    if isinstance(exc, redis.ConnectionError | OSError):
+        where = "socket path" if url.startswith("unix:") else "host and port"
+        return f"{reason}; start redis-server there or fix the {where} in the URL"
+    if isinstance(exc, redis.ResponseError) and "DB index" in reason:
+        return (
+            f"{reason}; choose a database the server has (the number after the last / in the URL)"
+        )
+    if isinstance(exc, TypeError):  # redis-py passes unknown query options on as arguments
+        name = re.search(r"argument '([^']*)'", reason)
+        option = name.group(1) if name else reason
+        return (
+            f"unknown option {option!r} in the URL; remove it (plezi reads "
+            f"{' and '.join(_OPTIONS)}, redis-py the options of redis.from_url)"
+        )
+    if isinstance(exc, ValueError):
+        return f"{reason}; fix the URL: {_URL_FORM}"
+    return f"{reason}; check the URL and the Redis server's log"
+
+
+def _start_error(url: str, exc: BaseException) -> RedisStartError:
+    text = _what_to_do(url, exc)
+    password = _credentials(url)[1]
+    if password:  # never printed, even if a library quoted it
+        text = text.replace(password, "***")
+    return RedisStartError(f"cannot use Redis at {_redact(url)}: {text}")
 
 
 def check_redis(url: str) -> None:
-    """Connect once and PING, or raise :class:`RedisStartError` saying why (a wrong URL, a
-    refused password, nobody listening, a bad option): called before the server announces
-    itself."""
+    """Connect once and PING, or raise :class:`RedisStartError` saying why and what to do (a
+    wrong URL, a refused password, nobody listening, a bad option): called before the server
+    announces itself, by the master before it starts workers."""
     import redis
 
     try:
         url = _split_url(url)[0]
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        # RESP2 unless the URL says otherwise, as the engine connects.
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=_CONNECT_TIMEOUT,
+            protocol=2,
+        )
         try:
             client.ping()
         finally:
             client.close()
-    except (redis.RedisError, ValueError, OSError) as exc:
-        raise RedisStartError(f"cannot use Redis at {_redact(url)}: {exc}") from exc
+    except (redis.RedisError, ValueError, TypeError, OSError) as exc:
+        raise _start_error(url, exc) from exc
 
 
 class RedisEngine(Engine):
@@ -145,15 +269,24 @@ class RedisEngine(Engine):
         *,
         max_backlog: int = 10_000,
         health_check_interval: float = 15.0,
+        peer_wait: float | None = None,
     ) -> None:
         super().__init__(sink)
         self.url, from_url = _split_url(url)
         #: Seconds of silence before a link PINGs Redis, and then waits for an answer (0: never);
         #: ``?health_check_interval=`` in the URL wins.
-        self.health_check_interval = health_check_interval if from_url is None else from_url
+        self.health_check_interval = from_url.get("health_check_interval", health_check_interval)
+        #: Seconds the queue is held after a reconnect for the other processes of the app to
+        #: resubscribe (``?peer_wait=`` in the URL wins). By default, as long as a peer may
+        #: need to notice a silent Redis (two health check intervals) and then reconnect (the
+        #: backoff cap plus one connection attempt).
+        if peer_wait is None:
+            peer_wait = 2 * self.health_check_interval + _BACKOFF[1] + _CONNECT_TIMEOUT
+        self.peer_wait = from_url.get("peer_wait", peer_wait)
         self.prefix = f"{app_name}:"
         self._prefix_bytes = self.prefix.encode()
         self.process_token = process_token
+        self._token = process_token.encode()
         self.max_backlog = max_backlog
         self._channels: set[str] = set()
         self._patterns: set[str] = set()
@@ -170,10 +303,41 @@ class RedisEngine(Engine):
         self._sub: Link | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._connected = False
+        #: Connected and not holding the queue for peers: messages go to Redis as published.
+        #: Otherwise they are delivered here at once and queued marked (see the module doc).
+        self._live = False
+        #: When the current state began: connected since, or the outage since (wall clock).
         self._since = time.time()
+        #: When the current outage was noticed (wall clock).
+        self._noticed = self._since
         self._outages = 0
         self._sync_client: Any = None
         self._stopping = False
+        #: The other processes of this app (their tokens), known through the presence channel,
+        #: and when each was last heard from (``time.monotonic()``).
+        self._peers: dict[str, float] = {}
+        #: ``time.monotonic()`` when the current outage began.
+        self._down_at = 0.0
+        self._beat_timer: asyncio.TimerHandle | None = None
+        #: The peers not heard from since the reconnect, while the queue is held for them.
+        self._waiting: set[str] = set()
+        self._hold_timer: asyncio.TimerHandle | None = None
+        #: Redis has not answered a PUBLISH for a while (a stall, maybe an outage not noticed
+        #: yet): what is published is delivered here at once, as during an outage.
+        self._stalled = False
+        #: How many of the unanswered messages at the head of the queue were delivered here
+        #: during a stall; and how many copies of each ((channel, data) on Redis) Redis may still
+        #: bring back, to be skipped (unmarked: they were written before the stall was seen).
+        self._early = 0
+        self._expected: dict[tuple[bytes, bytes], int] = {}
+        self._stall_head: bytes | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._idle_ticks = 0
+        #: The presence channel's subscription is confirmed on the current connection, and so
+        #: were all the others since (this process announced itself): presence messages go out.
+        self._presence = False
+        self._announced = False
+        self._presence_remote = self._remote(_PRESENCE, False)
 
     # -- names on Redis ---------------------------------------------------------------------
 
@@ -192,29 +356,66 @@ class RedisEngine(Engine):
     # -- publishing -------------------------------------------------------------------------
 
     def publish(self, message: Message) -> None:
-        tag = _TEXT if message.is_text else _BINARY
-        if self._loop is None:
-            self._publish_sync(self.prefix + message.channel, tag + message.payload)
+        # PERF: one test sends every case but the common one (connected, not holding) away:
+        # ``_live`` is false with no running loop too.
+        if not self._live:
+            self._publish_not_live(message)
             return
         if len(self._queue) >= self.max_backlog:
-            state = "is not keeping up" if self._connected else "is unreachable"
-            raise PubSubUnavailable(
-                f"Redis at {_redact(self.url)} {state} and {self.max_backlog} messages "
-                "are already waiting: message not published"
-            )
+            self._backlog_full()
+        tag = _TEXT if message.is_text else _BINARY
         head = self._heads.get(message.channel)
         if head is None:
             head = self._head(message.channel)
         payload = message.payload
         self._queue.append(b"%s$%d\r\n%s%s\r\n" % (head, len(tag) + len(payload), tag, payload))
-        if not self._flush_pending and self._connected:
+        if not self._flush_pending:
             # PERF: the first message of a loop iteration leaves at once: at the end of the
             # iteration it could wait behind a fan-out of milliseconds (measured: +8 ms at the
             # median under a steady load). Those published after it in the same iteration
             # leave together, in one write (cork).
             self._write_unsent()
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # live: a loop runs
+
+    def _publish_not_live(self, message: Message) -> None:
+        """No running server here (a script, a job): publish synchronously. Else Redis is down,
+        or the queue is held for the other servers: deliver here at once and queue marked."""
+        if self._loop is None:
+            tag = _TEXT if message.is_text else _BINARY
+            self._publish_sync(self.prefix + message.channel, tag + message.payload)
+            return
+        if len(self._queue) >= self.max_backlog:
+            self._backlog_full()
+        self._keep(message)
+
+    def _backlog_full(self) -> None:
+        raise PubSubUnavailable(
+            f"Redis at {_redact(self.url)} {self._state()} and {self.max_backlog} messages "
+            "are already waiting: message not published"
+        )
+
+    def _state(self) -> str:
+        if not self._connected:
+            return "is unreachable"
+        if self._waiting:
+            return "is back but other servers have not resubscribed yet"
+        return "is not keeping up"
+
+    def _keep(self, message: Message) -> None:
+        """Deliver ``message`` here at once, in publish order, and queue it marked, so that this
+        process skips it when Redis brings it back."""
+        tag = (_TEXT_SEEN if message.is_text else _BINARY_SEEN) + self._token
+        head = self._heads.get(message.channel) or self._head(message.channel)
+        payload = message.payload
+        self._queue.append(b"%s$%d\r\n%s%s\r\n" % (head, len(tag) + len(payload), tag, payload))
+        self._deliver_here(message)
+
+    def _deliver_here(self, message: Message) -> None:
+        try:
+            self.sink.deliver(message)
+        except Exception:
+            log.exception("error delivering a message published during a Redis outage")
 
     def _head(self, channel: str) -> bytes:
         if len(self._heads) >= 1024:  # bounded: channel names may be unique (direct writes)
@@ -234,7 +435,7 @@ class RedisEngine(Engine):
     def _write_unsent(self) -> None:
         """Write every queued message not yet written (one write)."""
         pub, queue, sent = self._pub, self._queue, self._sent
-        if pub is None or pub.paused or not self._connected or sent >= len(queue):
+        if pub is None or pub.paused or not self._live or sent >= len(queue):
             return
         if sent == 0 and len(queue) == 1:
             pub.write(queue[0])
@@ -268,6 +469,242 @@ class RedisEngine(Engine):
             where = _redact(self.url)
             raise PubSubUnavailable(f"cannot publish to Redis at {where}: {exc}") from exc
 
+    def _take_back_unanswered(self) -> None:
+        """The connection is lost: the messages written but unanswered are delivered here now
+        (they were published before anything queued since, so the order holds) and marked for
+        the resend; presence messages belonged to the lost connection and are dropped."""
+        queue, sent = self._queue, self._sent
+        if not sent:
+            return
+        reader = hiredis.Reader()
+        kept = []
+        for i in range(sent):
+            entry = queue.popleft()
+            reader.feed(entry)
+            _, channel, data = reader.gets()
+            head = data[:6]
+            if head == _PRESENCE_TAG:
+                continue
+            if head in (_TEXT, _BINARY):
+                is_text = head == _TEXT
+                payload = data[6:]
+                if i >= self._early:  # not delivered here during a stall already
+                    self._deliver_here(Message(self._name(channel), payload, is_text))
+                tag = (_TEXT_SEEN if is_text else _BINARY_SEEN) + self._token
+                entry = pack_command(b"PUBLISH", channel, tag + payload)
+            kept.append(entry)
+        queue.extendleft(reversed(kept))
+        self._sent = 0
+
+    def _name(self, channel: bytes) -> str:
+        return channel[len(self._prefix_bytes) :].decode(errors="replace")
+
+    # -- a stall: Redis has stopped answering, before the health check says so ---------------
+
+    def _tick(self) -> None:
+        """Every :data:`_STALL_TICK`: a stall begins when the same PUBLISH is still unanswered;
+        copies still expected a while after the stall ended will not come."""
+        assert self._loop is not None
+        self._stall_timer = self._loop.call_later(_STALL_TICK, self._tick)
+        head = self._queue[0] if self._sent else None
+        if head is not None and head is self._stall_head and self._live:
+            # One more poll first: a loop that was blocked (timers run before it polls) may
+            # hold the answer unread.
+            self._loop.call_later(_LAST_CHANCE, self._confirm_stall, head)
+        self._stall_head = head
+        if self._expected and not self._stalled and not self._early:
+            self._idle_ticks += 1
+            if self._idle_ticks >= 2:  # every early one answered a tick ago and more
+                self._forget_expected()
+
+    def _confirm_stall(self, head: bytes) -> None:
+        if self._live and self._sent and self._queue[0] is head:
+            self._stall()
+
+    def _stall(self) -> None:
+        """Deliver here the messages Redis has not answered, as an outage would (they are
+        remembered: Redis may still bring them back, unmarked), and keep what is published
+        until Redis answers again."""
+        assert self._pub is not None and self._sub is not None
+        self._stalled = True
+        self._live = False
+        reader = hiredis.Reader()
+        expected = self._expected
+        for entry in itertools.islice(self._queue, self._early, self._sent):
+            reader.feed(entry)
+            _, channel, data = reader.gets()
+            head = data[:6]
+            if head not in (_TEXT, _BINARY):
+                continue  # presence, or marked: delivered here when it was published
+            name = self._name(channel)
+            self._deliver_here(Message(name, data[6:], head == _TEXT))
+            copies = self._copies(name)
+            if copies:
+                expected[channel, data] = expected.get((channel, data), 0) + copies
+        self._early = self._sent
+        self._idle_ticks = 0
+        if expected:
+            self._sub.on_reply = self._on_message_expecting
+        self._pub.on_reply = self._on_publish_reply_stalled
+        log.warning(
+            "Redis at %s has not answered for %.1fs: delivering what is published here at once "
+            "until it does",
+            _redact(self.url),
+            _STALL_TICK,
+        )
+
+    def _copies(self, name: str) -> int:
+        """How many copies of a message on ``name`` Redis sends this process (one per
+        subscription of this process that matches it)."""
+        copies = 1 if name in self._channels else 0
+        return copies + sum(1 for p in self._patterns if compile_glob(p)(name))
+
+    def _on_publish_reply_stalled(self, reply: Any) -> None:
+        """The publishing link's replies while some were delivered here early: Redis answers
+        again (the stall ends), and a refused one will not come back."""
+        if reply.__class__ is not int and not isinstance(reply, Exception):
+            return
+        if self._sent == 0:
+            log.warning("unexpected reply from Redis on the publishing connection: %r", reply)
+            return
+        entry = self._queue.popleft()
+        self._sent -= 1
+        if self._early:
+            self._early -= 1
+            if isinstance(reply, Exception):
+                self._forget_one(entry)
+        if isinstance(reply, Exception):
+            log.error("Redis refused to publish a message: %s", reply)
+        if self._stalled:
+            self._stalled = False
+            log.warning("Redis at %s answers again", _redact(self.url))
+            self._release("Redis answers again")
+        if not self._early and self._pub is not None:
+            self._pub.on_reply = self._on_publish_reply
+
+    def _forget_one(self, entry: bytes) -> None:
+        reader = hiredis.Reader()
+        reader.feed(entry)
+        _, channel, data = reader.gets()
+        key = (channel, data)
+        left = self._expected.get(key, 0) - self._copies(self._name(channel))
+        if left > 0:
+            self._expected[key] = left
+        else:
+            self._expected.pop(key, None)
+
+    def _on_message_expecting(self, reply: Any) -> None:
+        """The subscribing link's replies while copies of messages delivered here during a
+        stall may still come: those are skipped, the rest handled as usual."""
+        key = _message_key(reply)
+        left = self._expected.get(key, 0) if key is not None else 0
+        if not left:
+            self._on_message(reply)
+            return
+        assert key is not None
+        if left > 1:
+            self._expected[key] = left - 1
+            return
+        del self._expected[key]
+        if not self._expected:
+            self._forget_expected()
+
+    def _forget_expected(self) -> None:
+        self._expected.clear()
+        self._idle_ticks = 0
+        if self._sub is not None:
+            self._sub.on_reply = self._on_message
+
+    def _end_stall(self) -> None:
+        """The connection is lost (its replacement starts clean)."""
+        self._stalled = False
+        self._early = 0
+        self._stall_head = None
+        self._forget_expected()
+
+    # -- presence: who else is there, and holding the queue for them -------------------------
+
+    def _publish_presence(self, verb: bytes) -> None:
+        """Publish ``verb`` on the presence channel now, ahead of anything held or unsent."""
+        pub = self._pub
+        if pub is None or not self._connected or not self._announced:
+            return
+        data = _PRESENCE_TAG + verb + b" " + self._token
+        entry = pack_command(b"PUBLISH", self._presence_remote, data)
+        # The replies come in the order of the writes: the entry goes where it is written.
+        self._queue.insert(self._sent, entry)
+        pub.write(entry)
+        self._sent += 1
+
+    def _on_presence(self, body: bytes) -> None:
+        verb, _, raw = body.partition(b" ")
+        if raw == self._token or not raw:
+            return
+        token = raw.decode(errors="replace")
+        if verb == b"bye":
+            self._peers.pop(token, None)
+        elif verb == b"hello" or verb == b"here":
+            self._peers[token] = time.monotonic()
+            if verb == b"hello":  # a newcomer, or a peer back from an outage: we are here
+                self._publish_presence(b"here")
+        else:
+            return
+        # Any word from a peer proves its subscriptions are live (or, "bye", not needed).
+        waiting = self._waiting
+        if token in waiting:
+            waiting.discard(token)
+            if not waiting:
+                self._release("every server seen before the outage has resubscribed")
+
+    def _hold(self) -> None:
+        """Just reconnected after an outage: hold the queue until every peer heard from in the
+        three intervals before it has been heard from again, ``peer_wait`` seconds at most."""
+        if self.health_check_interval > 0:
+            # Peers repeat ``here`` every interval: one silent for three before the outage
+            # was gone already (killed without a ``bye``), and is not waited for.
+            cutoff = self._down_at - 3 * self.health_check_interval
+            self._peers = {t: seen for t, seen in self._peers.items() if seen >= cutoff}
+        if not self._peers or self.peer_wait <= 0:
+            self._release("no other server of the app was known")
+            return
+        assert self._loop is not None
+        self._waiting = set(self._peers)
+        self._hold_timer = self._loop.call_later(self.peer_wait, self._stop_waiting)
+        log.info(
+            "waiting up to %.1fs for %d other server(s) of the app to resubscribe before "
+            "publishing through Redis (%d message(s) queued)",
+            self.peer_wait,
+            len(self._waiting),
+            len(self._queue) - self._sent,
+        )
+
+    def _stop_waiting(self) -> None:
+        self._hold_timer = None
+        missing = self._waiting
+        log.warning(
+            "%d server(s) of the app did not resubscribe within %.1fs of the reconnect: forgotten",
+            len(missing),
+            self.peer_wait,
+        )
+        for token in missing:
+            self._peers.pop(token, None)
+        self._release(f"without {len(missing)} server(s)")
+
+    def _cancel_hold(self) -> None:
+        self._waiting = set()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    def _release(self, why: str) -> None:
+        """Go live: what was held leaves now, what is published next goes through Redis."""
+        self._cancel_hold()
+        self._live = self._connected
+        held = len(self._queue) - self._sent
+        self._write_unsent()
+        if held and self._live:
+            log.info("published %d queued message(s) to Redis (%s)", held, why)
+
     # -- receiving --------------------------------------------------------------------------
 
     def subscribed(self, name: str, pattern: bool) -> None:
@@ -284,10 +721,10 @@ class RedisEngine(Engine):
 
     def _on_message(self, reply: Any) -> None:
         # PERF: called for every message from Redis; ``message`` and ``pmessage`` arrays
-        # (RESP2, or RESP3 push notifications, a list subclass) are all that matter here.
+        # (RESP2, or RESP3 push notifications, a list subclass) tagged by plezi are the common
+        # case, tested first; the rest goes to ``_on_other``.
         if not isinstance(reply, list):
-            if isinstance(reply, Exception):
-                log.error("Redis refused a subscription: %s", reply)
+            self._on_other(reply)
             return
         kind = reply[0]
         if kind == b"message":
@@ -295,13 +732,70 @@ class RedisEngine(Engine):
         elif kind == b"pmessage":
             channel, data = reply[2], reply[3]
         else:
-            return  # (un)subscribe confirmations
-        payload, is_text = _decode(data)
+            self._on_other(reply)
+            return
+        head = data[:6]
+        if head == _TEXT:
+            payload, is_text = data[6:], True
+        elif head == _BINARY:
+            payload, is_text = data[6:], False
+        else:
+            decoded = self._decode_other(data, channel if kind == b"message" else None)
+            if decoded is None:
+                return
+            payload, is_text = decoded
         name = channel[len(self._prefix_bytes) :].decode(errors="replace")
         try:
             self.sink.deliver(Message(name, payload, is_text))
         except Exception:
             log.exception("error delivering a message from Redis")
+
+    def _decode_other(self, data: bytes, channel: bytes | None) -> tuple[bytes, bool] | None:
+        """A message without the common tags: marked by the process that already delivered it
+        (``None`` here when that is this process), presence (``None``: handled here when it came
+        on the presence channel itself, ``channel``), or published by another tool."""
+        head = data[:6]
+        if head in (_TEXT_SEEN, _BINARY_SEEN):
+            end = 6 + len(self._token)
+            if data[6:end] == self._token:
+                return None
+            return data[end:], head == _TEXT_SEEN
+        if head == _PRESENCE_TAG:
+            if channel == self._presence_remote:  # not through a user's pattern
+                self._on_presence(data[6:])
+            return None
+        return _decode(data)
+
+    def _on_other(self, reply: Any) -> None:
+        """A reply on the subscribing connection that is not a message: a (un)subscription
+        confirmation, the answer to a PING, or an error."""
+        if isinstance(reply, Exception):
+            log.error("Redis refused a subscription: %s", reply)
+            return
+        if isinstance(reply, list) and len(reply) >= 2:
+            kind, name = reply[0], reply[1]
+            if kind == b"subscribe" and name == self._presence_remote:
+                self._presence = True
+                return
+            if kind != b"pong":
+                return
+            reply = name  # RESP2 answers a PING on a subscribed connection with an array
+        if reply == _RESUBSCRIBED and self._connected and self._presence:
+            # Every subscription sent before the PING is confirmed: announce ourselves.
+            self._announced = True
+            self._publish_presence(b"hello")
+
+    def _beat(self) -> None:
+        """Every health check interval: say ``here`` (so that a peer killed without a ``bye``
+        is forgotten by the others), and forget the peers silent for three intervals."""
+        assert self._loop is not None
+        interval = self.health_check_interval
+        self._beat_timer = self._loop.call_later(interval, self._beat)
+        if self._live:
+            self._publish_presence(b"here")
+            cutoff = time.monotonic() - 3 * interval
+            for token in [t for t, seen in self._peers.items() if seen < cutoff]:
+                del self._peers[token]
 
     def _on_read_end(self) -> None:
         # The messages of one read went out as one batch per topic: fan it out now.
@@ -317,10 +811,15 @@ class RedisEngine(Engine):
         except Exception as exc:
             await self._close_connections()
             self._loop = None
-            raise RedisStartError(f"cannot use Redis at {_redact(self.url)}: {exc}") from exc
+            raise _start_error(self.url, exc) from exc
+        self._release("connected")
+        if self.health_check_interval > 0:
+            self._beat_timer = self._loop.call_later(self.health_check_interval, self._beat)
+        self._stall_timer = self._loop.call_later(_STALL_TICK, self._tick)
         log.info("pub/sub through Redis at %s (app_name %r)", _redact(self.url), self.prefix[:-1])
 
     async def _connect(self) -> None:
+        """Open both links and subscribe; the caller then goes live or holds the queue."""
         import redis.asyncio as aioredis
 
         if self._pool is None:
@@ -329,7 +828,10 @@ class RedisEngine(Engine):
             # ``socket_timeout`` bounds the handshake only (redis-py reads nothing afterwards):
             # a Redis that accepts but never answers makes this attempt fail, not hang.
             self._pool = aioredis.ConnectionPool.from_url(
-                self.url, socket_connect_timeout=5, socket_timeout=5, protocol=2
+                self.url,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=_CONNECT_TIMEOUT,
+                protocol=2,
             )
         pub = await open_link(
             self._pool, self._link(self._on_publish_reply, on_drained=self._write_unsent)
@@ -339,16 +841,18 @@ class RedisEngine(Engine):
             self._pool, self._link(self._on_message, on_read_end=self._on_read_end)
         )
         self._sub = sub
-        commands = [pack_command(b"PSUBSCRIBE", self._direct_pattern)]
+        self._presence = self._announced = False
+        commands = [pack_command(b"SUBSCRIBE", self._presence_remote)]
+        commands.append(pack_command(b"PSUBSCRIBE", self._direct_pattern))
         commands += [pack_command(b"SUBSCRIBE", self._remote(c, False)) for c in self._channels]
         commands += [pack_command(b"PSUBSCRIBE", self._remote(p, True)) for p in self._patterns]
+        commands.append(pack_command(b"PING", _RESUBSCRIBED))  # answered after all of them
         sub.write(b"".join(commands))
         if pub.closed or sub.closed:  # lost while we were connecting the other one
             raise ConnectionError("the connection to Redis closed during the handshake")
         self._connected = True
         self._since = time.time()
         self._sent = 0
-        self._write_unsent()
 
     def _link(self, on_reply: Callable[[Any], None], **events: Callable[[], None]) -> Link:
         return Link(
@@ -364,10 +868,19 @@ class RedisEngine(Engine):
             or (link is not self._pub and link is not self._sub)
         ):
             return  # connecting (``_connect`` checks its links), stopping, or an old link
-        self._connected = False
-        self._since = time.time()
+        self._connected = self._live = False
+        self._cancel_hold()
+        now = time.time()
+        self._noticed = self._since = now
+        if isinstance(exc, TimeoutError):
+            # Silent, not closed: the outage began when Redis last answered, on either link.
+            last = max(other.last_read for other in (self._pub, self._sub) if other is not None)
+            self._since = now - max(0.0, time.monotonic() - last)
+        self._down_at = time.monotonic() - (now - self._since)
         self._outages += 1
         log.error("lost the connection to Redis at %s (%s); reconnecting", _redact(self.url), exc)
+        self._take_back_unanswered()
+        self._end_stall()
         assert self._loop is not None
         self._recovery = self._loop.create_task(self._recover())
 
@@ -380,8 +893,8 @@ class RedisEngine(Engine):
 
     async def _recover(self) -> None:
         """Reconnect with backoff, resubscribe, log the recovery."""
-        down_since = self._since
-        delay = 0.1
+        down_since, noticed = self._since, self._noticed
+        delay = _BACKOFF[0]
         try:
             await self._close_connections()
             while not self._stopping:
@@ -392,27 +905,37 @@ class RedisEngine(Engine):
                 except Exception:  # noqa: BLE001 - still down: try again later
                     await self._close_connections()
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    delay = min(delay * 2, _BACKOFF[1])
                     continue
                 log.warning(
-                    "reconnected to Redis at %s after %.1fs; %d channel(s) and %d "
-                    "pattern(s) resubscribed",
+                    "reconnected to Redis at %s after %.1fs (the outage was noticed %.1fs in); "
+                    "%d channel(s) and %d pattern(s) resubscribed",
                     _redact(self.url),
                     time.time() - down_since,
+                    noticed - down_since,
                     len(self._channels),
                     len(self._patterns),
                 )
+                self._hold()
                 return
         finally:
             self._recovery = None
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._queue and self._connected:
+        if self._connected:
+            self._publish_presence(b"bye")
+            if not self._live:
+                self._release("stopping")
             self._write_unsent()
             deadline = time.monotonic() + 2.0
             while self._queue and self._connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+        self._cancel_hold()
+        for timer in (self._beat_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._beat_timer = self._stall_timer = None
         recovery = self._recovery
         if recovery is not None:
             recovery.cancel()
@@ -421,7 +944,7 @@ class RedisEngine(Engine):
             except BaseException:  # noqa: BLE001 - cancelled on purpose
                 pass
         await self._close_connections()
-        self._connected = False
+        self._connected = self._live = False
         self._loop = None
 
     def status(self) -> dict[str, object]:
@@ -433,4 +956,6 @@ class RedisEngine(Engine):
             "since": self._since,
             "outages": self._outages,
             "queued": len(self._queue),
+            "peers": len(self._peers),
+            "waiting_for": len(self._waiting),
         }

@@ -67,11 +67,12 @@ class Link(asyncio.Protocol):
 
     ``on_reply(reply)`` is called for each reply, in order: ``bytes``, ``int``, a list (pub/sub
     messages, in RESP2 or RESP3 alike) or a :class:`hiredis.ReplyError` instance for an error
-    reply. ``on_read_end()`` follows the replies of one socket read. ``on_lost(link, exc)`` is
-    called once if the connection ends by itself (never after :meth:`close`), or when the
-    health check gives up on it (``health_check_interval`` seconds, ``0`` disables; see the
-    module docstring). ``on_drained()`` is called when the transport, paused by flow control,
-    wants data again.
+    reply; the attribute is read once per socket read, so the user may swap it for a slower
+    variant while it needs one. ``on_read_end()`` follows the replies of one socket read.
+    ``on_lost(link, exc)`` is called once if the connection ends by itself (never after
+    :meth:`close`), or when the health check gives up on it (``health_check_interval`` seconds,
+    ``0`` disables; see the module docstring). ``on_drained()`` is called when the transport,
+    paused by flow control, wants data again.
     """
 
     def __init__(
@@ -147,6 +148,12 @@ class Link(asyncio.Protocol):
             self.on_drained()
 
     # -- ours -------------------------------------------------------------------------------
+
+    @property
+    def last_read(self) -> float:
+        """``time.monotonic()`` of the last read from Redis (of the connect if none since): the
+        last sign of life, where an outage that the health check found began at the latest."""
+        return self._last_read
 
     def write(self, data: bytes) -> None:
         """Send ``data`` (packed commands), unless the link is closed."""
