@@ -457,7 +457,7 @@ def main() -> None:
     proc, port, log_path, copier = start_server(args)
     print(f"server pid {proc.pid} on port {port}; its log: {log_path}", flush=True)
     try:
-        from plezi.runner import new_event_loop
+        from plezi.launch.run import new_event_loop
 
         loop = new_event_loop()
         result = loop.run_until_complete(run_load(args, port, proc))

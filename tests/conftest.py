@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from plezi import App, Limits, ServerConfig
-from plezi.runner import new_event_loop
+from plezi.launch.run import new_event_loop
 from plezi.server.server import Server
 
 # Tests that want Redis pass a private server's URL explicitly; one inherited from the

@@ -17,9 +17,9 @@ import pytest
 
 import plezi
 from conftest import ROOT, UNIT, Script
-from plezi import cli
 from plezi.errors import ConfigError
-from plezi.route_table import route_table
+from plezi.launch import cli
+from plezi.web.route_table import route_table
 
 PLEZI = str(Path(sys.executable).parent / "plezi")
 #: Had a test's server start by mistake, it would listen here, not on 0.0.0.0:3000.
@@ -309,5 +309,5 @@ def test_route_table_of_an_app_in_process() -> None:
     text = route_table(app)
     assert text.startswith("/pages/(:id)/(:format)  test_cli.Pages\n")
     assert "GET|HEAD       /pages/(:id)/(:format)  (id = :id)  show\n" in text
-    assert "/client.js  plezi.client.ClientScript\n  GET|HEAD       /client.js  index" in text
+    assert "/client.js  plezi.web.client.ClientScript\n  GET|HEAD       /client.js  index" in text
     assert route_table(plezi.App()) == "no routes\n"

@@ -16,13 +16,13 @@ import pytest
 
 import plezi
 from conftest import ROOT
-from plezi.client import MODULE_FILE, SCRIPT_FILE, Asset, build_classic, load_asset, module_path
-from plezi.controller import PLEZI_NAMES
-from plezi.dispatch import NEVER_EVENTS, takes_one_argument
 from plezi.errors import PleziWarning, RouteError
-from plezi.routes import CALLBACKS, ControllerRoute
+from plezi.web.client import MODULE_FILE, SCRIPT_FILE, Asset, build_classic, load_asset, module_path
+from plezi.web.controller import PLEZI_NAMES
+from plezi.web.events import NEVER_EVENTS, takes_one_argument
+from plezi.web.routes import CALLBACKS, ControllerRoute
 
-CLIENT_DIR = ROOT / "src" / "plezi" / "client"
+CLIENT_DIR = ROOT / "src" / "plezi" / "web" / "client"
 
 
 class Base:
@@ -281,7 +281,7 @@ def test_classic_build_is_current() -> None:
     module = (CLIENT_DIR / MODULE_FILE).read_text(encoding="utf-8")
     assert (CLIENT_DIR / SCRIPT_FILE).read_text(encoding="utf-8") == build_classic(module)
     check = subprocess.run(
-        [sys.executable, "-m", "plezi.client", "--check"], capture_output=True, timeout=30
+        [sys.executable, "-m", "plezi.web.client", "--check"], capture_output=True, timeout=30
     )
     assert check.returncode == 0, check.stderr
 

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 import plezi
 from conftest import UNIT, Running
-from plezi.routes import ControllerRoute
+from plezi.web.routes import ControllerRoute
 
 HERE = Path(__file__).name
 

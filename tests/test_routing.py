@@ -1,4 +1,4 @@
-"""Route patterns: matching, building, normalisation (plezi.routing)."""
+"""Route patterns: matching, building, normalisation (plezi.web.patterns)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plezi.routing import RoutePattern, normalize_path, tail_segments
+from plezi.web.patterns import RoutePattern, normalize_path, tail_segments
 
 # (pattern, add_id, request path, expected params or None)
 MATCH_TABLE: list[tuple[str, bool, str, dict[str, str] | None]] = [
@@ -341,7 +341,7 @@ def test_match_results_are_remembered_boundedly() -> None:
     """Matches are memoized per path (a dict lookup instead of a regex), with the same
     answers as a fresh pattern, and the memo never outgrows its bound however many
     distinct paths arrive."""
-    from plezi import routing
+    from plezi.web import patterns as routing
 
     route = RoutePattern("/users/(:id)/(:name)")
     fresh = RoutePattern("/users/(:id)/(:name)")

@@ -18,7 +18,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import ROOT, UNIT, Script
-from plezi.scaffold import new_command
+from plezi.launch.scaffold import new_command
 
 
 def generate(folder: Path, *argv: str) -> tuple[int, str, str]:
@@ -145,11 +145,11 @@ def test_no_name_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "NAME" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["-m", "plezi", "new"], ["-m", "plezi.cli", "new"]])
+@pytest.mark.parametrize("command", [["-m", "plezi", "new"], ["-m", "plezi.launch.cli", "new"]])
 def test_new_runs_from_the_command_line(tmp_path: Path, command: list[str]) -> None:
     """``plezi new x1`` (``python -m plezi new x1``: the same entry point as the command)."""
-    if command[1] == "plezi.cli":  # the console script's entry point, plezi.cli:main
-        command = ["-c", "import sys; from plezi.cli import main; main(['new', 'x1'])"]
+    if command[1] == "plezi.launch.cli":  # the console script's entry point, plezi.launch.cli:main
+        command = ["-c", "import sys; from plezi.launch.cli import main; main(['new', 'x1'])"]
     else:
         command = [*command, "x1"]
     result = subprocess.run(
@@ -171,7 +171,7 @@ def test_every_template_is_package_data() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     globs = config["tool"]["setuptools"]["package-data"]["plezi"]
     package = ROOT / "src" / "plezi"
-    templates = sorted((package / "scaffold_files").rglob("*.tmpl"))
+    templates = sorted((package / "launch" / "scaffold_files").rglob("*.tmpl"))
     assert templates
     for path in templates:
         relative = path.relative_to(package)

@@ -16,16 +16,19 @@ Run the script: the server starts when it ends (port 3000, ``$PORT`` or ``--port
 from __future__ import annotations
 
 import sys
+import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import autostart as _autostart
-from .app import App
 from .config import Limits, ServerConfig
-from .controller import Controller
 from .errors import ConfigError, HTTPError, PleziError, PleziWarning, RouteError, ServerStartError
-from .pubsub.hub import default_app_name as _default_app_name
-from .routes import ControllerRoute
+from .launch import autostart as _autostart
+from .pubsub import hub as _hub
+from .version import __version__ as __version__
+from .web import app as _app
+from .web.app import App
+from .web.controller import Controller
+from .web.routes import ControllerRoute
 
 __all__ = [
     "App",
@@ -52,16 +55,39 @@ __all__ = [
     "write_to",
 ]
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    #: The application that :func:`route` adds to and :func:`run` serves.
+    app: App
+    #: The application's shared pub/sub namespace on Redis: apps with the same ``app_name``
+    #: share pub/sub, apps with different names on one Redis never see each other's messages.
+    #: Default: the main script's name plus ``_app`` (``chat.py`` -> ``chat_app``). Set it
+    #: before the server starts.
+    app_name: str
 
-#: The application that :func:`route` adds to and :func:`run` serves.
-app = App()
 
-#: The application's shared pub/sub namespace on Redis: apps with the same ``app_name`` share
-#: pub/sub, apps with different names on one Redis never see each other's messages. Default:
-#: the main script's name plus ``_app`` (``chat.py`` -> ``chat_app``). Set it before the server
-#: starts.
-app_name: str = _default_app_name()
+class _Plezi(types.ModuleType):
+    """``plezi.app`` and ``plezi.app_name`` read and write the state of the layers that own
+    them (:mod:`plezi.web.app`, :mod:`plezi.pubsub.hub`), so that nothing below this package
+    has to look back up at it."""
+
+    @property
+    def app(self) -> App:
+        return _app.default_app()
+
+    @app.setter
+    def app(self, value: App) -> None:
+        _app.set_default_app(value)
+
+    @property
+    def app_name(self) -> str:
+        return _hub.current_app_name()
+
+    @app_name.setter
+    def app_name(self, value: str) -> None:
+        _hub.set_app_name(value)
+
+
+sys.modules[__name__].__class__ = _Plezi
 
 
 def route(path: str, controller: type | str) -> ControllerRoute:
@@ -71,12 +97,12 @@ def route(path: str, controller: type | str) -> ControllerRoute:
     Routes are tried in the order they are added; a controller method that returns ``None`` or
     ``False`` lets the next route try.
     """
-    return app.route(path, controller)
+    return _app.default_app().route(path, controller)
 
 
 def url_for(controller: type, action: str | None = None, /, **params: Any) -> str:
     """The path of ``controller``'s ``action`` with ``params`` (see :meth:`Controller.url_for`)."""
-    for r in app.routes:
+    for r in _app.default_app().routes:
         if r.controller is controller or r.cls is controller:
             return r.url_for(action, **params)
     raise RouteError(f"{controller!r} is not routed")
@@ -91,14 +117,14 @@ def run(argv: Sequence[str] | None = None, *, own_flags: bool = False, **options
     flag). ``own_flags=True``: the application parses flags of its own, so flags plezi does not
     know are left to it (see :func:`allow_flags`). ``--help`` prints the flags and returns.
     """
-    from .runner import run as _run
+    from .launch.run import run as _run
 
     if _autostart.loading_only():
         return  # `plezi routes` loads the script to list its routes, never to serve them
     if own_flags:
         allow_flags()
     _autostart.mark_started()
-    code = _run(app, argv, **options)
+    code = _run(_app.default_app(), argv, **options)
     if code:
         raise SystemExit(code)
 
@@ -108,7 +134,7 @@ def allow_flags(*flags: str) -> None:
     so that plezi does not refuse them as unknown; with no argument, every flag plezi does not
     know is the application's. Call it before the server starts: at module level when the
     script relies on autostart. (Everything after a lone ``--`` is always the application's.)"""
-    from .cli import allow_flags as _allow
+    from .launch.cli import allow_flags as _allow
 
     _allow(*flags)
 
@@ -177,20 +203,20 @@ def __getattr__(name: str) -> Any:
 
 
 def _autostart_now() -> int:
-    from .runner import run as _run
+    from .launch.run import run as _run
 
     _autostart.mark_started()
-    return _run(app, inline_fallback=True)
+    return _run(_app.default_app(), inline_fallback=True)
 
 
 def _has_work() -> bool:
     """Routes, or a public folder on the command line (``python site.py --public www`` with no
     route serves the folder, as Iodine does): either is something to serve."""
-    if app.routes:
+    if _app.default_app().routes:
         return True
     import sys as _sys
 
-    from .cli import asks_for_public
+    from .launch.cli import asks_for_public
 
     return asks_for_public(_sys.argv[1:])
 

@@ -53,15 +53,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from . import autostart as _autostart
 from .config import Limits, ServerConfig
 from .errors import ConfigError, error_observers
+from .launch import autostart as _autostart
+from .web.app import default_app
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
 
-    from .app import App
     from .server.server import Server
+    from .web.app import App
 
 __all__ = [
     "ConnectionRejected",
@@ -232,9 +233,7 @@ class TestClient:
         **options: Any,
     ) -> None:
         if app is None:
-            import plezi
-
-            app = plezi.app
+            app = default_app()
         self.app = app
         self.raise_server_exceptions = raise_server_exceptions
         self.follow_redirects = follow_redirects
@@ -907,7 +906,7 @@ class _ServerThread:
             raise self._failure
 
     def _run(self) -> None:
-        from .runner import new_event_loop
+        from .launch.run import new_event_loop
 
         loop = self._loop = new_event_loop()
         asyncio.set_event_loop(loop)

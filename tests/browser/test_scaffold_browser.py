@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from browser.conftest import Pages
 from conftest import UNIT, Script
-from plezi.scaffold import new_command
+from plezi.launch.scaffold import new_command
 
 WAIT = 10_000 * UNIT  # ms, for page waits
 CONNECTED = "() => document.querySelector('#status').textContent === 'connected'"

@@ -16,9 +16,9 @@ import DefaultExport, {
   PleziClient,
   reconnectDelay,
   resolveUrl,
-} from "../../src/plezi/client/plezi-client.mjs";
+} from "../../src/plezi/web/client/plezi-client.mjs";
 
-const CLIENT_DIR = new URL("../../src/plezi/client/", import.meta.url);
+const CLIENT_DIR = new URL("../../src/plezi/web/client/", import.meta.url);
 
 /** A WebSocket class whose instances the test drives: open(), receive(), drop(). */
 function socketClass() {

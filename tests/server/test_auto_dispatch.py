@@ -20,10 +20,10 @@ from wsclient import RawClient, connect
 
 import plezi
 from conftest import ROOT, UNIT, Running, Script
-from plezi.client import MODULE_FILE, SCRIPT_FILE
 from plezi.protocol.frames import OP_BINARY, OP_TEXT
+from plezi.web.client import MODULE_FILE, SCRIPT_FILE
 
-CLIENT_DIR = ROOT / "src" / "plezi" / "client"
+CLIENT_DIR = ROOT / "src" / "plezi" / "web" / "client"
 CHAT = ROOT / "examples" / "chat_client" / "chat.py"
 
 

@@ -23,9 +23,10 @@ from wsclient import Echo, connect
 
 import plezi
 from conftest import ROOT, UNIT, Running, Script
-from plezi.cli import config_from_args
 from plezi.errors import ConfigError
-from plezi.http.static import PublicPattern, install_public
+from plezi.http.static import install_public
+from plezi.launch.cli import config_from_args
+from plezi.web.public import PublicPattern
 
 SECRET = b"outside-secret-7d1e"
 CSS = b"body { color: teal }\n"

@@ -23,8 +23,8 @@ from wsclient import RawClient
 
 import plezi
 from conftest import UNIT, Running
-from plezi.cli import config_from_args
 from plezi.errors import ConfigError
+from plezi.launch.cli import config_from_args
 from plezi.protocol import (
     MAX_EMPTY_FRAGMENTS,
     OP_BINARY,

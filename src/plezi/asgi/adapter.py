@@ -1,4 +1,4 @@
-"""A plezi :class:`~plezi.app.App` as an ASGI 3 application (uvicorn, hypercorn, granian ...).
+"""A plezi :class:`~plezi.web.app.App` as an ASGI 3 application (uvicorn, hypercorn, granian ...).
 
 HTTP requests go through :meth:`App.handle`, exactly as on the native server; the reply bytes are
 sent as ``http.response.*`` messages. A WebSocket scope is offered to the routes as an upgrade
@@ -17,11 +17,12 @@ import asyncio
 import logging
 from typing import Any
 
-from ..app import App, Upgrade, error_reply
 from ..config import Limits, ServerConfig
+from ..http.response import Upgrade, error_reply
 from ..http.static import FileReply
 from ..protocol.handshake import OriginPolicy
 from ..server.server import Server
+from ..web.app import App, default_app
 from .scope import BodyTooLarge, ClientGone, read_body, reply_messages, request_from_scope
 from .sse import serve_sse, stream_start
 from .types import Receive, Scope, Send
@@ -96,9 +97,7 @@ class ASGIApp:
         """The plezi application served."""
         if self._app is not None:
             return self._app
-        import plezi
-
-        return plezi.app
+        return default_app()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -31,8 +31,8 @@ import logging
 from typing import Any, Final
 from urllib.parse import unquote
 
-from ..controller import Controller
-from ..routing import normalize_path
+from ..web.controller import Controller
+from ..web.patterns import normalize_path
 from .types import ASGIApplication, Message, Scope
 
 __all__ = ["Lifespan", "mount"]

@@ -1,5 +1,5 @@
 """Between ASGI and plezi: a scope becomes a :class:`~plezi.http.request.Request`, and the reply
-bytes :meth:`plezi.app.App.handle` returns become ``http.response.*`` messages.
+bytes :meth:`plezi.web.app.App.handle` returns become ``http.response.*`` messages.
 
 The reply is parsed back rather than built twice: ``App.handle`` stays the one place that knows
 how a controller's return value becomes a response, for the native server and for ASGI alike.

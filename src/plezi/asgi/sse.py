@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-An SSE request that a route accepts (:meth:`App.handle` returns an :class:`~plezi.app.Upgrade`
-with ``sse`` set, ``pre_connect`` having said yes) is answered with ``http.response.start``: the
-head the native server writes (:func:`plezi.server.sse.response_head`: ``200``,
-``content-type: text/event-stream``, ``cache-control: no-cache``, ``x-accel-buffering: no``, the
-headers and cookies ``pre_connect`` set), parsed back into ASGI headers. The ASGI server frames
-the body itself (uvicorn: chunked coding over HTTP/1.1).
+An SSE request that a route accepts (:meth:`App.handle` returns an
+:class:`~plezi.http.response.Upgrade` with ``sse`` set, ``pre_connect`` having said yes) is
+answered with ``http.response.start``: the head the native server writes
+(:func:`plezi.server.sse.response_head`: ``200``, ``content-type: text/event-stream``,
+``cache-control: no-cache``, ``x-accel-buffering: no``, the headers and cookies ``pre_connect``
+set), parsed back into ASGI headers. The ASGI server frames the body itself (uvicorn: chunked
+coding over HTTP/1.1).
 
 The stream is then the native :class:`~plezi.server.sse.SseConnection` (events, pub/sub,
 ``write_to``, ordered callbacks, the outgoing buffer cap, the slow-consumer policy, shutdown)
@@ -41,7 +42,7 @@ from .scope import reply_parts
 from .websocket import ASGITransport, run_connection
 
 if TYPE_CHECKING:
-    from ..app import Upgrade
+    from ..http.response import Upgrade
     from ..server.server import Server
     from .types import Message, Receive, Send
 

@@ -46,8 +46,8 @@ from ..protocol.reader import WebSocketReader
 from ..server.websocket import WebSocketConnection
 
 if TYPE_CHECKING:
-    from ..app import Upgrade
     from ..config import Limits
+    from ..http.response import Upgrade
     from ..server.server import Server
     from .types import Message, Receive, Send
 

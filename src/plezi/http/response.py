@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Any, Final
 
-__all__ = ["Response", "http_date", "simple_response", "status_line"]
+__all__ = [
+    "Reply",
+    "Response",
+    "Upgrade",
+    "error_reply",
+    "http_date",
+    "simple_response",
+    "status_line",
+]
 
 _STATUS_LINES: dict[int, bytes] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
@@ -138,3 +148,39 @@ def _check_header(name: str, value: str) -> None:
     # A CR or LF in a header would let whoever controls the value inject headers or a body.
     if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
         raise ValueError(f"invalid character in response header {name!r}")
+
+
+#: ``content-type`` of plezi's own plain-text answers (errors).
+_TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
+
+
+@dataclass(slots=True)
+class Upgrade:
+    """The request was accepted as a WebSocket (or an SSE stream) by ``controller``."""
+
+    #: The controller instance that takes the connection (:class:`plezi.Controller`).
+    controller: Any
+    #: The route that accepted it (:class:`plezi.web.routes.ControllerRoute`).
+    route: Any
+    #: The client's ``Sec-WebSocket-Key`` (empty for SSE).
+    key: str
+    #: A Server-Sent Events stream rather than a WebSocket.
+    sse: bool = False
+
+
+#: What the application answers a request with: the response's bytes, or an :class:`Upgrade`.
+Reply = bytes | Upgrade
+
+
+def error_reply(
+    status: int, message: str, *, keep_alive: bool = True, head: bool = False, extra: bytes = b""
+) -> bytes:
+    """A short plain-text error response."""
+    return simple_response(
+        status,
+        message.encode() + b"\n",
+        content_type=_TEXT,
+        keep_alive=keep_alive,
+        head=head,
+        extra=extra,
+    )

@@ -25,38 +25,32 @@ import stat
 from collections.abc import Mapping
 from email.utils import formatdate, parsedate_to_datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_to_bytes
 
-from ..controller import Controller
 from ..errors import ConfigError
-from ..routing import RoutePattern, normalize_path
-from ..server.throttle import LogThrottle
+from ..throttle import LogThrottle
 from .response import Response
 
 if TYPE_CHECKING:
-    from ..app import App
-    from ..routes import ControllerRoute
     from .request import Request
 
 __all__ = [
     "STREAM_ABOVE",
     "FileReply",
     "FileResponse",
-    "PublicFiles",
     "PublicFolder",
-    "PublicPattern",
+    "accepts_gzip",
     "etag_listed",
     "file_response",
     "guess_type",
     "install_public",
-    "public_route",
 ]
 
 log = logging.getLogger("plezi")
 
-#: The route parameter through which :class:`PublicPattern` tells :class:`PublicFiles` what it
-#: found: a file's real path, or a folder's real path and a ``/`` (redirect to the path plus
+#: The route parameter through which :class:`plezi.web.public.PublicPattern` tells its controller
+#: what it found: a file's real path, or a folder's real path and a ``/`` (redirect to the path plus
 #: ``/``). A route parameter always replaces a query or form field of the same name, so a client
 #: cannot set it.
 FOUND_KEY: Final = "_pl_public"
@@ -307,7 +301,7 @@ def _range(
     return start, min(int(last), size - 1) if last else size - 1
 
 
-def _accepts_gzip(accept_encoding: str) -> bool:
+def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an ``Accept-Encoding`` header admits gzip (``gzip``, ``x-gzip`` or ``*``, q > 0)."""
     for part in accept_encoding.split(","):
         name, _, rest = part.partition(";")
@@ -357,7 +351,7 @@ class PublicFolder:
         return f"PublicFolder({self.root!r})"
 
     def lookup(self, path: str) -> Mapping[str, str] | None:
-        """What a path (as :func:`plezi.routing.normalize_path` returns it) names here:
+        """What a path (as :func:`plezi.http.paths.normalize_path` returns it) names here:
         ``{FOUND_KEY: real path}`` for a file, ``{FOUND_KEY: real path + "/"}`` for a folder
         with an index asked for without the slash, or ``None``.
 
@@ -444,79 +438,7 @@ class PublicFolder:
             return None
 
 
-class PublicPattern(RoutePattern):
-    """A route pattern that matches exactly the paths naming something in a public folder."""
-
-    __slots__ = ("folder",)
-
-    def __init__(self, folder: PublicFolder) -> None:
-        super().__init__("/*")
-        self.folder = folder
-
-    def __repr__(self) -> str:
-        return f"PublicPattern({self.folder.root!r})"
-
-    def match(self, path: str) -> Mapping[str, str] | None:
-        """See :meth:`PublicFolder.lookup` (never memoized: files come and go)."""
-        return self.folder.lookup(path)
-
-
-class PublicFiles(Controller):
-    """Answers GET and HEAD with the file :class:`PublicPattern` found; everything else (other
-    verbs, a file that vanished meanwhile) falls through to the next route."""
-
-    _pl_folder: ClassVar[PublicFolder]
-
-    def index(self) -> bool | None:
-        """The file (200, 206, 304, 416), or the redirect of ``/dir`` to ``/dir/``."""
-        request = self.request
-        if request.method != "GET" and request.method != "HEAD":
-            return None  # a POST with ``_method=GET`` is still a POST here
-        real: str = self.params[FOUND_KEY]
-        if real.endswith(os.sep):  # a folder asked for without its slash
-            target = (normalize_path(request.path) or "/").rstrip("/") + "/"
-            query = request.query_string
-            return self.redirect_to(f"{target}?{query}" if query else target, status=301)
-        folder = self._pl_folder
-        response = None
-        if not real.endswith(".gz") and _accepts_gzip(request.headers.get("accept-encoding", "")):
-            gz = folder.precompressed(real)
-            if gz is not None:
-                response = file_response(
-                    gz,
-                    content_type=guess_type(real),
-                    request=request,
-                    encoding="gzip",
-                    follow_symlinks=False,
-                )
-        if response is None:
-            response = file_response(real, request=request, follow_symlinks=False)
-        if response is None:
-            return None
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        self._pl_response = response
-        return True
-
-    def show(self) -> bool | None:
-        """The same as :meth:`index`: a query string's ``id`` must not turn the file away."""
-        return self.index()
-
-
-def public_route(directory: str | os.PathLike[str]) -> ControllerRoute:
-    """A route that serves ``directory``'s files (:class:`ConfigError` when it is not a folder)."""
-    from ..routes import ControllerRoute
-
-    folder = PublicFolder(directory)
-    files = type("PublicFiles", (PublicFiles,), {"_pl_folder": folder})
-    return ControllerRoute("/*", files, pattern=PublicPattern(folder))
-
-
-def install_public(app: App, directory: str | os.PathLike[str] | None) -> ControllerRoute | None:
-    """Serve ``directory`` before ``app``'s routes (replacing an earlier public folder);
-    ``None`` removes it. Iodine serves static files before the application, and so does this."""
-    app.routes[:] = [r for r in app.routes if not isinstance(r.pattern, PublicPattern)]
-    if directory is None:
-        return None
-    route = public_route(directory)
-    app.routes.insert(0, route)
-    return route
+def install_public(app: Any, directory: str | os.PathLike[str] | None) -> Any:
+    """Serve ``directory`` before ``app``'s routes (``None`` removes it): the name programs
+    use, kept; the route itself is :meth:`plezi.App.serve_public`'s (the web layer's)."""
+    return app.serve_public(directory)

@@ -43,7 +43,7 @@ def default_folder() -> str:
     """``views/`` beside the main script (Plezi's default); in the working directory when there
     is no script of the app's (a REPL, ``python -c``, or a tool that imports the app: uvicorn,
     pytest ...)."""
-    from ..autostart import main_file, main_is_tool
+    from ..mainscript import main_file, main_is_tool
 
     main = None if main_is_tool() else main_file()
     return os.path.join(os.path.dirname(main) if main else os.getcwd(), "views")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..server.websocket import PENDING, PROCESS_TOKEN, queue_frame_many
 from .engine import Engine, MemoryEngine
-from .message import Message
+from .message import DIRECT_PREFIX, Message
 from .registry import Handler, Registry
 
 if TYPE_CHECKING:
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["DIRECT_PREFIX", "Hub", "hub"]
 
 log = logging.getLogger("plezi")
-
-#: Channels starting with this carry a message for one connection; users cannot publish there.
-DIRECT_PREFIX = "\x00to:"
 
 
 class Hub:
@@ -212,11 +209,21 @@ def redis_url_from_env() -> str | None:
     return os.environ.get("PL_REDIS_URL") or os.environ.get("REDIS_URL") or None
 
 
+#: ``plezi.app_name`` as the application set it (``None``: :func:`default_app_name`).
+_app_name: str | None = None
+
+
 def current_app_name() -> str:
     """``plezi.app_name`` as the application set it (or its default)."""
-    module = sys.modules.get("plezi")
-    name = getattr(module, "app_name", None)
-    return name if isinstance(name, str) and name else default_app_name()
+    return _app_name or default_app_name()
+
+
+def set_app_name(name: str | None) -> None:
+    """Set the pub/sub namespace (``plezi.app_name = ...``); ``None``: back to the default."""
+    global _app_name
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"app_name must be a non-empty string, not {name!r}")
+    _app_name = name
 
 
 #: A server's ``module:attribute`` argument (``chat:application``, ``app.main:create()``).
@@ -228,15 +235,14 @@ def default_app_name() -> str:
     ``chat_app``), as Plezi does; ``plezi_app`` when there is no script. When the main program
     is a server that imports the app (``uvicorn chat:application``), the app's module name
     (``chat_app``): two apps under uvicorn on one Redis must not share a name."""
-    from ..autostart import main_is_tool
+    from ..mainscript import main_file, main_is_tool
 
     if main_is_tool():
         for arg in sys.argv[1:]:
             target = _TARGET.fullmatch(arg)
             if target is not None:
                 return f"{target.group(1).rsplit('.', 1)[-1]}_app"
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None) or ""
+    path = main_file() or ""
     base = os.path.splitext(os.path.basename(path))[0]
     return f"{base or 'plezi'}_app"
 

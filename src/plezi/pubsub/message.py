@@ -8,7 +8,10 @@ import orjson
 
 from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 
-__all__ = ["Message", "encode_payload"]
+__all__ = ["DIRECT_PREFIX", "Message", "encode_payload"]
+
+#: Channels starting with this carry a message for one connection; users cannot publish there.
+DIRECT_PREFIX = "\x00to:"
 
 
 def encode_payload(data: Any) -> tuple[bytes, bool]:

@@ -83,7 +83,7 @@ import hiredis
 
 from ..errors import PleziError
 from .engine import Engine, Sink
-from .message import Message
+from .message import DIRECT_PREFIX, Message
 from .patterns import compile_glob
 from .redis_link import Link, open_link, pack_command
 
@@ -348,7 +348,6 @@ class RedisEngine(Engine):
 
     @property
     def _direct_pattern(self) -> bytes:
-        from .hub import DIRECT_PREFIX
 
         prefix = self.prefix.translate(_GLOB_SPECIAL)
         return (prefix + DIRECT_PREFIX + self.process_token + "-*").encode()

@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 One :class:`HttpProtocol` per TCP connection. httptools calls ``on_*`` as bytes arrive; a complete
-request goes to :meth:`plezi.app.App.handle`. Sync controllers answer inside the parser callback and
-the replies of one ``data_received`` call leave in one ``transport.write`` (pipelined requests
-get their answers in one packet).
+request goes to :meth:`plezi.web.app.App.handle`. Sync controllers answer inside the parser
+callback and the replies of one ``data_received`` call leave in one ``transport.write`` (pipelined
+requests get their answers in one packet).
 
 When a reply is a coroutine (an ``async`` controller method), ``_waiting`` becomes a queue: later
 pipelined requests wait there (and reading pauses, so a client cannot queue without bound) and
@@ -13,10 +13,10 @@ are answered in order once the coroutine is done. Whatever else must come after 
 waits too: a WebSocket upgrade (``_upgrade_rest``) or the error answering a malformed request
 (``_deferred``). Replies therefore always leave in request order.
 
-An SSE request the application accepts (an :class:`~plezi.app.Upgrade` with ``sse``) is the last
-one read too: its ``200`` head is written after the replies before it, the transport goes to an
-:class:`~.sse.SseConnection`, and parsing stops there (``_Switched`` is raised out of the parser
-callback; requests pipelined behind it are dropped, unanswered).
+An SSE request the application accepts (an :class:`~plezi.http.response.Upgrade` with ``sse``) is
+the last one read too: its ``200`` head is written after the replies before it, the transport goes
+to an :class:`~.sse.SseConnection`, and parsing stops there (``_Switched`` is raised out of the
+parser callback; requests pipelined behind it are dropped, unanswered).
 
 *Flow control and fair turns.* A connection's replies go to the transport, whose buffer past
 ``Limits.write_high_water`` calls ``pause_writing``: reading stops until the client has read
@@ -86,16 +86,16 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ..app import Reply, Upgrade, error_reply
 from ..http.request import Request
+from ..http.response import Reply, Upgrade, error_reply
 from ..http.static import FileReply
 from ..protocol.handshake import OriginPolicy, handshake_response, is_upgrade_request
+from ..throttle import LogThrottle
 from .sse import SseConnection, response_head
-from .throttle import LogThrottle
 from .websocket import WebSocketConnection
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .state import ServerState
 
 __all__ = ["HttpProtocol"]
 
@@ -210,7 +210,7 @@ class HttpProtocol(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerState) -> None:
         self.server = server
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._parser = httptools.HttpRequestParser(self)

@@ -12,18 +12,15 @@ import os
 import signal
 import socket
 import sys
-import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..config import ServerConfig
 from ..errors import ServerStartError
 from .http import HttpProtocol
-from .throttle import LogThrottle
+from .state import ServerState
 
 if TYPE_CHECKING:
-    from ..app import App
-    from .websocket import WebSocketConnection
+    from .types import Application
 
 __all__ = ["Server", "bind_socket", "bind_sockets"]
 
@@ -37,69 +34,20 @@ _GRACE = 1.0
 _REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-class _Timed(Protocol):
-    def check_timeout(self, now: float) -> None: ...
-    def shutdown(self) -> None: ...
+class Server(ServerState):
+    """Serves one :class:`plezi.App` (any :class:`~.types.Application`) on one event loop:
+    listening, the reaper, shutdown."""
 
-
-class Server:
-    """Serves one :class:`~plezi.app.App` on one event loop."""
-
-    def __init__(self, app: App, config: ServerConfig) -> None:
-        config.limits.validate()
-        self.app = app
-        self.config = config
-        self.limits = config.limits
-        #: Coarse clock (``loop.time()``), refreshed by the reaper. PERF: connections stamp
-        #: activity with this attribute instead of calling a clock per read.
-        self.now = time.monotonic()
-        self.connections: set[_Timed] = set()
-        #: Open WebSocket connections by serial number (``write_to`` looks them up here).
-        self.websockets: dict[int, WebSocketConnection] = {}
-        self.shutting_down = False
-        #: Bytes of request bodies held in memory, all connections together (bounded by
-        #: ``Limits.max_body_buffer``; see :mod:`.http`).
-        self.body_buffered = 0
-        #: Refusal lines a client can trigger at will, by kind: at most one a second each.
-        self.log_throttles: dict[str, LogThrottle] = {}
-        #: Remove a Unix socket's path at shutdown (a cluster worker leaves it to its master).
-        self.owns_socket_path = True
-        #: A cluster worker's master: when it is gone (we were re-parented), shut down.
-        self.master_pid: int | None = None
+    def __init__(self, app: Application, config: ServerConfig) -> None:
+        super().__init__(app, config)
         self.sockets: list[socket.socket] = []
         #: The Unix socket paths listened on, read at start: closing the server closes the
         #: socket, after which its name can no longer be asked.
         self._unix_paths: list[str] = []
         self._servers: list[asyncio.AbstractServer] = []
-        self._dirty: list[WebSocketConnection] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        #: Remove a Unix socket's path at shutdown (a cluster worker leaves it to its master).
+        self.owns_socket_path = True
         self._reaper: asyncio.TimerHandle | None = None
-
-    # -- shared services for connections ----------------------------------------------------
-
-    def mark_dirty(self, conn: WebSocketConnection) -> None:
-        """Flush ``conn`` at the end of this loop iteration (one write per iteration)."""
-        dirty = self._dirty
-        if not dirty:
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_dirty)
-        dirty.append(conn)
-
-    def _flush_dirty(self) -> None:
-        dirty = self._dirty
-        self._dirty = []
-        for conn in dirty:
-            conn.flush()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as a task the server keeps a reference to until it ends."""
-        assert self._loop is not None
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -176,21 +124,6 @@ class Server:
             if signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
-
-    def request_shutdown(self) -> None:
-        """Ask :meth:`serve` to shut down gracefully; asked again during the shutdown, cut every
-        connection at once (a second Ctrl+C)."""
-        if self.shutting_down:
-            log.warning("second stop request: closing all connections now")
-            self._abort_all()
-        elif self._stop is not None:
-            self._stop.set()
-
-    def _abort_all(self) -> None:
-        for conn in list(self.connections):
-            transport = getattr(conn, "transport", None)
-            if transport is not None:
-                transport.abort()
 
     async def shutdown(self) -> None:
         """Stop accepting; ``on_shutdown`` and close 1001 for every WebSocket; wait up to

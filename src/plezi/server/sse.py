@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 A ``GET`` with ``Accept: text/event-stream`` to a route whose controller accepts connections (the
-WebSocket rule: ``on_message`` or ``auto_dispatch``) is answered by ``pre_connect``, as a WebSocket
-upgrade is (:meth:`plezi.app.App.handle` returns an :class:`~plezi.app.Upgrade` with ``sse``
-set). :class:`~.http.HttpProtocol` writes :func:`response_head` (``200``,
-``content-type: text/event-stream``, ``cache-control: no-cache``, no length: the body ends when the
-connection does), stops parsing requests on that connection and hands the transport to an
-:class:`SseConnection`.
+WebSocket rule: ``on_message`` or ``auto_dispatch``) is answered by ``pre_connect``, as a
+WebSocket upgrade is (:meth:`plezi.web.app.App.handle` returns an
+:class:`~plezi.http.response.Upgrade` with ``sse`` set). :class:`~.http.HttpProtocol` writes
+:func:`response_head` (``200``, ``content-type: text/event-stream``, ``cache-control: no-cache``,
+no length: the body ends when the connection does), stops parsing requests on that connection and
+hands the transport to an :class:`SseConnection`.
 
 :class:`SseConnection` is a :class:`~.websocket.WebSocketConnection` that frames events instead of
 WebSocket frames; everything else is shared: the ordered (sync or ``async``) callbacks
@@ -36,7 +36,7 @@ SSE subscribers (a log line says so).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..http.response import http_date
 from ..protocol.handshake import header_line
@@ -44,8 +44,7 @@ from ..protocol.sse import sse_comment, sse_event
 from .websocket import CLOSING, OPEN, PENDING, WebSocketConnection
 
 if TYPE_CHECKING:
-    from ..controller import Controller
-    from ..pubsub.message import Message
+    from .types import Prepared
 
 __all__ = ["SseConnection", "published_event", "response_head"]
 
@@ -65,7 +64,7 @@ _SKIP = frozenset(("content-length", "transfer-encoding", "connection", "date"))
 _KEEPALIVE = sse_comment()
 
 
-def response_head(controller: Controller) -> bytes:
+def response_head(controller: Any) -> bytes:
     """The ``200`` head that starts an event stream, with the headers and cookies that
     ``pre_connect`` set on ``self.response`` (its status is not used: a stream is a 200).
 
@@ -147,7 +146,7 @@ class SseConnection(WebSocketConnection):
         self.queue_frame(sse_event(text, event=event, id=ident, retry=retry))
         return True
 
-    def queue_message(self, message: Message) -> None:
+    def queue_message(self, message: Prepared) -> None:
         """Queue a message sent to this connection alone (``write_to``) as an event."""
         event = published_event(message.channel, message.value)
         if event is not None:

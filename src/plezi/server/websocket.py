@@ -68,10 +68,8 @@ from ..protocol.frames import binary_frame, close_frame, ping_frame, pong_frame,
 from ..protocol.reader import TURN_SECONDS, WebSocketReader
 
 if TYPE_CHECKING:
-    from ..controller import Controller
-    from ..pubsub.message import Message
-    from ..routes import ControllerRoute
-    from .server import Server
+    from .state import ServerState
+    from .types import Prepared, RouteInfo
 
 __all__ = ["PENDING", "PROCESS_TOKEN", "WebSocketConnection", "queue_frame_many"]
 
@@ -133,10 +131,10 @@ class WebSocketConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        server: Server,
+        server: ServerState,
         transport: asyncio.Transport,
-        handler: Controller,
-        route: ControllerRoute,
+        handler: Any,
+        route: RouteInfo,
     ) -> None:
         self.server = server
         self.transport = transport
@@ -344,7 +342,7 @@ class WebSocketConnection(asyncio.Protocol):
         out.append(frame)
         self._out_size += len(frame)
 
-    def queue_message(self, message: Message) -> None:
+    def queue_message(self, message: Prepared) -> None:
         """Queue a message sent to this connection alone (``write_to``)."""
         self.queue_frame(message.frame())
 

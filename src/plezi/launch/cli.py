@@ -15,8 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Limits, ServerConfig
-from .errors import ConfigError
+from .. import mainscript
+from ..config import Limits, ServerConfig
+from ..errors import ConfigError
+from ..pubsub.hub import set_app_name
 
 __all__ = ["allow_flags", "build_parser", "config_from_args", "main", "script_help", "wants_help"]
 
@@ -318,7 +320,7 @@ def version() -> str:
     try:
         return dist_version("plezi")
     except PackageNotFoundError:  # running from a source tree that was never installed
-        from . import __version__
+        from ..version import __version__
 
         return __version__
 
@@ -334,15 +336,11 @@ def _load_script(script: str, argv: Sequence[str]) -> None:
     ``views/``, the pub/sub app name, and autostart at the end)."""
     import runpy
 
-    from . import autostart
-
     path = os.path.abspath(script)
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(path))
-    autostart.set_main(path)
-    import plezi
-
-    plezi.app_name = f"{os.path.splitext(os.path.basename(path))[0]}_app"
+    mainscript.set_main(path)
+    set_app_name(f"{os.path.splitext(os.path.basename(path))[0]}_app")
     runpy.run_path(path, run_name="__main__")
 
 
@@ -365,11 +363,10 @@ def routes_command(args: Sequence[str]) -> int:
         return 2
     autostart.load_only()
     _load_script(script, args[1:])
-    import plezi
+    from ..web.app import default_app
+    from ..web.route_table import route_table
 
-    from .route_table import route_table
-
-    print(route_table(plezi.app), end="")
+    print(route_table(default_app()), end="")
     return 0
 
 

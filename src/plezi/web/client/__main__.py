@@ -1,4 +1,4 @@
-"""``python -m plezi.client [--check]``: rebuild ``client.js`` from ``plezi-client.mjs``.
+"""``python -m plezi.web.client [--check]``: rebuild ``client.js`` from ``plezi-client.mjs``.
 
 With ``--check`` nothing is written; the exit status is 1 when ``client.js`` is out of date.
 """
@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     current = target.read_text(encoding="utf-8") if target.exists() else ""
     if "--check" in argv:
         if current != built:
-            print(f"{target} is out of date: run python -m plezi.client", file=sys.stderr)
+            print(f"{target} is out of date: run python -m plezi.web.client", file=sys.stderr)
             return 1
         return 0
     if current != built:

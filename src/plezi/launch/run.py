@@ -11,10 +11,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from ..config import ServerConfig
+from ..errors import PleziError
+from ..server.server import Server, bind_sockets
 from .cli import config_from_args, script_help, wants_help
-from .config import ServerConfig
-from .errors import PleziError
-from .server.server import Server, bind_sockets
 from .supervisor import Supervisor, worker_settings
 
 __all__ = ["new_event_loop", "run", "serve_config"]
@@ -77,7 +77,7 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
         return _serve_worker(app, config, *worker, inline_fallback=inline_fallback)
     try:
         if config.redis:
-            from .pubsub.redis import check_redis
+            from ..pubsub.redis import check_redis
 
             check_redis(config.redis)
         _install_public(app, config)
@@ -110,8 +110,8 @@ def _serve_worker(
 ) -> int:
     """A worker of a cluster: serve the inherited socket (its own, or the one all workers share),
     pub/sub through the master's relay."""
-    from .pubsub.cluster import ClusterEngine
-    from .pubsub.hub import hub
+    from ..pubsub.cluster import ClusterEngine
+    from ..pubsub.hub import hub
 
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
@@ -131,13 +131,11 @@ def _serve_worker(
 def _install_public(app: Any, config: ServerConfig) -> None:
     """Put the public folder's route in front of the application's (``--public``)."""
     if config.public is not None:
-        from .http.static import install_public
-
-        install_public(app, config.public)
+        app.serve_public(config.public)
 
 
 def _use_redis(url: str) -> None:
-    from .pubsub.hub import hub
+    from ..pubsub.hub import hub
 
     hub.use_engine(hub.redis_engine(url))
 

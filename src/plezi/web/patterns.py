@@ -32,19 +32,17 @@ UTF-8 (invalid sequences become U+FFFD); ``+`` stays a plus sign, as paths are n
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, Literal
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
+from ..http.paths import PCHAR_SAFE as _PCHAR_SAFE
+from ..http.paths import normalize_path
+
 __all__ = ["RoutePattern", "normalize_path", "tail_segments"]
 
-#: Characters RFC 3986 allows raw in a path segment besides the unreserved ones (``pchar``).
-_PCHAR_SAFE: Final = "!$&'()*+,;=:@"
-#: A path that is already canonical: no escapes, no empty segments, only raw ``pchar``.
-_CANONICAL_PATH: Final = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*/?")
 _NAME: Final = re.compile(r"[A-Za-z0-9_.\[\]]+")
 _PARAM: Final = re.compile(
     r"(?::(?P<req>[^(){}/]*)|\(:(?P<opt>[^(){}/]*)\))(?:\{(?P<rx>.*)\})?", re.DOTALL
@@ -52,53 +50,6 @@ _PARAM: Final = re.compile(
 _FORBIDDEN_IN_LITERAL: Final = frozenset("(){}*")
 
 _Kind = Literal["literal", "required", "optional", "tail"]
-
-
-@functools.lru_cache(maxsize=1024)
-def normalize_path(path: str) -> str | None:
-    """Return ``path`` in canonical form, or ``None`` when it cannot be routed.
-
-    * runs of ``/`` collapse into one;
-    * ``.`` and ``..`` segments are resolved (so are their encoded forms such as ``%2E%2E``,
-      which RFC 3986 makes equivalent); ``None`` when ``..`` would climb above the root;
-    * escapes are canonicalised per segment: unreserved characters are decoded, everything else
-      not allowed raw in a segment is encoded with upper-case hex. ``%2F`` therefore stays
-      ``%2F``, inside its segment, and decoding happens only after splitting (in
-      :meth:`RoutePattern.match`);
-    * a trailing slash is kept (a final dot segment leaves one, as in RFC 3986).
-
-    ``path`` must start with ``/`` and carry no query string; anything else gives ``None``.
-    Non-ASCII characters are taken as text and encoded as UTF-8.
-
-    PERF: most traffic asks for a few paths again and again; the recent answers are cached
-    (bounded, least recently used out); a cached answer costs a third of the checks below.
-    """
-    if not path.startswith("/"):
-        return None
-    # PERF: most request paths are already canonical; one C-level regex call proves it.
-    if "/." not in path and _CANONICAL_PATH.fullmatch(path):
-        return path
-    return _normalize_slow(path)
-
-
-def _normalize_slow(path: str) -> str | None:
-    out: list[str] = []
-    ends_in_dir = False
-    for raw in path.split("/"):
-        if not raw:
-            continue
-        data = unquote_to_bytes(raw)
-        ends_in_dir = data in (b".", b"..")
-        if data == b"..":
-            if not out:
-                return None
-            out.pop()
-        elif data != b".":
-            out.append(quote_from_bytes(data, safe=_PCHAR_SAFE))
-    if not out:
-        return "/"
-    trailing = "/" if ends_in_dir or path.endswith("/") else ""
-    return "/" + "/".join(out) + trailing
 
 
 def tail_segments(tail: str) -> list[str]:

@@ -56,8 +56,8 @@ from typing import Any, Final
 
 import orjson
 
+from ..errors import report_error
 from .controller import PLEZI_NAMES, Controller
-from .errors import report_error
 
 __all__ = [
     "NEVER_EVENTS",
@@ -77,7 +77,8 @@ __all__ = [
 
 log = logging.getLogger("plezi")
 
-#: Names that are never events (besides ``_*``, ``on_*`` and :data:`plezi.controller.PLEZI_NAMES`).
+#: Names that are never events (besides ``_*``, ``on_*`` and
+#: :data:`plezi.web.controller.PLEZI_NAMES`).
 NEVER_EVENTS: Final = frozenset(
     ("pre_connect", "index", "new", "show", "create", "update", "delete", "unknown")
 )

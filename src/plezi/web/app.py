@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import orjson
 
+from ..errors import ConnectionRequiredError, HTTPError, RouteError, report_error
+from ..http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
+from ..http.request import Request
+from ..http.response import Reply, Response, Upgrade, error_reply, simple_response
+from ..protocol.handshake import HandshakeError, header_line, is_upgrade_request, validate_upgrade
 from .controller import Controller
-from .errors import ConnectionRequiredError, HTTPError, RouteError, report_error
-from .http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
-from .http.request import Request
-from .http.response import Response, simple_response
-from .protocol.handshake import HandshakeError, header_line, is_upgrade_request, validate_upgrade
+from .patterns import normalize_path
 from .routes import HTTP_METHODS, ControllerRoute, new_instance
-from .routing import normalize_path
 
 __all__ = ["App", "Reply", "Upgrade"]
 
@@ -40,21 +41,6 @@ _FALL: Final = object()  # "this route declines; try the next one"
 _EVENT_STREAM: Final = "text/event-stream"
 #: Result types that are never awaitable (checked before the slower ``inspect.isawaitable``).
 _PLAIN_RESULTS: Final = frozenset((str, bytes, dict, list, bool, type(None)))
-
-
-@dataclass(slots=True)
-class Upgrade:
-    """The request was accepted as a WebSocket (or an SSE stream) by ``controller``."""
-
-    controller: Controller
-    route: ControllerRoute
-    #: The client's ``Sec-WebSocket-Key`` (empty for SSE).
-    key: str
-    #: A Server-Sent Events stream rather than a WebSocket.
-    sse: bool = False
-
-
-Reply = bytes | Upgrade
 
 
 class _Context:
@@ -85,20 +71,6 @@ class _Context:
         self.refused = False
 
 
-def error_reply(
-    status: int, message: str, *, keep_alive: bool = True, head: bool = False, extra: bytes = b""
-) -> bytes:
-    """A short plain-text error response."""
-    return simple_response(
-        status,
-        message.encode() + b"\n",
-        content_type=_TEXT,
-        keep_alive=keep_alive,
-        head=head,
-        extra=extra,
-    )
-
-
 class App:
     """Routes in the order they were added."""
 
@@ -107,7 +79,7 @@ class App:
 
     def route(self, path: str, handler: Any) -> ControllerRoute:
         """Add a route (see :func:`plezi.route`); ``handler`` is a controller class, or
-        ``"client"`` for the browser client (see :mod:`plezi.client`)."""
+        ``"client"`` for the browser client (see :mod:`plezi.web.client`)."""
         if isinstance(handler, type):
             route = ControllerRoute(path, handler)
         elif handler == "client":
@@ -124,15 +96,22 @@ class App:
 
     # -- lifecycle (called by the server) ---------------------------------------------------
 
+    def serve_public(self, directory: str | os.PathLike[str] | None) -> ControllerRoute | None:
+        """Serve ``directory``'s files before the routes (``--public``), replacing an earlier
+        public folder; ``None`` removes it. See :mod:`plezi.web.public`."""
+        from .public import install_public
+
+        return install_public(self, directory)
+
     async def startup(self, server: Any) -> None:
         """The server is listening: bind pub/sub to its loop and start the engine."""
-        from .pubsub.hub import hub
+        from ..pubsub.hub import hub
 
         await hub.attach(server)
 
     async def cleanup(self, server: Any) -> None:
         """The server has shut down: stop the pub/sub engine."""
-        from .pubsub.hub import hub
+        from ..pubsub.hub import hub
 
         if hub.server is server:
             await hub.detach()
@@ -434,3 +413,23 @@ class _Pending:
 
     def __await__(self) -> Any:
         return self.awaitable.__await__()
+
+
+#: The application :func:`plezi.route` adds to (``plezi.app``), made at first use.
+_default: App | None = None
+
+
+def default_app() -> App:
+    """The application that :func:`plezi.route` adds to and :func:`plezi.run` serves."""
+    global _default
+    if _default is None:
+        _default = App()
+    return _default
+
+
+def set_default_app(app: App) -> None:
+    """Make ``app`` the default application (``plezi.app = app``)."""
+    global _default
+    if not isinstance(app, App):
+        raise TypeError(f"plezi.app must be a plezi.App, not {type(app).__name__}")
+    _default = app

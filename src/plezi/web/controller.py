@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from .errors import ConnectionRequiredError
-from .http.cookies import format_delete_cookie, format_set_cookie
-from .http.response import Response
+from ..errors import ConnectionRequiredError
+from ..http.cookies import format_delete_cookie, format_set_cookie
+from ..http.response import Response
 
 if TYPE_CHECKING:
-    from .http.request import Request
-    from .routes import ControllerRoute
-    from .server.websocket import WebSocketConnection
+    from ..http.request import Request
+    from ..server.websocket import WebSocketConnection
+
+
+class _Routed(Protocol):
+    """The route a controller class is mounted on (a :class:`~.routes.ControllerRoute`, which
+    imports this module: hence a protocol here, not an import)."""
+
+    #: The route's path pattern (a :class:`~.patterns.RoutePattern`).
+    pattern: Any
+
+    def url_for(self, action: str | None = None, /, **params: Any) -> str: ...
+
 
 __all__ = ["Controller", "Cookies"]
 
@@ -87,7 +97,7 @@ class Controller:
     #: controller does not answer).
     http_events: ClassVar[bool] = True
 
-    _pl_route: ClassVar[ControllerRoute | None] = None
+    _pl_route: ClassVar[_Routed | None] = None
     _pl_request: Request
     _pl_params: dict[str, Any]
     _pl_response: Response | None
@@ -143,7 +153,7 @@ class Controller:
         A missing template raises :class:`plezi.http.templates.TemplateNotFound` (the request
         gets a 500, the log names the folder searched). Only a format the request asked for
         (``/users/1/json``) without a template returns ``None``, so the route falls through."""
-        from .http.templates import TemplateNotFound, render
+        from ..http.templates import TemplateNotFound, render
 
         asked = self._pl_params.get("format")
         name = f"{template}.{asked or 'html'}"
@@ -160,7 +170,7 @@ class Controller:
         A GET or HEAD may get ``304 Not Modified`` (``If-None-Match`` / ``If-Modified-Since``)
         or, for one byte ``Range``, a ``206`` (``416`` past the end), as the public folder's
         files do."""
-        from .http.static import file_response
+        from ..http.static import file_response
 
         response = file_response(path, content_type=content_type, request=self.request)
         if response is None:
@@ -239,7 +249,7 @@ class Controller:
         conn = self._pl_conn
         if conn is None:
             return self._pl_no_connection("write_event")
-        from .server.sse import SseConnection
+        from ..server.sse import SseConnection
 
         if not isinstance(conn, SseConnection):
             raise TypeError("write_event() needs an SSE connection; use write() on a WebSocket")
@@ -292,7 +302,7 @@ class Controller:
         subscription; a channel and a matching pattern are two subscriptions, and each delivers
         the message (as in Redis).
         """
-        from .pubsub.hub import _check_name, hub
+        from ..pubsub.hub import _check_name, hub
 
         conn = self._pl_conn
         if conn is None:
@@ -318,7 +328,7 @@ class Controller:
 
     def unsubscribe(self, channel: str, *, pattern: bool = False) -> bool:
         """End this connection's subscription to ``channel``; ``False`` if there was none."""
-        from .pubsub.hub import hub
+        from ..pubsub.hub import hub
 
         subs = self._pl_subs
         if not subs or (channel, pattern) not in subs:
@@ -327,7 +337,7 @@ class Controller:
         return hub.registry.remove(channel, self._pl_conn, pattern=pattern)
 
     def _pl_unsubscribe_all(self) -> None:
-        from .pubsub.hub import hub
+        from ..pubsub.hub import hub
 
         subs, self._pl_subs = self._pl_subs, None
         for channel, pattern in subs or ():
@@ -336,7 +346,7 @@ class Controller:
     def publish(self, channel: str, message: Any) -> None:
         """Publish ``message`` (str, bytes, dict or list) on ``channel`` (see
         :func:`plezi.publish`)."""
-        from .pubsub.hub import hub
+        from ..pubsub.hub import hub
 
         hub.publish(channel, message)
 

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlencode
 
+from ..errors import PleziWarning, RouteError
 from .controller import PLEZI_NAMES, Controller
-from .dispatch import (
+from .events import (
     Event,
     dispatching_class,
     event_table,
@@ -24,8 +25,7 @@ from .dispatch import (
     unknown_event,
     where,
 )
-from .errors import PleziWarning, RouteError
-from .routing import RoutePattern
+from .patterns import RoutePattern
 
 __all__ = ["CALLBACKS", "HTTP_METHODS", "ControllerRoute", "mix_controller"]
 

@@ -2,7 +2,7 @@
 
 For each route, in the order requests try them: the path pattern and the controller, then one
 line per way in. The HTTP lines come from asking the route itself which method answers each verb
-(:meth:`~plezi.routes.ControllerRoute.action_for`), so the listing cannot drift from the router.
+(:meth:`~plezi.web.routes.ControllerRoute.action_for`), so the listing cannot drift from the router.
 Auto-dispatch JSON events answer HTTP too (any verb, the request's params as the message) unless
 the controller sets ``http_events = False``; the listing says which.
 """
@@ -44,7 +44,7 @@ def _controller_name(route: ControllerRoute) -> str:
     cls = route.controller
     module = cls.__module__
     if module == "__main__":  # the script's own classes: name them after the script
-        from .autostart import main_file
+        from ..mainscript import main_file
 
         main = main_file()
         module = os.path.splitext(os.path.basename(main))[0] if main else module

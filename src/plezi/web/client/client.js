@@ -1,5 +1,5 @@
 // PleziClient, classic-script build: defines the global `PleziClient`.
-// Generated from plezi-client.mjs by `python -m plezi.client`; edit that file, not this one.
+// Generated from plezi-client.mjs by `python -m plezi.web.client`; edit that file, not this one.
 (function (root) {
 "use strict";
 

@@ -50,7 +50,7 @@ def new_command(argv: list[str], *, out: TextIO | None = None, err: TextIO | Non
                 f"plezi new: {target} already exists; choose another name or remove it", 1
             )
         _write(
-            resources.files("plezi") / "scaffold_files" / ("mini" if args.mini else "app"),
+            resources.files("plezi.launch") / "scaffold_files" / ("mini" if args.mini else "app"),
             target,
             args.name,
         )
@@ -104,7 +104,7 @@ def _write(source: Traversable, target: Path, name: str) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from ..version import __version__
 
     return __version__
 

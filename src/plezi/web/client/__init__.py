@@ -2,7 +2,8 @@
 
 ``plezi-client.mjs`` is the source: an ES module. ``client.js`` is its classic-script build (the
 same code in a function that defines the global ``PleziClient``), made by :func:`build_classic`
-without any bundler; ``python -m plezi.client`` rewrites it, and a test checks that it is current.
+without any bundler; ``python -m plezi.web.client`` rewrites it, and a test checks that it is
+current.
 
 ``plezi.route("/client.js", "client")`` serves the classic build at ``/client.js`` and the module
 at ``/client.mjs`` (for a path that does not end in ``.js``: the path plus ``.mjs``), as
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, ClassVar, Final
 
+from ...errors import RouteError
+from ...http.static import etag_listed
 from ..controller import Controller
-from ..errors import RouteError
-from ..http.static import etag_listed
 
 if TYPE_CHECKING:
     from ..routes import ControllerRoute
@@ -40,7 +41,8 @@ _MODULE_SYNTAX: Final = re.compile(r"^\s*(?:export|import)\b", re.M)
 
 _HEADER: Final = (
     "// PleziClient, classic-script build: defines the global `PleziClient`.\n"
-    f"// Generated from {MODULE_FILE} by `python -m plezi.client`; edit that file, not this one.\n"
+    f"// Generated from {MODULE_FILE} by `python -m plezi.web.client`; "
+    "edit that file, not this one.\n"
 )
 
 

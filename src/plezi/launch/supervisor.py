@@ -23,8 +23,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from .config import ServerConfig
-from .pubsub.cluster import Relay
+from ..config import ServerConfig
+from ..pubsub.cluster import Relay
 
 __all__ = ["WORKER_ENV", "Supervisor", "worker_settings"]
 

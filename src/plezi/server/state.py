@@ -1,0 +1,105 @@
+"""Per-server state that connections share (uvicorn's ``ServerState``): see :class:`ServerState`.
+
+The listening :class:`~.server.Server` extends it; the connection classes (:mod:`.http`,
+:mod:`.websocket`, :mod:`.sse`) are typed against this narrower class, so they never import the
+module that creates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config import ServerConfig
+from ..throttle import LogThrottle
+
+if TYPE_CHECKING:
+    from .types import Application
+
+
+class _Flushable(Protocol):
+    """A connection with writes corked until the end of the loop iteration."""
+
+    def flush(self) -> None: ...
+
+
+__all__ = ["ServerState"]
+
+log = logging.getLogger("plezi")
+
+
+class _Timed(Protocol):
+    def check_timeout(self, now: float) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class ServerState:
+    """What every connection of one server shares: the application, the limits, the coarse
+    clock, the open connections, the end-of-iteration flush, the tasks it spawned, and whether
+    it is shutting down. Connections hold this, never the listening :class:`Server`."""
+
+    def __init__(self, app: Application, config: ServerConfig) -> None:
+        config.limits.validate()
+        self.app = app
+        self.config = config
+        self.limits = config.limits
+        #: Coarse clock (``loop.time()``), refreshed by the reaper. PERF: connections stamp
+        #: activity with this attribute instead of calling a clock per read.
+        self.now = time.monotonic()
+        self.connections: set[_Timed] = set()
+        #: Open WebSocket connections by serial number (``write_to`` looks them up here).
+        self.websockets: dict[int, Any] = {}  # WebSocketConnection (which imports this)
+        self.shutting_down = False
+        #: Bytes of request bodies held in memory, all connections together (bounded by
+        #: ``Limits.max_body_buffer``; see :mod:`.http`).
+        self.body_buffered = 0
+        #: Refusal lines a client can trigger at will, by kind: at most one a second each.
+        self.log_throttles: dict[str, LogThrottle] = {}
+        #: A cluster worker's master: when it is gone (we were re-parented), shut down.
+        self.master_pid: int | None = None
+        self._dirty: list[_Flushable] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    # -- shared services for connections ----------------------------------------------------
+
+    def mark_dirty(self, conn: _Flushable) -> None:
+        """Flush ``conn`` at the end of this loop iteration (one write per iteration)."""
+        dirty = self._dirty
+        if not dirty:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_dirty)
+        dirty.append(conn)
+
+    def _flush_dirty(self) -> None:
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the server keeps a reference to until it ends."""
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def request_shutdown(self) -> None:
+        """Ask :meth:`serve` to shut down gracefully; asked again during the shutdown, cut every
+        connection at once (a second Ctrl+C)."""
+        if self.shutting_down:
+            log.warning("second stop request: closing all connections now")
+            self._abort_all()
+        elif self._stop is not None:
+            self._stop.set()
+
+    def _abort_all(self) -> None:
+        for conn in list(self.connections):
+            transport = getattr(conn, "transport", None)
+            if transport is not None:
+                transport.abort()
