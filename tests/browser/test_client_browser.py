@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 import plezi
 from browser.conftest import Pages
-from conftest import ROOT, UNIT, Running, Script
+from helpers import ROOT, UNIT, Running, Script
 
 CHAT = ROOT / "examples" / "chat_client" / "chat.py"
 WAIT = 10_000 * UNIT  # ms, for page waits

@@ -13,7 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from browser.conftest import Pages
-from conftest import UNIT, Script
+from helpers import UNIT, Script
 from plezi.launch.scaffold import new_command
 
 WAIT = 10_000 * UNIT  # ms, for page waits

@@ -32,7 +32,7 @@ import pytest
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from conftest import ROOT, UNIT, Script, start_script
+from helpers import ROOT, UNIT, Script, start_script
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)

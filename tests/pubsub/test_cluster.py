@@ -34,8 +34,8 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from conftest import UNIT, Script, start_script
-from server.wsclient import connect
+from helpers import UNIT, Script, start_script
+from wsclient import connect
 
 APP = """
 import json

@@ -11,10 +11,10 @@ import pytest
 from websockets.sync.client import ClientConnection
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.protocol.frames import OP_TEXT, encode_frame
 from plezi.pubsub.hub import hub
-from server.wsclient import RawClient
+from wsclient import RawClient
 
 MASK = b"abcd"
 

@@ -19,10 +19,10 @@ import pytest
 from websockets.sync.client import ClientConnection
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running, app_of
 from plezi.protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from plezi.pubsub.hub import hub
-from server.wsclient import RawClient, connect, small_send_buffer
+from wsclient import RawClient, connect, small_send_buffer
 
 
 @pytest.fixture(autouse=True)
@@ -32,13 +32,6 @@ def no_leaks() -> Iterator[None]:
     assert hub.registry.names() == ([], []), "an earlier test leaked subscriptions"
     yield
     assert hub.registry.names() == ([], []), "this test leaked subscriptions"
-
-
-def app_of(*routes: tuple[str, type]) -> plezi.App:
-    app = plezi.App()
-    for path, cls in routes:
-        app.route(path, cls)
-    return app
 
 
 def count(running: Running, name: str, *, pattern: bool = False) -> int:

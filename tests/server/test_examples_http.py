@@ -6,20 +6,17 @@ SIGTERM. Scripts that fail, opt out, define nothing, or ask for a taken port nev
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from rawhttp import RawHTTP, request_bytes
 
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, UNIT, Script, run_script
+from rawhttp import RawHTTP, request_bytes
 
 EXAMPLES = ROOT / "examples"
 
@@ -69,22 +66,6 @@ def test_echo_example_has_no_http_page_but_upgrades(script: Callable[..., Script
         assert conn.buf[:4] == b"\x81\x02hi"
     code, err = s.stop(signal.SIGTERM, timeout=10)
     assert code == 0, err
-
-
-def run_script(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a script that is expected to end on its own (a server would make it time out)."""
-    path = tmp_path / "app.py"
-    path.write_text(source)
-    env = {k: v for k, v in os.environ.items() if k != "PLEZI_NO_AUTOSTART"}
-    return subprocess.run(
-        [sys.executable, str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=10 * UNIT,
-        env=env,
-        cwd=str(ROOT),
-        check=False,
-    )
 
 
 ROUTED = textwrap.dedent(

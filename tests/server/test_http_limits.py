@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from rawhttp import RawHTTP, request_bytes
-from wsclient import connect
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
+from rawhttp import RawHTTP, request_bytes
+from wsclient import connect
 
 PACE = 0.005 * UNIT  # between the pieces a slow client sends
 

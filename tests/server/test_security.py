@@ -18,11 +18,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from rawhttp import RawHTTP, request_bytes
-from wsclient import RawClient
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
 from plezi.errors import ConfigError
 from plezi.launch.cli import config_from_args
 from plezi.protocol import (
@@ -33,6 +31,8 @@ from plezi.protocol import (
     encode_frame,
     parse_origin,
 )
+from rawhttp import RawHTTP, request_bytes
+from wsclient import RawClient
 
 SECRET = "s3cr3t-detail-9f2c"
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, UNIT, Script
 from plezi.launch.scaffold import new_command
 
 

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from conftest import UNIT
+from helpers import UNIT
 
 __all__ = ["RawHTTP", "RawResponse", "request_bytes"]
 

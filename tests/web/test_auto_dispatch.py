@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from websockets.sync.client import ClientConnection
-from wsclient import RawClient, connect
 
 import plezi
-from conftest import ROOT, UNIT, Running, Script
+from helpers import ROOT, UNIT, Running, Script
 from plezi.protocol.frames import OP_BINARY, OP_TEXT
 from plezi.web.client import MODULE_FILE, SCRIPT_FILE
+from wsclient import RawClient, connect
 
 CLIENT_DIR = ROOT / "src" / "plezi" / "web" / "client"
 CHAT = ROOT / "examples" / "chat_client" / "chat.py"

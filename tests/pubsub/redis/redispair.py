@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redisproc import RedisProcess
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import UNIT, Script
+from helpers import UNIT, Script
+
+from .redisproc import RedisProcess
 
 APP = Path(__file__).with_name("redis_app.py")
 
@@ -23,14 +24,6 @@ APP = Path(__file__).with_name("redis_app.py")
 def status(server: Script) -> dict[str, Any]:
     with urllib.request.urlopen(server.url + "/", timeout=5 * UNIT) as reply:
         return json.loads(reply.read())  # type: ignore[no-any-return]
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout * UNIT
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def join(server: Script, stack: contextlib.ExitStack) -> tuple[ClientConnection, str]:

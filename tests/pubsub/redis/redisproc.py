@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import UNIT
+from helpers import UNIT
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from wsclient import connect
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
+from wsclient import connect
 
 
 class Room:

@@ -12,7 +12,7 @@ import threading
 import httpx
 from websockets.sync.client import connect
 
-from conftest import ROOT, UNIT
+from helpers import ROOT, UNIT
 
 
 def test_demo_installs_and_serves_the_live_chat() -> None:
