@@ -37,6 +37,7 @@ __all__ = [
     "Running",
     "Script",
     "app_of",
+    "loop_turns",
     "run_script",
     "start_script",
     "start_server",
@@ -197,7 +198,6 @@ def start_script(
     raise AssertionError(f"{path} did not start:\n" + b"".join(lines).decode(errors="replace"))
 
 
-
 def run_script(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a script that is expected to end on its own (a server would make it time out)."""
     path = tmp_path / "app.py"
@@ -220,6 +220,14 @@ def app_of(*routes: tuple[str, type]) -> plezi.App:
     for path, controller in routes:
         app.route(path, controller)
     return app
+
+
+async def loop_turns(turns: int = 3) -> None:
+    """Let the event loop run ``turns`` times: an async callback that is not done at once,
+    without a wall-clock delay (whatever the test orders by it is then decided by the server's
+    rules, not by how fast the machine is)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
 
 
 def wait_for(check: Callable[[], bool], what: str = "the condition", timeout: float = 15.0) -> None:

@@ -123,5 +123,3 @@ def first_event(port: int, target: str = "/", **options: Any) -> Event:
     """Open a stream, check its head and return its first event."""
     with EventStream(port, target, **options) as stream:
         return stream.first()
-
-

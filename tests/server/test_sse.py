@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import plezi
-from helpers import UNIT, Events, Running
+from helpers import UNIT, Events, Running, loop_turns
 from rawhttp import RawHTTP, request_bytes
 from sseclient import STREAM, Event, EventStream, first_event
 
 __all__ = ["Event", "EventStream", "feed_app", "first_event", "serve_controller"]
+
 
 def serve_controller(serve: Callable[..., Running], controller: type, **limits: Any) -> Running:
     """Serve ``controller`` at ``/``."""
@@ -202,7 +203,7 @@ def test_async_callbacks_and_close_from_the_server(serve: Callable[..., Running]
             return True
 
         async def on_open(self) -> None:
-            await asyncio.sleep(0.01)
+            await loop_turns()
             self.write(f"id {self.id}")  # type: ignore[attr-defined]
             self.close()  # type: ignore[attr-defined]
             assert not self.open  # type: ignore[attr-defined]
@@ -385,7 +386,7 @@ def test_bytes_after_the_stream_request_are_ignored(serve: Callable[..., Running
 def test_a_stream_request_behind_an_async_reply(serve: Callable[..., Running]) -> None:
     class Slow:
         async def index(self) -> str:
-            await asyncio.sleep(0.05)
+            await loop_turns()
             return "slow reply"
 
     tally = Events()

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 import plezi
-from helpers import UNIT, Running, app_of
+from helpers import UNIT, Running, app_of, loop_turns
 from plezi.http import templates
 from rawhttp import RawHTTP, request_bytes
 
@@ -671,12 +671,12 @@ class Conn:
         return f"show {self.params['id']}"  # type: ignore[attr-defined]
 
     async def slow(self) -> str:
-        await asyncio.sleep(0.05 * UNIT)  # answers after the requests pipelined behind it
+        await loop_turns()  # not ready at once: the requests pipelined behind it must wait
         self.hits.append("slow")
         return "slow"
 
     async def slow_none(self) -> None:
-        await asyncio.sleep(0.05 * UNIT)
+        await loop_turns()
         return None
 
     def create(self) -> dict[str, Any]:
