@@ -15,6 +15,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 import plezi
 from plezi import App, Limits, ServerConfig
@@ -37,6 +40,7 @@ __all__ = [
     "Running",
     "Script",
     "app_of",
+    "free_port",
     "loop_turns",
     "run_script",
     "start_script",
@@ -147,6 +151,10 @@ class Script:
     def ws_url(self) -> str:
         return "ws" + self.url[4:]
 
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """``GET path`` with httpx (no proxy from the environment, a bounded timeout)."""
+        return httpx.get(self.url + path, trust_env=False, timeout=5 * UNIT, **kwargs)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, str]:
         """Signal the process and return (exit code, everything it wrote to stderr)."""
         if self.proc.poll() is None:
@@ -212,6 +220,13 @@ def run_script(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedP
         cwd=str(ROOT),
         check=False,
     )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a process that must be told its port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def app_of(*routes: tuple[str, type]) -> plezi.App:

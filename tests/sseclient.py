@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rawhttp import RawHTTP, RawResponse, request_bytes
+
 from helpers import UNIT
 from protocol.test_protocol_sse import parse_events
-from rawhttp import RawHTTP, RawResponse, request_bytes
 
 __all__ = ["STREAM", "Event", "EventStream", "first_event"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from websockets.sync.client import connect
 
 import plezi
 from browser.conftest import Pages
-from helpers import ROOT, UNIT, Running, Script
+from helpers import ROOT, UNIT, Running, Script, free_port
 
 CHAT = ROOT / "examples" / "chat_client" / "chat.py"
 WAIT = 10_000 * UNIT  # ms, for page waits
@@ -198,12 +197,6 @@ def test_close_stays_closed(lobby: Running, pages: Pages) -> None:
 
 
 # -- the chat example, with its server restarted --------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def say(page: Any, text: str) -> None:

@@ -4,26 +4,20 @@ subscription changes made in the same read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
+from wsclient import RawClient
 
 import plezi
 from helpers import UNIT
 from plezi.protocol.frames import OP_TEXT, encode_frame
-from plezi.pubsub.hub import hub
-from wsclient import RawClient
 
 MASK = b"abcd"
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    assert hub.registry.names() == ([], []), "an earlier test leaked subscriptions"
-    yield
-    assert hub.registry.names() == ([], []), "this test leaked subscriptions"
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 class Hub:

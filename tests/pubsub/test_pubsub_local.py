@@ -12,26 +12,19 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
+from wsclient import RawClient, connect, small_send_buffer
 
 import plezi
 from helpers import UNIT, Running, app_of
 from plezi.protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from plezi.pubsub.hub import hub
-from wsclient import RawClient, connect, small_send_buffer
 
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Every test starts and ends with no subscription in the process-global registry (checked
-    after the test's servers have stopped)."""
-    assert hub.registry.names() == ([], []), "an earlier test leaked subscriptions"
-    yield
-    assert hub.registry.names() == ([], []), "this test leaked subscriptions"
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 def count(running: Running, name: str, *, pattern: bool = False) -> int:

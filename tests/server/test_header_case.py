@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rawhttp import RawHTTP, request_bytes
+from wsclient import RawClient
 
 import plezi
 from helpers import UNIT, Running
 from plezi.asgi import ASGIApp
 from plezi.http.static import install_public
-from rawhttp import RawHTTP, request_bytes
-from wsclient import RawClient
 
 
 def names(head: bytes | str) -> list[str]:

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from rawhttp import RawHTTP, request_bytes
 
 import plezi
 from helpers import UNIT, Running
-from rawhttp import RawHTTP, request_bytes
 
 
 class Front:

@@ -31,13 +31,13 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from rawhttp import RawHTTP
 
 import plezi
 from helpers import UNIT, Running, start_server
 from plezi.config import Limits, ServerConfig
 from plezi.server.http import HttpProtocol
 from plezi.server.server import Server
-from rawhttp import RawHTTP
 
 # -- the application and its model -----------------------------------------------------------
 

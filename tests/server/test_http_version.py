@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import httptools
 import pytest
+from rawhttp import RawHTTP
 
 import plezi
 from helpers import Running
-from rawhttp import RawHTTP
 
 #: Header lines that may change what llhttp says about keep-alive.
 HEADERS = [

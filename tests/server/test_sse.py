@@ -13,9 +13,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from rawhttp import RawHTTP, request_bytes
+
 import plezi
 from helpers import UNIT, Events, Running, loop_turns
-from rawhttp import RawHTTP, request_bytes
 from sseclient import STREAM, Event, EventStream, first_event
 
 __all__ = ["Event", "EventStream", "feed_app", "first_event", "serve_controller"]

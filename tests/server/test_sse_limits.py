@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rawhttp import RawHTTP
 from test_sse import Event, EventStream, feed_app, serve_controller
+from wsclient import small_send_buffer
 
 from helpers import ROOT, UNIT, Events, Running
-from rawhttp import RawHTTP
-from wsclient import small_send_buffer
 
 
 def test_idle_streams_get_keepalive_comments_and_outlive_the_idle_timeout(

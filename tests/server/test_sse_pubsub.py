@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from test_sse import Event, EventStream
+from wsclient import connect
 
 import plezi
 from helpers import UNIT, Events, Running
 from plezi.pubsub.hub import hub
-from wsclient import connect
 
 
 def room_app(tally: Events) -> plezi.App:

@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from websockets.sync.client import ClientConnection
+from wsclient import RawClient, connect, masked
 
 import plezi
 from helpers import ROOT, UNIT, Running, Script, loop_turns
 from plezi.protocol.frames import OP_BINARY, OP_TEXT
 from plezi.web.client import MODULE_FILE, SCRIPT_FILE
-from wsclient import RawClient, connect, masked
 
 CLIENT_DIR = ROOT / "src" / "plezi" / "web" / "client"
 CHAT = ROOT / "examples" / "chat_client" / "chat.py"

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from wsclient import connect
 
 import plezi
 from helpers import UNIT, Running
-from wsclient import connect
 
 
 class Room:

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from rawhttp import RawHTTP, request_bytes
 
 import plezi
 from helpers import UNIT, Running, app_of, loop_turns
 from plezi.http import templates
-from rawhttp import RawHTTP, request_bytes
 
 
 class Site:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from rawhttp import RawHTTP
 
 import plezi
 from helpers import Running
-from rawhttp import RawHTTP
 
 
 class ReadOnly:

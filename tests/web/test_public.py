@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rawhttp import RawHTTP, RawResponse
+from wsclient import Echo, connect
 
 import plezi
 from helpers import ROOT, UNIT, Running, Script, run_script
@@ -24,8 +26,6 @@ from plezi.errors import ConfigError
 from plezi.http.static import install_public
 from plezi.launch.cli import config_from_args
 from plezi.web.public import PublicPattern
-from rawhttp import RawHTTP, RawResponse
-from wsclient import Echo, connect
 
 SECRET = b"outside-secret-7d1e"
 CSS = b"body { color: teal }\n"

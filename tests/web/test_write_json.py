@@ -8,11 +8,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from wsclient import RawClient
+
 import plezi
 from helpers import Running
 from plezi.protocol.frames import OP_TEXT
 from sseclient import EventStream
-from wsclient import RawClient
 
 
 class Writer:

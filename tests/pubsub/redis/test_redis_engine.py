@@ -9,10 +9,10 @@ import sys
 
 import pytest
 from websockets.sync.client import ClientConnection
+from wsclient import MASK, RawClient
 
 from helpers import ROOT, UNIT, wait_for
 from plezi.protocol.frames import OP_TEXT, encode_frame
-from wsclient import MASK, RawClient
 
 from .redispair import APP, join, recv_all, status, sync, two_servers
 from .redisproc import RedisProcess
