@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
 import plezi
 from browser.conftest import Pages
@@ -142,7 +142,7 @@ def test_page_connects_to_its_own_path_emits_and_gets_acks(
 def test_broadcasts_reach_other_pages_and_other_clients(lobby: Running, pages: Pages) -> None:
     first = open_client(pages, lobby.url + "/lobby")
     second = open_client(pages, lobby.url + "/lobby/module")
-    with connect(lobby.ws_url + "/lobby", proxy=None, open_timeout=5 * UNIT) as observer:
+    with connect(lobby.ws_url + "/lobby") as observer:
         observer.send(json.dumps({"event": "echo", "ready": True}))
         assert json.loads(observer.recv(timeout=5 * UNIT))["ready"] is True
         for page in (first, second):

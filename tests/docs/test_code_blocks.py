@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
+from wsclient import connect as ws_connect
 
 from helpers import ROOT, UNIT, Script, start_script
 
@@ -73,7 +73,7 @@ BLOCKS = _blocks()
 
 
 def ws(s: Script, path: str = "/") -> ClientConnection:
-    return ws_connect(s.ws_url + path, open_timeout=5 * UNIT, proxy=None)
+    return ws_connect(s.ws_url + path)
 
 
 def recv_json(conn: ClientConnection) -> dict[str, object]:

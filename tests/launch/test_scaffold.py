@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
 from helpers import ROOT, UNIT, Script
 from plezi.launch.scaffold import new_command
@@ -84,7 +84,7 @@ def test_the_generated_app_serves_its_page_files_and_room(
     assert s.get("/client.js").status_code == 200
     css = s.get("/style.css")
     assert (css.status_code, css.headers["content-type"]) == (200, "text/css; charset=utf-8")
-    with connect(s.ws_url + "/", proxy=None, open_timeout=5 * UNIT) as ws:
+    with connect(s.ws_url + "/") as ws:
         ws.send('{"event": "chat", "text": "hi"}')
         got = {ws.recv(timeout=5 * UNIT), ws.recv(timeout=5 * UNIT)}
     assert got == {'{"event":"chat","text":"hi"}', '{"event":"delivered"}'}

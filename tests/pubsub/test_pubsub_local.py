@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection
 from wsclient import RawClient, connect, small_send_buffer
 
 import plezi
-from helpers import UNIT, Running, app_of
+from helpers import UNIT, Events, Running, app_of
 from plezi.protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from plezi.pubsub.hub import hub
 
@@ -139,12 +139,7 @@ def test_a_channel_and_a_matching_pattern_deliver_once_per_subscription(serve: A
 
 
 def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) -> None:
-    closed: list[str] = []
-    closing = threading.Condition()
-
-    def wait_closed(n: int) -> None:
-        with closing:
-            assert closing.wait_for(lambda: len(closed) >= n, 5 * UNIT)
+    closed = Events()
 
     class Sub(WS):
         def on_open(self) -> None:
@@ -164,9 +159,7 @@ def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) ->
             self.write(f"{first} {again}")  # type: ignore[attr-defined]
 
         def on_close(self) -> None:
-            with closing:
-                closed.append(self.id)  # type: ignore[attr-defined]
-                closing.notify_all()
+            closed.add("close")
 
     running = serve(app_of(("/", Sub)))
     # Explicit unsubscribe.
@@ -188,7 +181,7 @@ def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) ->
         publish_on_loop(running, "news.y", "news.y")
         publish_on_loop(running, "control", "control")
         assert recv(ws) == "control"
-    wait_closed(1)
+    closed.wait_for("close", 1)
     # A clean close, then an abrupt one (TCP reset): every subscription goes.
     for n, how in enumerate(("close", "reset"), 2):
         client = RawClient(running.port)
@@ -200,7 +193,7 @@ def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) ->
             client.close()
         else:
             client.reset()
-        wait_closed(n)  # cleanup runs before on_close
+        closed.wait_for("close", n)  # cleanup runs before on_close
         for name, pattern in (("news", False), ("news.*", True), ("notes", False)):
             assert count(running, name, pattern=pattern) == 0
         assert count(running, "control") == 0

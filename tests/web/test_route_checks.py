@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
 import plezi
 from helpers import UNIT, Running
@@ -271,7 +271,7 @@ def test_a_message_naming_a_non_event_is_a_404_and_the_reason_is_logged_once(
         app.route("/", Events)
     caplog.clear()
     running = serve(app)
-    with connect(running.ws_url + "/", proxy=None, open_timeout=5 * UNIT) as ws:
+    with connect(running.ws_url + "/") as ws:
         for _ in range(2):
             ws.send(json.dumps({"event": "say", "_EID_": 1}))
             reply = json.loads(ws.recv(timeout=5 * UNIT))

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
+from wsclient import connect
 
 from helpers import UNIT, Script
 
@@ -27,9 +28,7 @@ def status(server: Script) -> dict[str, Any]:
 
 
 def join(server: Script, stack: contextlib.ExitStack) -> tuple[ClientConnection, str]:
-    ws = stack.enter_context(
-        connect(server.ws_url + "/", open_timeout=5 * UNIT, proxy=None, compression=None)
-    )
+    ws = stack.enter_context(connect(server.ws_url + "/"))
     greeting = ws.recv(timeout=5 * UNIT)
     assert isinstance(greeting, str) and greeting.startswith("id:")
     return ws, greeting[3:]
