@@ -36,7 +36,6 @@ __all__ = [
     "ROOT",
     "UNIT",
     "Events",
-    "FrameRecorder",
     "Running",
     "Script",
     "app_of",
@@ -271,40 +270,8 @@ class Events:
             self.events.append(event)
             self.changed.notify_all()
 
-    def count(self, event: Any) -> int:
-        with self.changed:
-            return self.events.count(event)
-
     def wait_for(self, event: Any, count: int = 1, timeout: float = 5.0) -> None:
         """Wait until ``event`` was added ``count`` times (``timeout * UNIT`` at most)."""
         with self.changed:
             ok = self.changed.wait_for(lambda: self.events.count(event) >= count, timeout * UNIT)
             assert ok, f"{event!r} x{count} never happened: {self.events}"
-
-    def wait_until(self, check: Callable[[list[Any]], bool], timeout: float = 5.0) -> None:
-        """Wait until ``check(events)`` holds (``timeout * UNIT`` at most)."""
-        with self.changed:
-            ok = self.changed.wait_for(lambda: check(self.events), timeout * UNIT)
-            assert ok, f"never happened: {self.events}"
-
-
-class FrameRecorder:
-    """A ``protocol.reader`` frame handler that records every callback as a tuple."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-
-    def on_ws_message(self, data: str | bytes) -> None:
-        self.events.append(("message", data))
-
-    def on_ws_ping(self, payload: bytes) -> None:
-        self.events.append(("ping", payload))
-
-    def on_ws_pong(self, payload: bytes) -> None:
-        self.events.append(("pong", payload))
-
-    def on_ws_close(self, code: int | None, reason: str) -> None:
-        self.events.append(("close", code, reason))
-
-    def on_ws_error(self, code: int, reason: str) -> None:
-        self.events.append(("error", code))
