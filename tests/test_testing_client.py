@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.errors import error_observers
 from plezi.testing import (
     ConnectionRejected,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import UNIT
+from helpers import UNIT
 
 #: The browser binary (Debian's package); ``PLEZI_CHROMIUM`` points elsewhere.
 CHROMIUM = os.environ.get("PLEZI_CHROMIUM", "/usr/bin/chromium")

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
 import plezi
 from browser.conftest import Pages
-from conftest import ROOT, UNIT, Running, Script
+from helpers import ROOT, UNIT, Running, Script, free_port
 
 CHAT = ROOT / "examples" / "chat_client" / "chat.py"
 WAIT = 10_000 * UNIT  # ms, for page waits
@@ -143,7 +142,7 @@ def test_page_connects_to_its_own_path_emits_and_gets_acks(
 def test_broadcasts_reach_other_pages_and_other_clients(lobby: Running, pages: Pages) -> None:
     first = open_client(pages, lobby.url + "/lobby")
     second = open_client(pages, lobby.url + "/lobby/module")
-    with connect(lobby.ws_url + "/lobby", proxy=None, open_timeout=5 * UNIT) as observer:
+    with connect(lobby.ws_url + "/lobby") as observer:
         observer.send(json.dumps({"event": "echo", "ready": True}))
         assert json.loads(observer.recv(timeout=5 * UNIT))["ready"] is True
         for page in (first, second):
@@ -198,12 +197,6 @@ def test_close_stays_closed(lobby: Running, pages: Pages) -> None:
 
 
 # -- the chat example, with its server restarted --------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def say(page: Any, text: str) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
 from browser.conftest import Pages
-from conftest import UNIT, Script
+from helpers import UNIT, Script
 from plezi.launch.scaffold import new_command
 
 WAIT = 10_000 * UNIT  # ms, for page waits
@@ -50,7 +50,7 @@ def test_the_welcome_page_shows_messages_live(
         )
         assert lines(page) == ["typed in the first tab"]
 
-    with connect(server.ws_url + "/", proxy=None, open_timeout=5 * UNIT) as ws:
+    with connect(server.ws_url + "/") as ws:
         ws.send('{"event": "chat", "text": "from a WebSocket client"}')
     answer = httpx.post(
         server.url + "/chat", data={"text": "from curl"}, trust_env=False, timeout=5 * UNIT

@@ -14,7 +14,7 @@ from typing import Any
 
 import plezi
 from browser.conftest import Pages
-from conftest import UNIT, Running
+from helpers import UNIT, Running
 
 WAIT = 10_000 * UNIT  # ms, for page waits
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, UNIT, Script
 
 pytestmark = [pytest.mark.autobahn, pytest.mark.timeout(1200)]
 

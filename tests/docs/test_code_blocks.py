@@ -30,9 +30,9 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
+from wsclient import connect as ws_connect
 
-from conftest import ROOT, UNIT, Script, start_script
+from helpers import ROOT, UNIT, Script, start_script
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
@@ -72,12 +72,8 @@ def _blocks() -> list[Block]:
 BLOCKS = _blocks()
 
 
-def get(s: Script, path: str, **kwargs: object) -> httpx.Response:
-    return httpx.get(s.url + path, trust_env=False, timeout=5 * UNIT, **kwargs)  # type: ignore[arg-type]
-
-
 def ws(s: Script, path: str = "/") -> ClientConnection:
-    return ws_connect(s.ws_url + path, open_timeout=5 * UNIT, proxy=None)
+    return ws_connect(s.ws_url + path)
 
 
 def recv_json(conn: ClientConnection) -> dict[str, object]:
@@ -100,15 +96,15 @@ def check_echo(s: Script) -> None:
 
 
 def check_websocket_sample(s: Script) -> None:
-    assert get(s, "/").text == "Hello World!"
-    assert get(s, "/42").text == "showing object with id: 42..."
+    assert s.get("/").text == "Hello World!"
+    assert s.get("/42").text == "showing object with id: 42..."
     with ws(s) as conn:
         conn.send("hi")
         assert conn.recv(timeout=5 * UNIT) == "echo: hi"
 
 
 def check_json_events(s: Script) -> None:
-    client = get(s, "/client.js")
+    client = s.get("/client.js")
     assert client.status_code == 200
     assert "PleziClient" in client.text
     with ws(s) as conn:
@@ -117,8 +113,8 @@ def check_json_events(s: Script) -> None:
 
 
 def check_http_events_off(s: Script) -> None:
-    assert get(s, "/chat").text == "the chat page"
-    assert get(s, "/chat/chat", params={"text": "q"}).status_code in (404, 405)
+    assert s.get("/chat").text == "the chat page"
+    assert s.get("/chat/chat", params={"text": "q"}).status_code in (404, 405)
     assert httpx.post(s.url + "/chat/chat", trust_env=False).status_code in (404, 405)
     with ws(s, "/chat") as conn:
         conn.send(json.dumps({"event": "chat", "text": "hi"}))
@@ -145,13 +141,13 @@ def check_asgi_chat(s: Script) -> None:
 
 
 def check_mount(s: Script) -> None:
-    r = get(s, "/api/items/5")
+    r = s.get("/api/items/5")
     assert (r.status_code, r.json()) == (200, {"id": 5})
     check_asgi_chat(s)
 
 
 def check_sse(s: Script) -> None:
-    assert "EventSource" in get(s, "/news").text
+    assert "EventSource" in s.get("/news").text
     headers = {"accept": "text/event-stream"}
     with (
         httpx.Client(trust_env=False, timeout=5 * UNIT) as client,

@@ -33,9 +33,9 @@ from websockets.asyncio.client import ClientConnection as AsyncClientConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
+from wsclient import connect
 
-from conftest import UNIT, Script, start_script
-from server.wsclient import connect
+from helpers import UNIT, Script, start_script
 
 APP = """
 import json

@@ -4,26 +4,20 @@ subscription changes made in the same read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
+from wsclient import RawClient
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.protocol.frames import OP_TEXT, encode_frame
-from plezi.pubsub.hub import hub
-from server.wsclient import RawClient
 
 MASK = b"abcd"
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    assert hub.registry.names() == ([], []), "an earlier test leaked subscriptions"
-    yield
-    assert hub.registry.names() == ([], []), "this test leaked subscriptions"
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 class Hub:
@@ -60,9 +54,9 @@ def start(serve: Any) -> tuple[Any, ClientConnection, RawClient]:
     app = plezi.App()
     app.route("/", Hub)
     running = serve(app)
-    from websockets.sync.client import connect
+    from wsclient import connect
 
-    listener = connect(running.ws_url + "/", proxy=None).__enter__()
+    listener = connect(running.ws_url + "/").__enter__()
     assert listener.recv(timeout=5 * UNIT) == "ready"
     sender = RawClient(running.port, "/")
     return running, listener, sender
@@ -83,9 +77,9 @@ def test_direct_writes_and_publishes_keep_their_order(serve: Any) -> None:
     sender_ws = None
     try:
         # The listener sends: its own direct replies interleave with what it publishes.
-        from websockets.sync.client import connect
+        from wsclient import connect
 
-        sender_ws = connect(running.ws_url + "/", proxy=None).__enter__()
+        sender_ws = connect(running.ws_url + "/").__enter__()
         assert sender_ws.recv(timeout=5 * UNIT) == "ready"
         sender_ws.send("pub a x")
         sender_ws.send("say direct")

@@ -12,33 +12,19 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
+from wsclient import RawClient, connect, small_send_buffer
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Events, Running, app_of
 from plezi.protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from plezi.pubsub.hub import hub
-from server.wsclient import RawClient, connect, small_send_buffer
 
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Every test starts and ends with no subscription in the process-global registry (checked
-    after the test's servers have stopped)."""
-    assert hub.registry.names() == ([], []), "an earlier test leaked subscriptions"
-    yield
-    assert hub.registry.names() == ([], []), "this test leaked subscriptions"
-
-
-def app_of(*routes: tuple[str, type]) -> plezi.App:
-    app = plezi.App()
-    for path, cls in routes:
-        app.route(path, cls)
-    return app
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 def count(running: Running, name: str, *, pattern: bool = False) -> int:
@@ -153,12 +139,7 @@ def test_a_channel_and_a_matching_pattern_deliver_once_per_subscription(serve: A
 
 
 def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) -> None:
-    closed: list[str] = []
-    closing = threading.Condition()
-
-    def wait_closed(n: int) -> None:
-        with closing:
-            assert closing.wait_for(lambda: len(closed) >= n, 5 * UNIT)
+    closed = Events()
 
     class Sub(WS):
         def on_open(self) -> None:
@@ -178,9 +159,7 @@ def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) ->
             self.write(f"{first} {again}")  # type: ignore[attr-defined]
 
         def on_close(self) -> None:
-            with closing:
-                closed.append(self.id)  # type: ignore[attr-defined]
-                closing.notify_all()
+            closed.add("close")
 
     running = serve(app_of(("/", Sub)))
     # Explicit unsubscribe.
@@ -202,7 +181,7 @@ def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) ->
         publish_on_loop(running, "news.y", "news.y")
         publish_on_loop(running, "control", "control")
         assert recv(ws) == "control"
-    wait_closed(1)
+    closed.wait_for("close", 1)
     # A clean close, then an abrupt one (TCP reset): every subscription goes.
     for n, how in enumerate(("close", "reset"), 2):
         client = RawClient(running.port)
@@ -214,7 +193,7 @@ def test_subscriptions_end_with_the_connection_and_on_unsubscribe(serve: Any) ->
             client.close()
         else:
             client.reset()
-        wait_closed(n)  # cleanup runs before on_close
+        closed.wait_for("close", n)  # cleanup runs before on_close
         for name, pattern in (("news", False), ("news.*", True), ("notes", False)):
             assert count(running, name, pattern=pattern) == 0
         assert count(running, "control") == 0

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import UNIT
+from helpers import UNIT
 from plezi.protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from plezi.pubsub import cluster
 from plezi.pubsub.engine import MemoryEngine

@@ -6,40 +6,30 @@ SIGTERM. Scripts that fail, opt out, define nothing, or ask for a taken port nev
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from rawhttp import RawHTTP, request_bytes
 
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, Script, run_script
 
 EXAMPLES = ROOT / "examples"
-
-
-def get(script: Script, path: str) -> httpx.Response:
-    return httpx.get(script.url + path, trust_env=False, timeout=5 * UNIT)
 
 
 def test_websocket_sample_answers_http_and_stops_on_sigterm(
     script: Callable[..., Script],
 ) -> None:
     s = script(EXAMPLES / "websocket_sample.py")
-    r = get(s, "/")
+    r = s.get("/")
     assert (r.status_code, r.text) == (200, "Hello World!")
     assert r.headers["content-type"] == "text/html; charset=utf-8"
-    assert get(s, "/42").text == "showing object with id: 42..."
-    assert get(s, "/42/").text == "showing object with id: 42..."
-    assert (
-        get(s, "/on_message").text == "showing object with id: on_message..."
-    )  # an id, not a call
+    assert s.get("/42").text == "showing object with id: 42..."
+    assert s.get("/42/").text == "showing object with id: 42..."
+    assert s.get("/on_message").text == "showing object with id: on_message..."  # an id, not a call
     code, err = s.stop(signal.SIGTERM, timeout=10)
     assert code == 0, err
     assert "Traceback" not in err
@@ -47,7 +37,7 @@ def test_websocket_sample_answers_http_and_stops_on_sigterm(
 
 def test_echo_example_has_no_http_page_but_upgrades(script: Callable[..., Script]) -> None:
     s = script(EXAMPLES / "echo.py")
-    assert get(s, "/").status_code == 404  # MyEcho defines no HTTP action
+    assert s.get("/").status_code == 404  # MyEcho defines no HTTP action
     with RawHTTP(s.port) as conn:
         conn.send(
             request_bytes(
@@ -69,22 +59,6 @@ def test_echo_example_has_no_http_page_but_upgrades(script: Callable[..., Script
         assert conn.buf[:4] == b"\x81\x02hi"
     code, err = s.stop(signal.SIGTERM, timeout=10)
     assert code == 0, err
-
-
-def run_script(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a script that is expected to end on its own (a server would make it time out)."""
-    path = tmp_path / "app.py"
-    path.write_text(source)
-    env = {k: v for k, v in os.environ.items() if k != "PLEZI_NO_AUTOSTART"}
-    return subprocess.run(
-        [sys.executable, str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=10 * UNIT,
-        env=env,
-        cwd=str(ROOT),
-        check=False,
-    )
 
 
 ROUTED = textwrap.dedent(

@@ -17,7 +17,7 @@ from rawhttp import RawHTTP, request_bytes
 from wsclient import RawClient
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
 from plezi.asgi import ASGIApp
 from plezi.http.static import install_public
 

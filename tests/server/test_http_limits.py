@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import select
 import time
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ from rawhttp import RawHTTP, request_bytes
 from wsclient import connect
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running, wait_for
 
 PACE = 0.005 * UNIT  # between the pieces a slow client sends
 
@@ -54,15 +53,10 @@ def logged(caplog: pytest.LogCaptureFixture, status: int) -> bool:
     return any(rec.name == "plezi" and f" {status} " in rec.getMessage() for rec in caplog.records)
 
 
-def readable(conn: RawHTTP) -> bool:
-    """Whether the server has sent something (or closed): a client stops sending then."""
-    return bool(select.select([conn.sock], [], [], 0)[0])
-
-
 def dribble(conn: RawHTTP, data: bytes, piece: int) -> None:
     """Send ``data`` in small paced pieces, stopping early once the server answers."""
     for i in range(0, len(data), piece):
-        if readable(conn) or not conn.send_quietly(data[i : i + piece]):
+        if conn.readable() or not conn.send_quietly(data[i : i + piece]):
             return
         time.sleep(PACE)
 
@@ -180,7 +174,7 @@ def test_chunked_body_over_the_limit_is_413(
     with RawHTTP(running.port) as conn:
         conn.send(request_bytes("POST", "/", {"Transfer-Encoding": "chunked"}))
         for _ in range(20):  # 5 KiB, far past 1000 bytes; the server answers long before
-            if readable(conn) or not conn.send_quietly(chunk):
+            if conn.readable() or not conn.send_quietly(chunk):
                 break
         r = conn.read_response()
         assert (r.status, r.header("connection")) == (413, "close")
@@ -224,7 +218,7 @@ def test_a_head_that_keeps_trickling_still_times_out(serve: Callable[..., Runnin
     with RawHTTP(running.port) as conn:
         started = time.monotonic()
         conn.send(b"GET / HTTP/1.1\r\n")
-        while not readable(conn) and time.monotonic() - started < timeout + 3 * UNIT:
+        while not conn.readable() and time.monotonic() - started < timeout + 3 * UNIT:
             if not conn.send_quietly(b"X: y\r\n"):
                 break
             time.sleep(0.02 * UNIT)
@@ -353,13 +347,13 @@ def test_connections_past_max_connections_get_503_and_the_others_go_on(
             ws.send("still here")
             assert ws.recv(timeout=5 * UNIT) == "still here"
             assert one.request("GET", "/").status == 200
-        deadline = time.monotonic() + 5 * UNIT
-        while True:  # the server notices the closed connection, then a new one is served
+
+        def served() -> bool:
             with RawHTTP(running.port) as again:
-                if again.request("GET", "/").status == 200:
-                    break
-            assert time.monotonic() < deadline, "the freed slot was never reused"
-            time.sleep(0.02)
+                return again.request("GET", "/").status == 200
+
+        # The server notices the closed connection, then a new one is served.
+        wait_for(served, "the freed slot to be reused", timeout=5)
 
 
 def test_max_connections_must_not_be_negative() -> None:

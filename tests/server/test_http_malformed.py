@@ -15,7 +15,7 @@ import pytest
 from rawhttp import RawHTTP, request_bytes
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
 
 
 class Front:

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from rawhttp import RawHTTP
 
 import plezi
-from conftest import UNIT, Running, start_server
+from helpers import UNIT, Running, start_server
 from plezi.config import Limits, ServerConfig
 from plezi.server.http import HttpProtocol
 from plezi.server.server import Server

@@ -15,7 +15,7 @@ import pytest
 from rawhttp import RawHTTP
 
 import plezi
-from conftest import Running
+from helpers import Running
 
 #: Header lines that may change what llhttp says about keep-alive.
 HEADERS = [

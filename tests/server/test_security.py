@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import select
 from collections.abc import Callable
 
 import httpx
@@ -22,7 +21,7 @@ from rawhttp import RawHTTP, request_bytes
 from wsclient import RawClient
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
 from plezi.errors import ConfigError
 from plezi.launch.cli import config_from_args
 from plezi.protocol import (
@@ -137,11 +136,6 @@ def refused(running: Running, data: bytes, status: int) -> None:
     assert httpx.get(running.url + "/", trust_env=False).text == "front"
 
 
-def readable(conn: RawHTTP) -> bool:
-    """Whether the server has answered (or closed): a client stops sending then."""
-    return bool(select.select([conn.sock], [], [], 0)[0])
-
-
 def logged(caplog: pytest.LogCaptureFixture, *parts: str, level: int = logging.INFO) -> bool:
     return any(
         rec.name == "plezi"
@@ -201,7 +195,7 @@ def test_endless_chunk_extensions_are_refused(serve: Callable[..., Running]) -> 
     with RawHTTP(running.port) as conn:
         conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=")
         for _ in range(128):  # 1 MiB of one extension, unless the server answers first
-            if readable(conn) or not conn.send_quietly(b"a" * 8192):
+            if conn.readable() or not conn.send_quietly(b"a" * 8192):
                 break
         response = conn.read_response()
         assert (response.status, response.header("connection")) == (413, "close")

@@ -10,126 +10,16 @@ checked against a second implementation.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from rawhttp import RawHTTP, RawResponse, request_bytes
+from rawhttp import RawHTTP, request_bytes
 
 import plezi
-from conftest import UNIT, Running
-from protocol.test_protocol_sse import parse_events
+from helpers import UNIT, Events, Running, loop_turns
+from sseclient import STREAM, Event, EventStream, first_event
 
-__all__ = ["Event", "EventStream", "Tally", "feed_app", "first_event", "serve_controller"]
-
-STREAM = {"Accept": "text/event-stream"}
-
-
-@dataclass
-class Event:
-    data: str
-    event: str = "message"
-    id: str | None = None
-    retry: int | None = None
-
-
-class EventStream(RawHTTP):
-    """A raw TCP connection that asks for an event stream and parses what comes back."""
-
-    def __init__(
-        self,
-        port: int,
-        target: str = "/",
-        headers: dict[str, str] | None = None,
-        *,
-        rcvbuf: int | None = None,
-        before: bytes = b"",
-        after: bytes = b"",
-    ) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before the connection: it sets the TCP window
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.timeout = 5 * UNIT
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(("127.0.0.1", port))
-        self.buf = b""
-        self.eof = False
-        #: Comment blocks (keep-alives) seen so far.
-        self.comments = 0
-        self.send(before + request_bytes("GET", target, {**STREAM, **(headers or {})}) + after)
-
-    def open(self) -> RawResponse:
-        """Read the stream's head and check it is an event stream."""
-        response = self.read_response(head=True)
-        assert response.status == 200, (response, self.buf)
-        assert response.header("content-type") == "text/event-stream"
-        return response
-
-    def first(self) -> Event:
-        """Read the stream's head (see :meth:`open`) and its first event."""
-        self.open()
-        return self.event()
-
-    def block(self, timeout: float = 5 * UNIT) -> bytes | None:
-        """The next block (up to a blank line); ``None`` at the end of the stream."""
-        deadline = time.monotonic() + timeout
-        while b"\n\n" not in self.buf:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no complete block in time: {self.buf!r}"
-            if not self._fill(left):
-                assert not self.buf, f"stream ended mid-block: {self.buf!r}"
-                return None
-        raw, _, self.buf = self.buf.partition(b"\n\n")
-        return raw
-
-    def event(self, timeout: float = 5 * UNIT) -> Event:
-        """The next event (comments are counted and skipped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            raw = self.block(max(0.0, deadline - time.monotonic()))
-            assert raw is not None, "the stream ended"
-            event = self._parse(raw)
-            if event is not None:
-                return event
-
-    def events(self, count: int) -> list[Event]:
-        return [self.event() for _ in range(count)]
-
-    def ended(self, timeout: float = 5 * UNIT) -> list[Event]:
-        """The events left before the stream ends; fails if it does not end in time."""
-        found = []
-        deadline = time.monotonic() + timeout
-        while (raw := self.block(max(0.0, deadline - time.monotonic()))) is not None:
-            event = self._parse(raw)
-            if event is not None:
-                found.append(event)
-        return found
-
-    def _parse(self, raw: bytes) -> Event | None:
-        """One block, read by the test parser of ``plezi.protocol.sse``; ``None`` (counted) for
-        a comment."""
-        parsed = parse_events(raw + b"\n\n")
-        if not parsed:
-            assert raw.startswith(b":"), raw
-            self.comments += 1
-            return None
-        (fields,) = parsed
-        retry = fields.get("retry")
-        return Event(
-            fields["data"],
-            fields.get("event", "message"),
-            fields.get("id"),
-            int(retry) if retry is not None else None,
-        )
-
-
-def first_event(port: int, target: str = "/", **options: Any) -> Event:
-    """Open a stream, check its head and return its first event."""
-    with EventStream(port, target, **options) as stream:
-        return stream.first()
+__all__ = ["Event", "EventStream", "feed_app", "first_event", "serve_controller"]
 
 
 def serve_controller(serve: Callable[..., Running], controller: type, **limits: Any) -> Running:
@@ -139,26 +29,7 @@ def serve_controller(serve: Callable[..., Running], controller: type, **limits: 
     return serve(app, **limits)
 
 
-class Tally:
-    """What callbacks ran, in order, from any thread."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.events: list[str] = []
-        self.changed = threading.Condition(self.lock)
-
-    def add(self, event: str) -> None:
-        with self.changed:
-            self.events.append(event)
-            self.changed.notify_all()
-
-    def wait_for(self, event: str, count: int = 1, timeout: float = 5 * UNIT) -> None:
-        with self.changed:
-            ok = self.changed.wait_for(lambda: self.events.count(event) >= count, timeout)
-        assert ok, f"{event!r} x{count} never happened: {self.events}"
-
-
-def feed_app(tally: Tally, **extra: Any) -> tuple[plezi.App, dict[str, Any]]:
+def feed_app(tally: Events, **extra: Any) -> tuple[plezi.App, dict[str, Any]]:
     """``/`` serves HTML to plain requests and events to ``Accept: text/event-stream``."""
     conns: dict[str, Any] = {}
 
@@ -194,7 +65,7 @@ def feed_app(tally: Tally, **extra: Any) -> tuple[plezi.App, dict[str, Any]]:
 
 
 def test_stream_head_and_first_event(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     app, _ = feed_app(tally)
     running = serve(app)
     with EventStream(running.port) as stream:
@@ -325,7 +196,7 @@ def test_write_event_on_a_websocket_is_a_type_error(serve: Callable[..., Running
 
 
 def test_async_callbacks_and_close_from_the_server(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
 
     class Feed:
         async def pre_connect(self) -> bool:
@@ -333,7 +204,7 @@ def test_async_callbacks_and_close_from_the_server(serve: Callable[..., Running]
             return True
 
         async def on_open(self) -> None:
-            await asyncio.sleep(0.01)
+            await loop_turns()
             self.write(f"id {self.id}")  # type: ignore[attr-defined]
             self.close()  # type: ignore[attr-defined]
             assert not self.open  # type: ignore[attr-defined]
@@ -370,7 +241,7 @@ def test_last_event_id_is_a_request_header(serve: Callable[..., Running]) -> Non
 
 
 def test_other_requests_are_plain_http(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     app, _ = feed_app(tally)
     running = serve(app)
     with RawHTTP(running.port) as http:
@@ -493,7 +364,7 @@ def test_pre_connect_refusal_is_403_and_the_next_route_may_accept(
 
 
 def test_bytes_after_the_stream_request_are_ignored(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     app, conns = feed_app(tally)
     running = serve(app)
     before = request_bytes("GET", "/1")
@@ -516,10 +387,10 @@ def test_bytes_after_the_stream_request_are_ignored(serve: Callable[..., Running
 def test_a_stream_request_behind_an_async_reply(serve: Callable[..., Running]) -> None:
     class Slow:
         async def index(self) -> str:
-            await asyncio.sleep(0.05)
+            await loop_turns()
             return "slow reply"
 
-    tally = Tally()
+    tally = Events()
     app, _ = feed_app(tally)
     app.route("/slow", Slow)
     app.routes.insert(0, app.routes.pop())  # before "/", whose (:id) would take "/slow"
@@ -533,7 +404,7 @@ def test_a_stream_request_behind_an_async_reply(serve: Callable[..., Running]) -
 
 
 def test_an_upgrade_header_other_than_websocket_is_ignored(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     app, _ = feed_app(tally)
     running = serve(app)
     h2c = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABk"}
@@ -549,7 +420,7 @@ def test_client_disconnect_runs_on_close_and_ends_the_subscriptions(
 ) -> None:
     from plezi.pubsub.hub import hub
 
-    tally = Tally()
+    tally = Events()
 
     def on_open(self: Any) -> None:
         self.subscribe("room")
@@ -573,7 +444,7 @@ def test_verbose_access_log(serve: Callable[..., Running], caplog: Any) -> None:
     import logging
 
     caplog.set_level(logging.INFO, logger="plezi.access")
-    tally = Tally()
+    tally = Events()
     app, _ = feed_app(tally)
     running = serve(app)
     running.server.config.verbose = True

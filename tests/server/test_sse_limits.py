@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 from rawhttp import RawHTTP
-from test_sse import Event, EventStream, Tally, feed_app, serve_controller
+from test_sse import Event, EventStream, feed_app, serve_controller
 from wsclient import small_send_buffer
 
-from conftest import ROOT, UNIT, Running
+from helpers import ROOT, UNIT, Events, Running
 
 
 def test_idle_streams_get_keepalive_comments_and_outlive_the_idle_timeout(
     serve: Callable[..., Running],
 ) -> None:
-    tally = Tally()
+    tally = Events()
     app, conns = feed_app(tally)
     # A keep-alive HTTP connection idle for 0.3 s is closed; a stream is not.
     running = serve(app, ping_interval=0.2 * UNIT, keepalive_timeout=0.3 * UNIT)
@@ -40,7 +40,7 @@ def test_idle_streams_get_keepalive_comments_and_outlive_the_idle_timeout(
 
 
 def test_a_busy_stream_gets_no_comments(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     app, conns = feed_app(tally)
     running = serve(app, ping_interval=0.3 * UNIT)
     with EventStream(running.port) as stream:
@@ -55,7 +55,7 @@ def test_a_busy_stream_gets_no_comments(serve: Callable[..., Running]) -> None:
 
 
 def test_no_comments_when_pings_are_off(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     app, _ = feed_app(tally)
     running = serve(app, ping_interval=0, keepalive_timeout=0.2 * UNIT)
     with EventStream(running.port) as stream:
@@ -85,7 +85,7 @@ def test_a_slow_consumer_is_disconnected(
     serve: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="plezi")
-    tally = Tally()
+    tally = Events()
 
     def on_open(self: Any) -> None:
         small_send_buffer(self)
@@ -123,7 +123,7 @@ def test_a_slow_consumer_is_disconnected(
 def test_graceful_shutdown_runs_on_shutdown_then_ends_the_streams(
     serve: Callable[..., Running],
 ) -> None:
-    tally = Tally()
+    tally = Events()
 
     def on_shutdown(self: Any) -> None:
         tally.add("shutdown")
@@ -192,7 +192,7 @@ def test_the_guide_sample_streams_and_says_goodbye_on_sigterm(script: Any) -> No
 
 
 def test_on_drained_after_a_full_buffer_is_sent(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
 
     def on_open(self: Any) -> None:
         flood(self)  # past write_high_water: on_drained is armed
@@ -215,7 +215,7 @@ def test_the_drop_policy_drops_events_and_keeps_the_stream(
     serve: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="plezi")
-    tally = Tally()
+    tally = Events()
 
     def on_open(self: Any) -> None:
         flood(self)  # in one callback: past the 64 KiB cap

@@ -7,15 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_sse import Event, EventStream, Tally
+from test_sse import Event, EventStream
 from wsclient import connect
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Events, Running
 from plezi.pubsub.hub import hub
 
 
-def room_app(tally: Tally) -> plezi.App:
+def room_app(tally: Events) -> plezi.App:
     """``/room``: SSE and WebSocket clients subscribed to "room" (and the pattern "news.*");
     ``/room?handler=1``: a handler subscription that writes named events."""
 
@@ -47,7 +47,7 @@ def test_publish_reaches_sse_and_websocket_subscribers_alike(
     serve: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="plezi")
-    tally = Tally()
+    tally = Events()
     running = serve(room_app(tally))
     with (
         EventStream(running.port, "/room") as first,
@@ -90,7 +90,7 @@ def test_publish_reaches_sse_and_websocket_subscribers_alike(
 
 
 def test_a_burst_keeps_its_order_on_both_kinds(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     running = serve(room_app(tally))
     with EventStream(running.port, "/room") as stream, connect(running.ws_url + "/room") as ws:
         stream.first()
@@ -114,7 +114,7 @@ def test_a_burst_keeps_its_order_on_both_kinds(serve: Callable[..., Running]) ->
 
 
 def test_handler_subscriptions_write_named_events(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     running = serve(room_app(tally))
     with EventStream(running.port, "/room?handler=1") as stream:
         stream.first()
@@ -124,7 +124,7 @@ def test_handler_subscriptions_write_named_events(serve: Callable[..., Running])
 
 
 def test_write_to_reaches_a_stream_by_its_id(serve: Callable[..., Running]) -> None:
-    tally = Tally()
+    tally = Events()
     running = serve(room_app(tally))
     with EventStream(running.port, "/room") as stream:
         stream.open()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, UNIT, Script
 
 RUN_APP = textwrap.dedent(
     """

@@ -10,9 +10,9 @@ import subprocess
 import threading
 
 import httpx
-from websockets.sync.client import connect
+from wsclient import connect
 
-from conftest import ROOT, UNIT
+from helpers import ROOT, UNIT
 
 
 def test_demo_installs_and_serves_the_live_chat() -> None:
@@ -42,8 +42,8 @@ def test_demo_installs_and_serves_the_live_chat() -> None:
         assert "PleziClient" in page.text  # the chat page, with the browser client
         ws_url = "ws" + url[4:] + "/"
         with (
-            connect(ws_url, open_timeout=5 * UNIT, proxy=None) as a,
-            connect(ws_url, open_timeout=5 * UNIT, proxy=None) as b,
+            connect(ws_url) as a,
+            connect(ws_url) as b,
         ):
             a.send(json.dumps({"event": "chat", "name": "ann", "text": "hi"}))
             got = json.loads(b.recv(timeout=5 * UNIT))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import plezi
-from conftest import ROOT
+from helpers import ROOT
 from plezi.testing import ConnectionRejected, TestClient, WebSocketClosed
 
 EXAMPLES = ROOT / "examples"

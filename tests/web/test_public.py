@@ -18,11 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 from rawhttp import RawHTTP, RawResponse
-from test_examples_http import run_script
 from wsclient import Echo, connect
 
 import plezi
-from conftest import ROOT, UNIT, Running, Script
+from helpers import ROOT, UNIT, Running, Script, run_script
 from plezi.errors import ConfigError
 from plezi.http.static import install_public
 from plezi.launch.cli import config_from_args

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redisproc import RedisProcess
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
+from wsclient import connect
 
-from conftest import UNIT, Script
+from helpers import UNIT, Script
+
+from .redisproc import RedisProcess
 
 APP = Path(__file__).with_name("redis_app.py")
 
@@ -25,18 +27,8 @@ def status(server: Script) -> dict[str, Any]:
         return json.loads(reply.read())  # type: ignore[no-any-return]
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout * UNIT
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def join(server: Script, stack: contextlib.ExitStack) -> tuple[ClientConnection, str]:
-    ws = stack.enter_context(
-        connect(server.ws_url + "/", open_timeout=5 * UNIT, proxy=None, compression=None)
-    )
+    ws = stack.enter_context(connect(server.ws_url + "/"))
     greeting = ws.recv(timeout=5 * UNIT)
     assert isinstance(greeting, str) and greeting.startswith("id:")
     return ws, greeting[3:]

@@ -11,31 +11,17 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from redispair import APP, join, recv_all, status, sync, two_servers, wait_for
-from redisproc import RedisProcess
 from websockets.sync.client import ClientConnection
 
-from conftest import UNIT, Script
+from helpers import UNIT, Script, wait_for
+
+from .redispair import APP, join, recv_all, status, sync, two_servers
+from .redisproc import RedisProcess
 
 #: The health check interval of these tests, in seconds.
 EVERY = 0.3
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path).start()
-    yield server
-    server.kill()  # frozen or not
-
-
-@pytest.fixture
-def clients() -> Iterator[contextlib.ExitStack]:
-    """Every WebSocket client a test opens is closed at its end."""
-    with contextlib.ExitStack() as stack:
-        yield stack
 
 
 def go_down(redis: RedisProcess, fault: str) -> None:

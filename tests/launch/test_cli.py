@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import plezi
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, UNIT, Script
 from plezi.errors import ConfigError
 from plezi.launch import cli
 from plezi.web.route_table import route_table

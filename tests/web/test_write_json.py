@@ -8,12 +8,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from test_sse import EventStream
 from wsclient import RawClient
 
 import plezi
-from conftest import Running
+from helpers import Running
 from plezi.protocol.frames import OP_TEXT
+from sseclient import EventStream
 
 
 class Writer:

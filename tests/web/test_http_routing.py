@@ -20,7 +20,7 @@ import pytest
 from rawhttp import RawHTTP, request_bytes
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running, app_of, loop_turns
 from plezi.http import templates
 
 
@@ -54,13 +54,6 @@ def site(serve: Callable[..., Running]) -> Iterator[Callable[..., Site]]:
     yield start
     for s in sites:
         s.http.close()
-
-
-def app_with(*routes: tuple[str, type]) -> plezi.App:
-    app = plezi.App()
-    for path, controller in routes:
-        app.route(path, controller)
-    return app
 
 
 # -- 1. routing and RESTful verbs ----------------------------------------------------------
@@ -111,7 +104,7 @@ REST_TABLE = [
 def test_restful_verbs_reach_their_actions(
     site: Callable[..., Site], method: str, path: str, expected: str
 ) -> None:
-    s = site(app_with(("/users", Users)))
+    s = site(app_of(("/users", Users)))
     r = s.request(method, path)
     assert (r.status_code, r.text) == (200, expected)
 
@@ -130,7 +123,7 @@ def test_method_override_is_honoured_on_post_only(site: Callable[..., Site]) -> 
             deleted.append(self.params["id"])  # type: ignore[attr-defined]
             return "deleted"
 
-    s = site(app_with(("/items", Items)))
+    s = site(app_of(("/items", Items)))
     # A link (GET) carrying _method=delete must never delete.
     r = s.get("/items/7", params={"_method": "delete"})
     assert (r.status_code, r.text, deleted) == (200, "show", [])
@@ -215,7 +208,7 @@ def test_callbacks_private_and_plezi_names_are_never_actions(
 ) -> None:
     calls: list[str] = []
     spy = type("Spy", (Spy,), {"calls": calls})
-    s = site(app_with(("/spy", spy)))
+    s = site(app_of(("/spy", spy)))
     for name in HIDDEN:
         r = s.request(method, f"/spy/{name}")
         assert r.status_code == 404, (name, r.status_code, r.text)
@@ -240,7 +233,7 @@ def test_plain_class_and_controller_subclass_with_init_seeing_params(
         def show(self) -> str:
             return self.greeting
 
-    s = site(app_with(("/plain", Plain), ("/typed", Typed)))
+    s = site(app_of(("/plain", Plain), ("/typed", Typed)))
     assert s.get("/plain/5").text == "plain 5"
     assert s.get("/typed/6").text == "typed 6 GET"
 
@@ -271,7 +264,7 @@ def test_fall_through_to_the_next_route_then_404(site: Callable[..., Site]) -> N
         def index(self) -> None:
             return None
 
-    s = site(app_with(("/x", First), ("/x", Second), ("/y", Third)))
+    s = site(app_of(("/x", First), ("/x", Second), ("/y", Third)))
     # a handler changing params and falling through does not change what the next route sees
     assert s.get("/x", params={"a": "1"}).text == "second index, leak=none"
     assert s.get("/x").text == "second index, leak=none"
@@ -300,7 +293,7 @@ def test_async_actions_and_async_fall_through(site: Callable[..., Site]) -> None
         def index(self) -> str:
             return "sync fallback"
 
-    s = site(app_with(("/m", Maybe), ("/m", Fallback)))
+    s = site(app_of(("/m", Maybe), ("/m", Fallback)))
     assert s.get("/m").text == "async index"
     assert s.get("/m", params={"skip": "1"}).text == "sync fallback"
     assert s.get("/m/9").json() == {"id": "9"}
@@ -340,7 +333,7 @@ def test_route_parameters(
         def show(self) -> dict[str, Any]:
             return dict(self.params)  # type: ignore[attr-defined]
 
-    s = site(app_with((pattern, Echo)))
+    s = site(app_of((pattern, Echo)))
     with s.raw() as conn:  # raw: httpx would normalize the path before sending it
         r = conn.request("GET", path)
     assert r.status == status, r
@@ -350,7 +343,7 @@ def test_route_parameters(
 
 @pytest.mark.parametrize("path", ["/..", "/../users", "/users/../../x", "/%2e%2e/x", "/%2E%2E"])
 def test_dot_dot_above_the_root_is_400(site: Callable[..., Site], path: str) -> None:
-    s = site(app_with(("/users", Users)))
+    s = site(app_of(("/users", Users)))
     with s.raw() as conn:
         r = conn.request("GET", path)
         assert r.status == 400
@@ -417,7 +410,7 @@ RETURN_TABLE = [
 def test_return_values(
     site: Callable[..., Site], path: str, status: int, ctype: str, body: bytes
 ) -> None:
-    s = site(app_with(("/r", Returns)))
+    s = site(app_of(("/r", Returns)))
     r = s.get(path)
     assert (r.status_code, r.headers["content-type"], r.content) == (status, ctype, body)
     assert r.headers["content-length"] == str(len(body))
@@ -426,7 +419,7 @@ def test_return_values(
 
 
 def test_true_with_an_untouched_response_is_an_empty_200(site: Callable[..., Site]) -> None:
-    s = site(app_with(("/r", Returns)))
+    s = site(app_of(("/r", Returns)))
     r = s.get("/r/empty")
     assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", "0")
 
@@ -436,7 +429,7 @@ def test_errors_are_500_without_details_and_the_server_goes_on(
     site: Callable[..., Site], caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
     caplog.set_level(logging.ERROR, logger="plezi")
-    s = site(app_with(("/r", Returns)))
+    s = site(app_of(("/r", Returns)))
     with s.raw() as conn:
         r = conn.request("GET", path)
         assert r.status == 500
@@ -453,7 +446,7 @@ def test_errors_are_500_without_details_and_the_server_goes_on(
 def test_head_gets_headers_and_no_body(
     site: Callable[..., Site], caplog: pytest.LogCaptureFixture, path: str, status: int
 ) -> None:
-    s = site(app_with(("/r", Returns)))
+    s = site(app_of(("/r", Returns)))
     with s.raw() as conn:
         get = conn.request("GET", path)
         head = conn.request("HEAD", path)
@@ -480,7 +473,7 @@ class ParamsEcho:
 
 
 def test_params_merge_path_query_and_form_with_path_winning(site: Callable[..., Site]) -> None:
-    s = site(app_with(("/p/:name", ParamsEcho)))
+    s = site(app_of(("/p/:name", ParamsEcho)))
     r = s.request(
         "POST",
         "/p/from-path",
@@ -497,7 +490,7 @@ def test_params_merge_path_query_and_form_with_path_winning(site: Callable[..., 
 
 
 def test_params_from_a_json_body(site: Callable[..., Site]) -> None:
-    s = site(app_with(("/p/:name", ParamsEcho)))
+    s = site(app_of(("/p/:name", ParamsEcho)))
     r = s.request("PUT", "/p/path/7", params={"q": "x"}, json={"name": "json", "n": [1, {"k": 2}]})
     assert r.json() == {"name": "path", "id": "7", "q": "x", "n": [1, {"k": 2}]}
     r = s.request("POST", "/p/path", json=[1, 2])
@@ -509,7 +502,7 @@ def test_params_from_a_json_body(site: Callable[..., Site]) -> None:
 
 
 def test_params_rack_nesting_from_the_query(site: Callable[..., Site]) -> None:
-    s = site(app_with(("/p", ParamsEcho)))
+    s = site(app_of(("/p", ParamsEcho)))
     r = s.get("/p?user[name]=ann&user[langs][]=py&user[langs][]=rb&list[][x]=1&list[][x]=2")
     assert r.json() == {
         "user": {"name": "ann", "langs": ["py", "rb"]},
@@ -532,7 +525,7 @@ def test_cookies_read_set_and_delete(site: Callable[..., Site]) -> None:
             del self.cookies["sid"]  # type: ignore[attr-defined]
             return f"left {sorted(self.cookies)}"  # type: ignore[attr-defined]
 
-    s = site(app_with(("/jar", Jar)))
+    s = site(app_of(("/jar", Jar)))
     assert s.get("/jar", headers={"Cookie": "seen=yes%21; other=1"}).text == "yes!"
     r = s.get("/jar/login")
     assert r.text == "now a b;c"
@@ -559,7 +552,7 @@ def test_redirect_to(site: Callable[..., Site]) -> None:
         def forever(self) -> bool:
             return self.redirect_to("https://example.com/x", 301)  # type: ignore[attr-defined, no-any-return]
 
-    s = site(app_with(("/go", Go)))
+    s = site(app_of(("/go", Go)))
     r = s.get("/go")
     assert (r.status_code, r.headers["location"], r.content) == (302, "/elsewhere", b"")
     r = s.get("/go/forever")
@@ -580,7 +573,7 @@ def test_url_for(site: Callable[..., Site]) -> None:
             u = self.url_for  # type: ignore[attr-defined]
             return [u(id=5, format="json"), u(format="json"), u(id="a b", q=["x", "y"])]
 
-    s = site(app_with(("/things", Things), ("/posts/(:id)/(:format)", Posts)))
+    s = site(app_of(("/things", Things), ("/posts/(:id)/(:format)", Posts)))
     assert s.get("/things").json() == [
         "/things",
         "/things/new",
@@ -621,7 +614,7 @@ def test_render_templates(
         def index(self) -> str:
             return "never reached: a missing template is an error, not a fall-through"
 
-    s = site(app_with(("/pages/(:id)/(:format)", Pages), ("/pages", Fallback)))
+    s = site(app_of(("/pages/(:id)/(:format)", Pages), ("/pages", Fallback)))
     r = s.get("/pages/1")
     assert r.text == "<h1>&lt;b&gt;&amp;&lt;/b&gt;</h1>1"  # HTML is autoescaped
     assert r.headers["content-type"] == "text/html; charset=utf-8"
@@ -647,7 +640,7 @@ def test_send_file(site: Callable[..., Site], tmp_path: Path) -> None:
         def show(self) -> bool:
             return self.send_file(str(tmp_path / self.params["id"]))  # type: ignore[attr-defined, no-any-return]
 
-    s = site(app_with(("/f", Files)))
+    s = site(app_of(("/f", Files)))
     r = s.get("/f/notes.txt")
     assert (r.status_code, r.text) == (200, "caf\u00e9 notes")
     assert r.headers["content-type"] == "text/plain; charset=utf-8"
@@ -678,12 +671,12 @@ class Conn:
         return f"show {self.params['id']}"  # type: ignore[attr-defined]
 
     async def slow(self) -> str:
-        await asyncio.sleep(0.05 * UNIT)  # answers after the requests pipelined behind it
+        await loop_turns()  # not ready at once: the requests pipelined behind it must wait
         self.hits.append("slow")
         return "slow"
 
     async def slow_none(self) -> None:
-        await asyncio.sleep(0.05 * UNIT)
+        await loop_turns()
         return None
 
     def create(self) -> dict[str, Any]:
@@ -697,7 +690,7 @@ class Echo:
 
 def conn_app() -> tuple[plezi.App, list[str]]:
     hits: list[str] = []
-    app = app_with(("/ws", Echo), ("/", type("Conn", (Conn,), {"hits": hits})))
+    app = app_of(("/ws", Echo), ("/", type("Conn", (Conn,), {"hits": hits})))
     return app, hits
 
 

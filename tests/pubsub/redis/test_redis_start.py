@@ -9,10 +9,11 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from redispair import APP
-from redisproc import RedisProcess
 
-from conftest import ROOT, UNIT
+from helpers import ROOT, UNIT
+
+from .redispair import APP
+from .redisproc import RedisProcess
 
 PASSWORD = "s3cret"
 
@@ -88,7 +89,7 @@ def test_an_unusable_redis_is_one_line_before_listening(
 
 def test_the_right_password_starts(guarded, script) -> None:
     """The control: the same server with the right password is used (and says so)."""
-    from redispair import status
+    from .redispair import status
 
     server = script(APP, "--redis", guarded.url.replace("redis://", f"redis://:{PASSWORD}@"))
     assert status(server)["connected"] is True

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, UNIT, Script
 from plezi.http import templates
 
 APP = textwrap.dedent(

@@ -8,11 +8,12 @@ timeout; nothing here sleeps to wait for the server.
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from dataclasses import dataclass, field
 
-from conftest import UNIT
+from helpers import UNIT
 
 __all__ = ["RawHTTP", "RawResponse", "request_bytes"]
 
@@ -76,6 +77,11 @@ class RawHTTP:
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def readable(self) -> bool:
+        """Whether the server has sent something (or closed), without waiting: a client that
+        plays a slow or endless sender stops sending then."""
+        return bool(select.select([self.sock], [], [], 0)[0])
 
     def send_quietly(self, data: bytes) -> bool:
         """Send, returning ``False`` instead of raising when the server already hung up."""

@@ -10,7 +10,7 @@ import pytest
 from rawhttp import RawHTTP
 
 import plezi
-from conftest import Running
+from helpers import Running
 
 
 class ReadOnly:

@@ -1,6 +1,6 @@
 """Auto-dispatch tables, built once at ``route()``, and the dispatcher's replies, without a server.
 
-The wire itself (real WebSockets, HTTP) is tested in ``tests/server/test_auto_dispatch.py``; here
+The wire itself (real WebSockets, HTTP) is tested in ``tests/web/test_auto_dispatch.py``; here
 the dispatcher runs against a controller whose ``write`` records what would be sent.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import plezi
-from conftest import ROOT
+from helpers import ROOT
 from plezi.errors import PleziWarning, RouteError
 from plezi.web.client import MODULE_FILE, SCRIPT_FILE, Asset, build_classic, load_asset, module_path
 from plezi.web.controller import PLEZI_NAMES
@@ -88,7 +88,7 @@ EVENTS = {"chat", "optional", "star", "one_and_optional", "inherited", "later"}
 
 def chat_route() -> ControllerRoute:
     """``Chat``'s route; its public methods plezi can never call are warned about at
-    ``route()`` (see tests/test_route_checks.py)."""
+    ``route()`` (see tests/web/test_route_checks.py)."""
     with pytest.warns(PleziWarning) as caught:
         route = ControllerRoute("/", Chat)
     warned = {str(w.message).split("(")[0].removeprefix("Chat.") for w in caught}

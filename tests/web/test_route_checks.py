@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
 from plezi.web.routes import ControllerRoute
 
 HERE = Path(__file__).name
@@ -90,7 +90,7 @@ def test_a_callback_plezi_cannot_call_is_a_route_error(cls: type, name: str, exp
     with pytest.raises(plezi.RouteError) as info:
         app.route("/", cls)
     message = str(info.value)
-    assert message.startswith(f"tests/{HERE}:{line_of(getattr(cls, name))}: ")
+    assert message.startswith(f"tests/web/{HERE}:{line_of(getattr(cls, name))}: ")
     assert f"{cls.__qualname__}.{name}(" in message
     assert message.endswith(f"define it as {expected}")
     assert "\n" not in message
@@ -165,7 +165,7 @@ def test_a_name_like_a_misspelled_callback_is_a_warning(
     # ... and so does the log line (file:line in front).
     (record,) = [r for r in caplog.records if r.name == "plezi"]
     assert record.levelno == logging.WARNING
-    assert record.getMessage() == f"tests/{HERE}:{code.co_firstlineno}: {text}"
+    assert record.getMessage() == f"tests/web/{HERE}:{code.co_firstlineno}: {text}"
 
 
 def test_a_misspelled_on_message_says_the_route_takes_no_websocket() -> None:
@@ -271,7 +271,7 @@ def test_a_message_naming_a_non_event_is_a_404_and_the_reason_is_logged_once(
         app.route("/", Events)
     caplog.clear()
     running = serve(app)
-    with connect(running.ws_url + "/", proxy=None, open_timeout=5 * UNIT) as ws:
+    with connect(running.ws_url + "/") as ws:
         for _ in range(2):
             ws.send(json.dumps({"event": "say", "_EID_": 1}))
             reply = json.loads(ws.recv(timeout=5 * UNIT))
@@ -282,7 +282,7 @@ def test_a_message_naming_a_non_event_is_a_404_and_the_reason_is_logged_once(
         assert json.loads(ws.recv(timeout=5 * UNIT)) == {"event": "chat", "text": "hi"}
     logged = [r.getMessage() for r in caplog.records if "found no event" in r.getMessage()]
     assert logged == [
-        f"tests/{HERE}:{line_of(Events.say)}: "
+        f"tests/web/{HERE}:{line_of(Events.say)}: "
         'Events.say(self) takes no message: a message {"event": "say"} found no event; '
         "define it as say(self, msg)"
     ]

@@ -6,38 +6,22 @@ reconnects; a healthy idle connection is never dropped."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redispair import join, status, sync, two_servers, wait_for
-from redisproc import RedisProcess
 
-from conftest import UNIT
+from helpers import UNIT, wait_for
 from plezi.pubsub.redis import RedisStartError, _split_url, check_redis
 from plezi.pubsub.redis_link import Link, open_link
 
+from .redispair import join, status, sync, two_servers
+from .redisproc import RedisProcess
+
 #: The health check interval of these tests, in seconds.
 EVERY = 0.3
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path).start()
-    yield server
-    server.kill()  # frozen or not
-
-
-@pytest.fixture
-def clients() -> Iterator[contextlib.ExitStack]:
-    """Every WebSocket client a test opens is closed at its end."""
-    with contextlib.ExitStack() as stack:
-        yield stack
 
 
 def test_the_interval_comes_from_the_url_and_is_hidden_from_redis_py(tmp_path) -> None:

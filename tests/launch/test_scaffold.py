@@ -13,11 +13,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
-from conftest import ROOT, UNIT, Script
+from helpers import ROOT, UNIT, Script
 from plezi.launch.scaffold import new_command
 
 
@@ -44,10 +43,6 @@ def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=90 * UNIT,
     )
-
-
-def get(script: Script, path: str) -> httpx.Response:
-    return httpx.get(script.url + path, trust_env=False, timeout=5 * UNIT)
 
 
 def test_new_writes_the_app_and_prints_the_two_commands(tmp_path: Path) -> None:
@@ -83,13 +78,13 @@ def test_the_generated_app_serves_its_page_files_and_room(
 ) -> None:
     generate(tmp_path, "blog")
     s = script(tmp_path / "blog" / "blog.py")
-    page = get(s, "/")
+    page = s.get("/")
     assert page.status_code == 200
     assert "Welcome to blog" in page.text
-    assert get(s, "/client.js").status_code == 200
-    css = get(s, "/style.css")
+    assert s.get("/client.js").status_code == 200
+    css = s.get("/style.css")
     assert (css.status_code, css.headers["content-type"]) == (200, "text/css; charset=utf-8")
-    with connect(s.ws_url + "/", proxy=None, open_timeout=5 * UNIT) as ws:
+    with connect(s.ws_url + "/") as ws:
         ws.send('{"event": "chat", "text": "hi"}')
         got = {ws.recv(timeout=5 * UNIT), ws.recv(timeout=5 * UNIT)}
     assert got == {'{"event":"chat","text":"hi"}', '{"event":"delivered"}'}
@@ -109,7 +104,7 @@ def test_mini_is_one_file_that_serves_and_tests_itself(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
     s = script(app / "tiny.py")
-    assert "Welcome to tiny" in get(s, "/").text
+    assert "Welcome to tiny" in s.get("/").text
 
 
 def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from websockets.sync.client import ClientConnection
-from wsclient import RawClient, connect
+from wsclient import RawClient, connect, masked
 
 import plezi
-from conftest import ROOT, UNIT, Running, Script
+from helpers import ROOT, UNIT, Running, Script, loop_turns
 from plezi.protocol.frames import OP_BINARY, OP_TEXT
 from plezi.web.client import MODULE_FILE, SCRIPT_FILE
 
@@ -52,7 +52,7 @@ class Room:
         return None
 
     async def slow(self, msg: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(0.05 * UNIT)
+        await loop_turns()
         return {"event": "slow", "n": msg["n"]}
 
     def boom(self, msg: dict[str, Any]) -> None:
@@ -140,11 +140,17 @@ def test_null_or_false_eid_asks_for_no_ack(ws: ClientConnection) -> None:
     assert ask(ws, {"event": "text", "value": 2, "_EID_": False}) == "text: 2"
 
 
-def test_async_events_are_awaited_and_keep_their_order(ws: ClientConnection) -> None:
-    ws.send(json.dumps({"event": "slow", "n": 1, "_EID_": 1}))
-    ws.send(json.dumps({"event": "text", "value": "sync", "_EID_": 2}))
-    ws.send(json.dumps({"event": "slow", "n": 3}))
-    got = [ws.recv(timeout=5 * UNIT) for _ in range(5)]
+def test_async_events_are_awaited_and_keep_their_order(room: Running) -> None:
+    """The three events leave in one write, so they reach the server while the first (async)
+    one is pending: the later ones wait for it, and the replies keep the events' order."""
+    events = [
+        {"event": "slow", "n": 1, "_EID_": 1},
+        {"event": "text", "value": "sync", "_EID_": 2},
+        {"event": "slow", "n": 3},
+    ]
+    with RawClient(room.port, "/room") as raw:
+        raw.send_raw(b"".join(masked(OP_TEXT, json.dumps(e).encode()) for e in events))
+        got = [raw.recv_message().text for _ in range(5)]
     assert got == [
         '{"event":"_ack_","_EID_":1}',
         '{"event":"slow","n":1}',

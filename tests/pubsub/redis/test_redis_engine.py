@@ -3,35 +3,19 @@ one Redis, app_name namespaces, publishing from a plain script, and Redis killed
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from redispair import APP, join, recv_all, status, sync, two_servers, wait_for
-from redisproc import RedisProcess
 from websockets.sync.client import ClientConnection
+from wsclient import MASK, RawClient
 
-from conftest import ROOT, UNIT
+from helpers import ROOT, UNIT, wait_for
 from plezi.protocol.frames import OP_TEXT, encode_frame
-from server.wsclient import MASK, RawClient
 
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path).start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def clients() -> Iterator[contextlib.ExitStack]:
-    """Every WebSocket client a test opens is closed at its end."""
-    with contextlib.ExitStack() as stack:
-        yield stack
+from .redispair import APP, join, recv_all, status, sync, two_servers
+from .redisproc import RedisProcess
 
 
 def assert_quiet(ws: ClientConnection, sender: ClientConnection, tag: str) -> None:

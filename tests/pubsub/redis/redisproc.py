@@ -9,15 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import UNIT
+from helpers import UNIT, free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisProcess:

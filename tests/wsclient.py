@@ -21,7 +21,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as _connect
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.protocol.frames import OP_CLOSE, OP_PING, OP_TEXT, encode_frame
 
 __all__ = ["Echo", "Frame", "RawClient", "connect", "echo_app", "masked", "small_send_buffer"]

@@ -13,7 +13,7 @@ import pytest
 from wsclient import connect
 
 import plezi
-from conftest import UNIT, Running
+from helpers import UNIT, Running
 
 
 class Room:

@@ -1,0 +1,1 @@
+"""Redis engine tests: plezi servers in subprocesses sharing a private redis-server."""
