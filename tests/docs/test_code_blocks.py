@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ import pytest
 from websockets.sync.client import ClientConnection
 from wsclient import connect as ws_connect
 
-from helpers import ROOT, UNIT, Script, start_script
+from helpers import ROOT, UNIT, Script, free_port, start_script
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
@@ -248,16 +247,9 @@ def test_test_files_pass(tmp_path: Path) -> None:
     assert f"{tests} passed" in result.stdout, result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _uvicorn(program: Path) -> Script:
     """``uvicorn MODULE:application`` in ``program``'s folder, as docs/asgi.md says."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", f"{program.stem}:application", "--port", str(port)],
         cwd=program.parent,
