@@ -134,7 +134,7 @@ def allow_flags(*flags: str) -> None:
     so that plezi does not refuse them as unknown; with no argument, every flag plezi does not
     know is the application's. Call it before the server starts: at module level when the
     script relies on autostart. (Everything after a lone ``--`` is always the application's.)"""
-    from .launch.cli import allow_flags as _allow
+    from .launch.flags import allow_flags as _allow
 
     _allow(*flags)
 
@@ -216,7 +216,7 @@ def _has_work() -> bool:
         return True
     import sys as _sys
 
-    from .launch.cli import asks_for_public
+    from .launch.flags import asks_for_public
 
     return asks_for_public(_sys.argv[1:])
 

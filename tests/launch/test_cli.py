@@ -18,7 +18,7 @@ import pytest
 import plezi
 from helpers import ROOT, UNIT, Script
 from plezi.errors import ConfigError
-from plezi.launch import cli
+from plezi.launch import flags
 from plezi.web.route_table import route_table
 
 PLEZI = str(Path(sys.executable).parent / "plezi")
@@ -55,13 +55,13 @@ def write_app(tmp_path: Path, source: str = APP, name: str = "app.py") -> Path:
 @pytest.fixture
 def app_flags() -> Iterator[None]:
     """:func:`plezi.allow_flags` changes module state: start clean, leave it clean."""
-    saved = (set(cli._app_flags), cli._all_flags_are_apps)
-    cli._app_flags.clear()
-    cli._all_flags_are_apps = False
+    saved = (set(flags._app_flags), flags._all_flags_are_apps)
+    flags._app_flags.clear()
+    flags._all_flags_are_apps = False
     yield
-    cli._app_flags.clear()
-    cli._app_flags.update(saved[0])
-    cli._all_flags_are_apps = saved[1]
+    flags._app_flags.clear()
+    flags._app_flags.update(saved[0])
+    flags._all_flags_are_apps = saved[1]
 
 
 # -- unknown flags -------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_an_unknown_flag_is_refused_with_the_closest_known_one(tmp_path: Path, s
 )
 def test_unknown_flag_messages(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        cli.config_from_args(argv)
+        flags.config_from_args(argv)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -102,17 +102,17 @@ def test_unknown_flag_messages(argv: list[str], message: str) -> None:
 @pytest.mark.usefixtures("app_flags")
 def test_what_is_not_a_flag_of_plezis_is_left_alone() -> None:
     # Words (an app's arguments), negative numbers, and everything after a lone `--`.
-    config = cli.config_from_args(["data.csv", "--port", "4000", "-5", "--", "--anything"])
+    config = flags.config_from_args(["data.csv", "--port", "4000", "-5", "--", "--anything"])
     assert config.port == 4000
     plezi.allow_flags("--seed", "-n")
-    assert cli.config_from_args(["--seed", "7", "-n", "--seed=8", "-p", "1"]).port == 1
+    assert flags.config_from_args(["--seed", "7", "-n", "--seed=8", "-p", "1"]).port == 1
     with pytest.raises(ConfigError, match="--other"):
-        cli.config_from_args(["--seed", "7", "--other"])
-    assert cli.wants_help(["--help"]) and not cli.wants_help(["--", "-h"])
+        flags.config_from_args(["--seed", "7", "--other"])
+    assert flags.wants_help(["--help"]) and not flags.wants_help(["--", "-h"])
     plezi.allow_flags("-h")  # e.g. the app's -h HOST
-    assert not cli.wants_help(["-h", "example.com"]) and cli.wants_help(["--help"])
+    assert not flags.wants_help(["-h", "example.com"]) and flags.wants_help(["--help"])
     plezi.allow_flags()
-    assert cli.config_from_args(["--other", "--port", "5"]).port == 5
+    assert flags.config_from_args(["--other", "--port", "5"]).port == 5
     with pytest.raises(ConfigError, match="name the flag as typed"):
         plezi.allow_flags("seed")
 

@@ -447,7 +447,7 @@ def test_a_body_at_the_minimum_rate_is_read(serve: Callable[..., Running], echo_
 
 
 def test_min_body_rate_is_a_flag() -> None:
-    from plezi.launch.cli import config_from_args
+    from plezi.launch.flags import config_from_args
 
     assert config_from_args(["--min-body-rate", "2k"]).limits.min_body_rate == 2048
     assert config_from_args([]).limits.min_body_rate == 1024

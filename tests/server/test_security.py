@@ -23,7 +23,7 @@ from wsclient import RawClient
 import plezi
 from helpers import UNIT, Running
 from plezi.errors import ConfigError
-from plezi.launch.cli import config_from_args
+from plezi.launch.flags import config_from_args
 from plezi.protocol import (
     MAX_EMPTY_FRAGMENTS,
     OP_BINARY,

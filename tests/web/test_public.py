@@ -24,7 +24,7 @@ import plezi
 from helpers import ROOT, UNIT, Running, Script, run_script
 from plezi.errors import ConfigError
 from plezi.http.static import install_public
-from plezi.launch.cli import config_from_args
+from plezi.launch.flags import config_from_args
 from plezi.web.public import PublicPattern
 
 SECRET = b"outside-secret-7d1e"

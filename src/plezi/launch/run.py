@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from ..config import ServerConfig
 from ..errors import PleziError
 from ..server.server import Server, bind_sockets
-from .cli import config_from_args, script_help, wants_help
+from .flags import config_from_args, script_help, wants_help
 from .supervisor import Supervisor, worker_settings
 
 __all__ = ["new_event_loop", "run", "serve_config"]
