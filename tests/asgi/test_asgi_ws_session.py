@@ -36,7 +36,9 @@ class Kinds:
             self.write({"json": 1})  # type: ignore[attr-defined]
 
     def on_close(self) -> None:
-        EVENTS.add("closed")
+        conn = self._pl_conn  # type: ignore[attr-defined]
+        rcvd = conn.close_rcvd
+        EVENTS.add(("closed", rcvd and rcvd[0], conn.close_by))
 
 
 def connect(url: str) -> ClientConnection:
@@ -54,8 +56,10 @@ def test_each_kind_of_write_arrives_as_its_message(server: Any) -> None:
     with connect(f"{server.ws_url}/kinds") as ws:
         ws.send("kinds")
         got = [ws.recv(T) for _ in range(6)]
+        ws.close(4000, "bye")
     assert got == ["é", b"\x00", b"ab", b"cd", "sub", '{"json":1}']
-    EVENTS.wait_for("closed")
+    # The ASGI server did the handshake; the session records the peer's close.
+    EVENTS.wait_for(("closed", 4000, "remote"))
 
 
 def test_nothing_reaches_the_controller_after_the_connection_failed(server: Any) -> None:
@@ -65,5 +69,8 @@ def test_nothing_reaches_the_controller_after_the_connection_failed(server: Any)
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(T)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
-    EVENTS.wait_for("closed")
+    with EVENTS.cond:
+        assert EVENTS.cond.wait_for(lambda: any(i[0] == "closed" for i in EVENTS.items), T)
+        closed = [i for i in EVENTS.items if i[0] == "closed"]
+    assert closed[0][2] == "error"  # we failed the connection
     assert ("got", "after") not in EVENTS.items

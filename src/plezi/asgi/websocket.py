@@ -219,6 +219,13 @@ class ASGITransport(asyncio.Transport):
                 return
             kind = message["type"]
             if kind == "websocket.disconnect":
+                # The ASGI server did the closing handshake: the session records its outcome.
+                conn.close_rcvd = (
+                    message.get("code", CloseCode.NORMAL),
+                    message.get("reason") or "",
+                )
+                if conn.close_by is None:
+                    conn.close_by = "remote"
                 return
             if kind != "websocket.receive":
                 continue

@@ -189,7 +189,7 @@ class WebSocketSession:
         return self.state == CLOSING and now - self._closing_at > timeout
 
     def connection_closed(self) -> None:
-        """The transport is gone: ``CLOSED``, nothing more to send or parse."""
+        """The transport is gone: ``CLOSED``; what was not sent is dropped."""
         self.state = CLOSED
         self._out.clear()
         self._out_size = 0
