@@ -32,7 +32,15 @@ def imported_modules(tree: ast.AST) -> set[str]:
 
 def test_modules_found() -> None:
     names = {path.name for path in MODULES}
-    assert {"__init__.py", "close.py", "frames.py", "reader.py", "handshake.py", "sse.py"} <= names
+    assert {
+        "__init__.py",
+        "close.py",
+        "connection.py",
+        "frames.py",
+        "reader.py",
+        "handshake.py",
+        "sse.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
@@ -73,12 +81,11 @@ def test_every_module_has_all(path: Path) -> None:
 
 def test_package_reexports_every_public_name() -> None:
     import plezi.protocol as package
-    from plezi.protocol import close, frames, handshake, reader, sse
+    from plezi.protocol import close, connection, frames, handshake, reader, sse
 
-    for module in (close, frames, handshake, reader, sse):
+    modules = (close, connection, frames, handshake, reader, sse)
+    for module in modules:
         for name in module.__all__:
             assert name in package.__all__, name
             assert getattr(package, name) is getattr(module, name)
-    assert sorted(package.__all__) == sorted(
-        n for m in (close, frames, handshake, reader, sse) for n in m.__all__
-    )
+    assert sorted(package.__all__) == sorted(n for m in modules for n in m.__all__)

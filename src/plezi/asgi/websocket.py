@@ -3,7 +3,9 @@
 Theory of operation
 -------------------
 The controller side of a WebSocket is :class:`plezi.server.websocket.WebSocketConnection`, the
-very class the native server uses: ordered sync/async callbacks, ``write``/``close``, pub/sub
+very class the native server uses (over the sans-I/O
+:class:`~plezi.protocol.connection.WebSocketSession`: the state, closing, close codes by name,
+failing the connection): ordered sync/async callbacks, ``write``/``close``, pub/sub
 (the hub and its registry fan frames out to it), ``on_drained``, the outgoing buffer cap and the
 slow-consumer policy all behave as they do natively (:class:`ASGIWebSocket` only leaves out the
 native server's ping and close timers: the ASGI server pings, and :meth:`ASGITransport.run` bounds
@@ -11,19 +13,20 @@ the closing handshake). Only its transport differs: :class:`ASGITransport` stand
 socket's transport would. An event stream under ASGI runs on a subclass of it
 (:mod:`plezi.asgi.sse`).
 
-*Out.* The connection writes WebSocket frames (already framed: a published message is framed
-once for all its subscribers). The transport reads them back with the sans-I/O
-:class:`~plezi.protocol.reader.WebSocketReader` (server frames: unmasked) and queues one ASGI
-message per frame: ``websocket.send`` for text and binary, ``websocket.close`` for the close
-frame; pings and pongs are the ASGI server's business and are dropped. One task sends the queue
-in order; its size (the frame bytes not yet accepted by ``send``) is the transport's write
-buffer, so ``pending``, ``pause_writing``/``resume_writing`` (``on_drained``) and the
-``max_outgoing_buffer`` cap work as natively: a client that does not read makes the ASGI
-server's ``send`` wait, and the queue grow.
+*Out.* :class:`ASGIWebSocket` queues ASGI messages, not frames: ``write`` queues a
+``websocket.send`` with the text or bytes as they are, our close is a ``websocket.close`` (no
+frame is built, none is parsed back). Only a published message arrives framed (pub/sub frames it
+once for all its subscribers, native or not): its payload is taken out of the frame header
+(:func:`~plezi.protocol.frames.unframe`: no validation, no unmasking). The corked messages of one
+loop iteration go to the transport's queue together; one task sends it in order; its size (the
+payload bytes not yet accepted by ``send``) is the transport's write buffer, so ``pending``,
+``pause_writing``/``resume_writing`` (``on_drained``) and the ``max_outgoing_buffer`` cap work as
+natively: a client that does not read makes the ASGI server's ``send`` wait, and the queue grow.
 
 *In.* A second task calls ``receive()`` and hands each ``websocket.receive`` to the
 connection's ``on_ws_message`` (the reader callback of the native path), after the
-``max_message_size`` check (close 1009). ``pause_reading`` (back-pressure, a backlog of async
+``max_message_size`` check (the session fails the connection with 1009; nothing the client sends
+after that reaches the controller). ``pause_reading`` (back-pressure, a backlog of async
 callbacks) stops it calling ``receive()``. ``websocket.disconnect`` ends the connection.
 
 *End.* When the peer disconnected, or our close was sent (then the peer's answer is awaited up
@@ -42,7 +45,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.close import CloseCode
-from ..protocol.reader import WebSocketReader
+from ..protocol.connection import CLOSED, OPEN
+from ..protocol.frames import OP_CLOSE, OP_TEXT, unframe
 from ..server.websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -67,8 +71,7 @@ class ASGITransport(asyncio.Transport):
         self._receive = receive
         self._send = send
         self._limits = limits
-        self._frames = WebSocketReader(self, max_message_size=None, require_mask=False)
-        #: ASGI messages to send, each with the frame bytes it accounts for.
+        #: ASGI messages to send, each with the bytes it accounts for.
         self._queue: deque[tuple[Message, int]] = deque()
         self._size = 0
         self._high = limits.write_high_water
@@ -94,15 +97,36 @@ class ASGITransport(asyncio.Transport):
         return self._conn
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Frames this side built (:class:`ASGIWebSocket` sends messages: see ``send_items``)."""
+        self.send_items([bytes(data)])
+
+    def send_items(self, items: list[Any]) -> None:
+        """Queue what a connection flushed: ASGI messages, and frames (``bytes``: a published
+        message, framed for every subscriber) turned into messages. After a close message,
+        nothing more is queued."""
         if self._closing:
             return
-        before = len(self._queue)
-        self._frames.feed(data)
-        if len(self._queue) > before:
-            # The bytes are accounted to the last message they produced: the total is exact.
-            message, size = self._queue[-1]
-            self._queue[-1] = (message, size + len(data))
-            self._queued(len(data))
+        queue = self._queue
+        size = 0
+        for item in items:
+            if type(item) is bytes:
+                for opcode, payload in unframe(item):
+                    message = _frame_message(opcode, payload)
+                    if message is not None:
+                        n = len(payload)
+                        queue.append((message, n))
+                        size += n
+                        if opcode == OP_CLOSE:
+                            break
+            else:
+                n = message_size(item)
+                queue.append((item, n))
+                size += n
+            if queue and queue[-1][0]["type"] == "websocket.close":
+                self._closing = True
+                break
+        if queue:
+            self._queued(size)
 
     def _queued(self, size: int) -> None:
         """``size`` more bytes wait in the queue: wake the sender; past ``write_high_water``,
@@ -142,28 +166,6 @@ class ASGITransport(asyncio.Transport):
 
     def is_reading(self) -> bool:
         return self._reading.is_set()
-
-    # -- frames read back (the reader's FrameHandler) ---------------------------------------
-
-    def on_ws_message(self, data: str | bytes) -> None:
-        key = "text" if isinstance(data, str) else "bytes"
-        self._queue.append(({"type": "websocket.send", key: data}, 0))
-
-    def on_ws_close(self, code: int | None, reason: str) -> None:
-        self._queue.append(
-            ({"type": "websocket.close", "code": code or CloseCode.NORMAL, "reason": reason}, 0)
-        )
-        self._closing = True
-
-    def on_ws_ping(self, payload: bytes) -> None:
-        pass  # the ASGI server pings its clients itself
-
-    def on_ws_pong(self, payload: bytes) -> None:
-        pass
-
-    def on_ws_error(self, code: int, reason: str) -> None:  # pragma: no cover - our own frames
-        log.error("cannot read back a frame plezi wrote (%s); closing", reason)
-        self.abort()
 
     # -- the two tasks ----------------------------------------------------------------------
 
@@ -217,14 +219,23 @@ class ASGITransport(asyncio.Transport):
                 return
             kind = message["type"]
             if kind == "websocket.disconnect":
+                # The ASGI server did the closing handshake: the session records its outcome.
+                conn.close_rcvd = (
+                    message.get("code", CloseCode.NORMAL),
+                    message.get("reason") or "",
+                )
+                if conn.close_by is None:
+                    conn.close_by = "remote"
                 return
             if kind != "websocket.receive":
                 continue
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
+            if conn.reader.closed:
+                continue  # the connection failed: nothing more reaches the controller
             if _too_big(data, max_size):
-                conn.on_ws_error(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                conn.fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
             else:
                 conn.on_ws_message(data)
 
@@ -253,10 +264,9 @@ class ASGITransport(asyncio.Transport):
             self._release()
 
     def _release(self) -> None:
-        """Break the reference cycles of an ended connection (this transport and its frame
-        reader, this transport and the connection), so that both are freed by reference
-        counting rather than by the cyclic garbage collector, which may not run for long."""
-        self._frames.release()
+        """Break the reference cycle of an ended connection (this transport and the
+        connection), so that both are freed by reference counting rather than by the cyclic
+        garbage collector, which may not run for long."""
         self._conn = None
         self._writer = None
         self._queue.clear()
@@ -269,11 +279,77 @@ def _too_big(data: str | bytes, limit: int) -> bool:
     return len(data.encode("utf-8", "surrogatepass")) > limit
 
 
+def message_size(message: Message) -> int:
+    """The bytes an ASGI message accounts for in the outgoing buffer: its text (UTF-8) or bytes,
+    a close's reason."""
+    data = message.get("text")
+    if data is None:
+        data = message.get("bytes") or message.get("reason") or b""
+    if type(data) is str and not data.isascii():
+        return len(data.encode())
+    return len(data)
+
+
+def _frame_message(opcode: int, payload: bytes) -> Message | None:
+    """The ASGI message for a frame this side built; ``None`` for a ping or pong (the ASGI
+    server pings its clients itself)."""
+    if opcode == OP_TEXT:
+        return {"type": "websocket.send", "text": payload.decode()}
+    if opcode == OP_CLOSE:
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL
+        return {"type": "websocket.close", "code": code, "reason": payload[2:].decode()}
+    if opcode & 8:
+        return None
+    return {"type": "websocket.send", "bytes": payload}
+
+
 class ASGIWebSocket(WebSocketConnection):
-    """The native connection without the native server's timers: under ASGI the server pings
-    its WebSockets, and :meth:`ASGITransport.run` bounds the closing handshake."""
+    """The native connection as ASGI messages (see the module docstring), without the native
+    server's timers: under ASGI the server pings its WebSockets, and :meth:`ASGITransport.run`
+    bounds the closing handshake."""
 
     __slots__ = ()
+
+    transport: ASGITransport
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> bool:
+        """Queue one ``websocket.send``: ``str`` as text, bytes-like as bytes. ``False`` once
+        closing; ``TypeError`` for anything else, ``UnicodeEncodeError`` for a lone surrogate
+        (as natively)."""
+        if self.state != OPEN:
+            return False
+        message: Message
+        if isinstance(data, str):
+            text = str(data)
+            size = len(text) if text.isascii() else len(text.encode())
+            message = {"type": "websocket.send", "text": text}
+        elif isinstance(data, bytes | bytearray | memoryview):
+            payload = bytes(data)
+            size = len(payload)
+            message = {"type": "websocket.send", "bytes": payload}
+        else:
+            raise TypeError(f"write() takes str or bytes-like data, not {type(data).__name__}")
+        self.queue_frame(message, size)
+        return True
+
+    def _close_item(self, frame: bytes, code: int | None, reason: str) -> Any:
+        return {"type": "websocket.close", "code": code or CloseCode.NORMAL, "reason": reason}
+
+    def flush(self) -> None:
+        """Hand everything queued to the transport at once, as ASGI messages."""
+        out = self._out
+        if not out:
+            return
+        items = out[:]
+        out.clear()
+        size, self._out_size = self._out_size, 0
+        transport = self.transport
+        if self.state == CLOSED or transport.is_closing():
+            return
+        transport.send_items(items)
+        self._flushed += size
+        if self._write_paused:
+            self._over_limit(0, queuing=False)
 
     def check_timeout(self, now: float) -> None:
         pass

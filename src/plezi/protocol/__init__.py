@@ -1,13 +1,14 @@
 """Sans-I/O protocol layer: WebSocket framing and handshake, Server-Sent Events.
 
 Nothing here performs I/O or imports asyncio, sockets or threads: bytes go in,
-callbacks and bytes come out, so the same code serves the server, a client and
-the tests.
+callbacks and bytes come out (:class:`WebSocketSession` is one WebSocket
+connection), so the same code serves the server, a client and the tests.
 """
 
 from __future__ import annotations
 
 from .close import CloseCode, is_valid_close_code
+from .connection import CLOSED, CLOSING, MAX_CONTROL_FRAMES, OPEN, WebSocketSession
 from .frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -22,6 +23,7 @@ from .frames import (
     ping_frame,
     pong_frame,
     text_frame,
+    unframe,
 )
 from .handshake import (
     GUID,
@@ -38,8 +40,12 @@ from .reader import MAX_EMPTY_FRAGMENTS, TURN_SECONDS, FrameHandler, WebSocketRe
 from .sse import sse_comment, sse_event
 
 __all__ = [
+    "CLOSED",
+    "CLOSING",
     "GUID",
+    "MAX_CONTROL_FRAMES",
     "MAX_EMPTY_FRAGMENTS",
+    "OPEN",
     "OP_BINARY",
     "OP_CLOSE",
     "OP_CONT",
@@ -52,6 +58,7 @@ __all__ = [
     "HandshakeError",
     "OriginPolicy",
     "WebSocketReader",
+    "WebSocketSession",
     "accept_key",
     "apply_mask",
     "binary_frame",
@@ -67,5 +74,6 @@ __all__ = [
     "sse_comment",
     "sse_event",
     "text_frame",
+    "unframe",
     "validate_upgrade",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "ping_frame",
     "pong_frame",
     "text_frame",
+    "unframe",
 ]
 
 OP_CONT = 0
@@ -196,3 +197,28 @@ def pong_frame(payload: bytes | bytearray | memoryview = b"") -> bytes:
     if not payload:
         return b"\x8a\x00"
     return _control_frame(0x8A, payload)
+
+
+def unframe(data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
+    """``(opcode, payload)`` of each frame in ``data``: whole, unmasked, final frames that this
+    module encoded (nothing is validated: this is not a reader for a peer's bytes).
+
+    For a side that writes messages rather than bytes (an ASGI server) and is handed frames
+    that were built once for many connections (a published message)."""
+    view = memoryview(data).cast("B")
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    end = len(view)
+    while pos < end:
+        n = view[pos + 1] & 0x7F
+        if n < 126:
+            start = pos + 2
+        elif n == 126:
+            n = _HDR16.unpack_from(view, pos)[2]
+            start = pos + 4
+        else:
+            n = _HDR64.unpack_from(view, pos)[2]
+            start = pos + 10
+        frames.append((view[pos] & 0x0F, bytes(view[start : start + n])))
+        pos = start + n
+    return frames

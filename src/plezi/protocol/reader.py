@@ -12,7 +12,7 @@ import struct
 import time
 import typing
 
-from .close import is_valid_close_code
+from .close import CloseCode, is_valid_close_code
 from .frames import apply_mask
 
 __all__ = ["MAX_EMPTY_FRAGMENTS", "TURN_SECONDS", "FrameHandler", "WebSocketReader"]
@@ -231,7 +231,7 @@ class WebSocketReader:
                         try:
                             text = payload.decode()
                         except UnicodeDecodeError:
-                            self._fail(1007, "invalid UTF-8 in text message")
+                            self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                             return False
                         self._on_message(text)
                         return False
@@ -239,10 +239,17 @@ class WebSocketReader:
                         self._reset()
                         self.closed = True
                         raise
+        return self._parse(data, end)
+
+    def _parse(self, data: bytes | bytearray | memoryview, end: int) -> bool:
+        """The general case of :meth:`feed`: every frame in ``data`` (``end`` bytes; ``data``
+        is the buffer itself when bytes were buffered), then the rest kept for later."""
+        buf = self._buf
         # PERF: the common case (nothing buffered, whole frames in ``data``) is
         # parsed straight out of the caller's bytes, without copying them into a
-        # buffer. The loop is inlined here (no helper call per chunk) and walks
+        # buffer. The loop is inlined here (no helper call per frame) and walks
         # the frames of a pipelined chunk by offset: ``data`` is never re-sliced.
+        # One call per read, never per frame, separates it from ``feed``'s fast path.
         pos = 0
         need = 0
         mask_bit = self._mask_bit
@@ -266,12 +273,13 @@ class WebSocketReader:
                     # one table lookup.
                     err = _FIRST_BYTE_ERRORS[b0]
                     if err is not None:
-                        self._fail(1002, err)
+                        self._fail(CloseCode.PROTOCOL_ERROR, err)
                         return False
                     opcode = b0 & 0x0F
                     if b1 & 0x80 != mask_bit:
                         self._fail(
-                            1002, "unmasked client frame" if mask_bit else "masked server frame"
+                            CloseCode.PROTOCOL_ERROR,
+                            "unmasked client frame" if mask_bit else "masked server frame",
                         )
                         return False
                     length = b1 & 0x7F
@@ -279,7 +287,7 @@ class WebSocketReader:
                     if length < 126:
                         hlen = 2 + mask_len
                     elif opcode & 8:
-                        self._fail(1002, "control frame payload over 125 bytes")
+                        self._fail(CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes")
                         return False
                     elif length == 126:
                         hlen = 4 + mask_len
@@ -294,7 +302,10 @@ class WebSocketReader:
                             break
                         length = _U64.unpack_from(data, pos + 2)[0]
                         if length >> 63:
-                            self._fail(1002, "frame length has its most significant bit set")
+                            self._fail(
+                                CloseCode.PROTOCOL_ERROR,
+                                "frame length has its most significant bit set",
+                            )
                             return False
                     # Checks that depend on the message in progress, made as soon as the
                     # header is known: an oversized message fails before any of its
@@ -302,17 +313,23 @@ class WebSocketReader:
                     if opcode < 8:
                         if opcode:
                             if self._frag_op:
-                                self._fail(1002, "new data frame inside a fragmented message")
+                                self._fail(
+                                    CloseCode.PROTOCOL_ERROR,
+                                    "new data frame inside a fragmented message",
+                                )
                                 return False
                             if length > max_size:
-                                self._fail(1009, "message too big")
+                                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
                                 return False
                         else:
                             if not self._frag_op:
-                                self._fail(1002, "continuation frame without a message to continue")
+                                self._fail(
+                                    CloseCode.PROTOCOL_ERROR,
+                                    "continuation frame without a message to continue",
+                                )
                                 return False
                             if self._frag_size + length > max_size:
-                                self._fail(1009, "message too big")
+                                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
                                 return False
                     total = hlen + length
                     if avail < total:
@@ -345,7 +362,7 @@ class WebSocketReader:
                             try:
                                 text = payload.decode()
                             except UnicodeDecodeError:
-                                self._fail(1007, "invalid UTF-8 in text message")
+                                self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                                 return False
                             self._on_message(text)
                         elif self._start_text(payload, length):
@@ -441,10 +458,10 @@ class WebSocketReader:
         try:
             part = decoder.decode(payload, False)
         except UnicodeDecodeError:
-            self._fail(1007, "invalid UTF-8 in text message")
+            self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
             return True
         if _bad_utf8_tail(decoder):
-            self._fail(1007, "invalid UTF-8 in text message")
+            self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
             return True
         self._frag_op = 1
         self._frag_size = length
@@ -464,7 +481,7 @@ class WebSocketReader:
         if not length and not fin:
             self._frag_empty += 1
             if self._frag_empty > MAX_EMPTY_FRAGMENTS:
-                self._fail(1008, "too many empty fragments in one message")
+                self._fail(CloseCode.POLICY_VIOLATION, "too many empty fragments in one message")
                 return True
         self._frag_size += length
         parts = self._frag_parts
@@ -476,10 +493,10 @@ class WebSocketReader:
             try:
                 part = decoder.decode(payload, bool(fin))
             except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8 in text message")
+                self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                 return True
             if not fin and _bad_utf8_tail(decoder):
-                self._fail(1007, "invalid UTF-8 in text message")
+                self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                 return True
             # (a successful final decode leaves the decoder reset for the next message)
         else:
@@ -510,17 +527,17 @@ class WebSocketReader:
             code: int | None = None
             reason = ""
         elif n == 1:
-            self._fail(1002, "close frame payload of 1 byte")
+            self._fail(CloseCode.PROTOCOL_ERROR, "close frame payload of 1 byte")
             return
         else:
             code = (payload[0] << 8) | payload[1]
             if not is_valid_close_code(code):
-                self._fail(1002, "invalid close code")
+                self._fail(CloseCode.PROTOCOL_ERROR, "invalid close code")
                 return
             try:
                 reason = payload[2:].decode()
             except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8 in close reason")
+                self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in close reason")
                 return
         self.closed = True
         self._reset()

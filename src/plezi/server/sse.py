@@ -39,9 +39,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..http.response import http_date
+from ..protocol.close import CloseCode
 from ..protocol.handshake import header_line
 from ..protocol.sse import sse_comment, sse_event
-from .websocket import CLOSING, OPEN, PENDING, WebSocketConnection
+from .websocket import OPEN, PENDING, WebSocketConnection
 
 if TYPE_CHECKING:
     from .types import Prepared
@@ -154,7 +155,7 @@ class SseConnection(WebSocketConnection):
 
     # -- closing ----------------------------------------------------------------------------
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """End the stream once what is queued is sent (an event stream has no closing
         handshake; ``code`` and ``reason`` are ignored)."""
         if self.state != OPEN:
@@ -171,7 +172,7 @@ class SseConnection(WebSocketConnection):
         unfinished close."""
         limits = self.server.limits
         if self.state != OPEN:
-            if self.state == CLOSING and now - self._closing_at > limits.close_timeout:
+            if self.close_expired(now, limits.close_timeout):
                 self.abort()
             return
         interval = limits.ping_interval

@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-After the upgrade the transport's protocol becomes a :class:`WebSocketConnection`. Incoming bytes go
-to the sans-I/O :class:`~plezi.protocol.WebSocketReader`, which calls back ``on_ws_*`` here.
+After the upgrade the transport's protocol becomes a :class:`WebSocketConnection`: the I/O shell
+of the sans-I/O :class:`~plezi.protocol.connection.WebSocketSession`, which owns the frame reader,
+the state, the close handshake and close codes, pongs and the control frame rate. Incoming bytes
+go to the session's reader, which calls ``on_ws_message`` here; this module adds the transport,
+the controller's ordered callbacks, corking, flow control and the timers.
 
 *Ordering.* Sync callbacks run inline, in the ``data_received`` call: no task, no coroutine.
 When an ``async`` callback runs, a single task is started for it and every later event of this
@@ -38,13 +41,16 @@ thousands of tiny frames in one read cannot hold the process while the others wa
 their order.
 
 *Floods.* More than ``MAX_CONTROL_FRAMES`` pings and pongs within a second fail the connection
-with 1008 (policy violation), as do too many empty fragments in one message (the reader's
-``MAX_EMPTY_FRAGMENTS``). So the pongs of a client that pings without reading are bounded by that
-rate, then by back-pressure (reading pauses past ``write_high_water``) and the outgoing cap.
+with 1008 (policy violation; the session counts them), as do too many empty fragments in one
+message (the reader's ``MAX_EMPTY_FRAGMENTS``). So the pongs of a client that pings without
+reading are bounded by that rate, then by back-pressure (reading pauses past
+``write_high_water``) and the outgoing cap.
 
-*Closing.* ``state`` is OPEN, then CLOSING once a close frame was queued or the transport was
-told to close (``_closing_at`` stamps when; the reaper aborts after ``close_timeout``), then CLOSED
-in ``connection_lost``. Nothing is written once the transport is closing. Once ``on_close`` has
+*Closing.* The session's ``state`` is OPEN, then CLOSING once a close frame was queued or the
+transport was told to close (the session stamps when; the reaper aborts after ``close_timeout``),
+then CLOSED in ``connection_lost``. The peer's close, or a protocol error, is answered (by the
+session) once the controller's pending async callbacks have run, so their replies go out first;
+then the transport closes. Nothing is written once the transport is closing. Once ``on_close`` has
 run, ``_release`` breaks the reference cycles (connection <-> reader, connection <-> controller),
 so a closed connection is freed by reference counting, without waiting for the cyclic garbage
 collector; a controller the application keeps still answers ``write`` with ``False``.
@@ -57,30 +63,35 @@ import inspect
 import itertools
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import report_error
 from ..protocol.close import CloseCode
-from ..protocol.frames import binary_frame, close_frame, ping_frame, pong_frame, text_frame
-from ..protocol.reader import TURN_SECONDS, WebSocketReader
+from ..protocol.connection import CLOSED, CLOSING, MAX_CONTROL_FRAMES, OPEN, WebSocketSession
+from ..protocol.frames import binary_frame, ping_frame, text_frame
+from ..protocol.reader import TURN_SECONDS
 
 if TYPE_CHECKING:
     from .state import ServerState
     from .types import Prepared, RouteInfo
 
-__all__ = ["PENDING", "PROCESS_TOKEN", "WebSocketConnection", "queue_frame_many"]
+__all__ = [
+    "CLOSED",
+    "CLOSING",
+    "MAX_CONTROL_FRAMES",
+    "OPEN",
+    "PENDING",
+    "PROCESS_TOKEN",
+    "WebSocketConnection",
+    "queue_frame_many",
+]
 
 log = logging.getLogger("plezi")
 
-OPEN, CLOSING, CLOSED = 0, 1, 2
 #: Events queued behind a running async callback before reading from the client pauses.
 _QUEUE_PAUSE = 64
-#: Pings and pongs a client may send within one second; one more: close 1008. Clients ping to
-#: keep a connection alive or to measure latency, a few times a minute up to a few a second.
-MAX_CONTROL_FRAMES = 100
 _NO_ARG: Any = object()
 
 #: Pub/sub sets ``PENDING[0]`` while published frames wait in a batch (one topic, one read):
@@ -92,7 +103,7 @@ PROCESS_TOKEN = os.urandom(6).hex()
 _counter = itertools.count(1)
 
 
-class WebSocketConnection(asyncio.Protocol):
+class WebSocketConnection(WebSocketSession, asyncio.Protocol):
     """The server side of one WebSocket connection (see the module docstring).
 
     :class:`plezi.server.sse.SseConnection` shares all of it but the framing."""
@@ -100,9 +111,6 @@ class WebSocketConnection(asyncio.Protocol):
     __slots__ = (
         "_check_above",
         "_cleanup",
-        "_closing_at",
-        "_ctl_count",
-        "_ctl_since",
         "_drained",
         "_dropping",
         "_flushed",
@@ -110,18 +118,14 @@ class WebSocketConnection(asyncio.Protocol):
         "_last",
         "_msg_async",
         "_on_message",
-        "_out",
-        "_out_size",
         "_ping_at",
         "_queue",
         "_read_paused",
         "_serial",
         "_write_paused",
         "handler",
-        "reader",
         "route",
         "server",
-        "state",
         "transport",
     )
 
@@ -140,13 +144,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.transport = transport
         self.handler = handler
         self.route = route
-        self.state = OPEN
-        self.reader = WebSocketReader(
+        WebSocketSession.__init__(
             self, max_message_size=server.limits.max_message_size, turn_seconds=TURN_SECONDS
         )
-        self._out: list[bytes] = []
-        #: Bytes in ``_out``.
-        self._out_size = 0
         limits = server.limits
         #: Past this many bytes in ``_out`` the total may exceed the cap (see the docstring).
         self._check_above = limits.max_outgoing_buffer - limits.write_high_water
@@ -154,7 +154,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._queue: deque[tuple[Callable[..., Any], Any, bool]] | None = None
         self._last = server.now
         self._ping_at = 0.0
-        self._closing_at = 0.0
         #: Bytes handed to the transport so far, and how many of them it had passed on to the
         #: kernel at the last reaper tick (progress of a client we stopped reading from).
         self._flushed = 0
@@ -166,9 +165,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._cleanup: list[Callable[[], object]] | None = None
         #: The slow-consumer policy is "drop" and messages are being dropped right now.
         self._dropping = False
-        #: Pings and pongs received since ``_ctl_since`` (a monotonic time): see ``_control``.
-        self._ctl_count = 0
-        self._ctl_since = 0.0
         # PERF: bound once; a message costs one Python call into the user's method.
         self._on_message: Callable[[Any], Any] | None = getattr(handler, "on_message", None)
         self._msg_async = "on_message" in route.async_names
@@ -251,9 +247,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         first = self.state != CLOSED
-        self.state = CLOSED
-        self._out.clear()
-        self._out_size = 0
+        self.connection_closed()
         self.server.connections.discard(self)
         self.server.websockets.pop(self._serial, None)
         cleanup, self._cleanup = self._cleanup, None
@@ -320,8 +314,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.queue_frame(frame)
         return True
 
-    def queue_frame(self, frame: bytes) -> None:
-        """Queue an already framed message (the pub/sub path: framed once, written to many).
+    def queue_frame(self, frame: Any, size: int | None = None) -> None:
+        """Queue an already framed message (the pub/sub path: framed once, written to many);
+        ``size`` is its length when ``frame`` is not bytes (an ASGI message).
 
         Dropped when the connection is past its outgoing buffer cap (it is then disconnected)
         or no longer open: nothing may follow our close frame."""
@@ -340,7 +335,7 @@ class WebSocketConnection(asyncio.Protocol):
         if not out and not self._in_feed:
             self.server.mark_dirty(self)
         out.append(frame)
-        self._out_size += len(frame)
+        self._out_size += len(frame) if size is None else size
 
     def queue_message(self, message: Prepared) -> None:
         """Queue a message sent to this connection alone (``write_to``)."""
@@ -401,11 +396,7 @@ class WebSocketConnection(asyncio.Protocol):
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake (the connection closes when the client answers or after
         ``close_timeout``)."""
-        if self.state != OPEN:
-            return
-        self.queue_frame(close_frame(code, reason))
-        self.state = CLOSING
-        self._closing_at = self.server.now
+        self.send_close(code, reason, self.server.now)
 
     def abort(self) -> None:
         """Drop the connection at once (no closing handshake)."""
@@ -431,7 +422,7 @@ class WebSocketConnection(asyncio.Protocol):
         """Ping an idle peer, give up on a silent one, end an unanswered closing handshake."""
         limits = self.server.limits
         if self.state == CLOSING:
-            if now - self._closing_at > limits.close_timeout:
+            if self.close_expired(now, limits.close_timeout):
                 self.abort()
             return
         if self.state != OPEN or not limits.ping_interval:
@@ -490,59 +481,29 @@ class WebSocketConnection(asyncio.Protocol):
             if result is not None and inspect.isawaitable(result):
                 self._start_async(result, "on_message")
 
-    def on_ws_ping(self, payload: bytes) -> None:
-        # Every ping gets its pong (the Autobahn suite expects one each, though RFC 6455 section
-        # 5.5.3 would allow answering the last only): the rate limit and the outgoing buffer
-        # cap bound what a client that pings without reading makes us queue.
-        if self.state == OPEN and not self._control():
-            self.queue_frame(pong_frame(payload))
-
-    def on_ws_pong(self, payload: bytes) -> None:
-        # Any incoming byte already counts as a sign of life (see ``_last``); a pong is only
-        # counted against the control frame rate.
-        self._control()
-
-    def _control(self) -> bool:
-        """Count a ping or pong; ``True`` (and the connection failing with 1008) when it is
-        one more than ``MAX_CONTROL_FRAMES`` within a second."""
-        now = time.monotonic()
-        if now - self._ctl_since >= 1.0:
-            self._ctl_since = now
-            self._ctl_count = 1
-            return False
-        self._ctl_count += 1
-        if self._ctl_count <= MAX_CONTROL_FRAMES:
-            return False
-        self.reader.fail(
-            CloseCode.POLICY_VIOLATION, f"more than {MAX_CONTROL_FRAMES} pings/pongs in a second"
-        )
-        return True
-
-    def on_ws_close(self, code: int | None, reason: str) -> None:
+    def peer_closed(self, code: int | None) -> None:
         # Messages read before the close frame may still be in the hands of async callbacks:
         # the close is answered after them, so that their replies are not lost.
         self._enqueue_or_run(self._answer_close, code, False)
 
-    def on_ws_error(self, code: int, reason: str) -> None:
+    def protocol_error(self, code: int, reason: str) -> None:
         log.info("WebSocket %s: %s; closing with %d", self.id, reason, code)
         self._enqueue_or_run(self._answer_close, code, False)
 
     def _answer_close(self, code: int | None) -> None:
-        """Queue the close frame (echoing the peer's code, as RFC 6455 section 5.5.1 asks, or
-        failing with a protocol error's) and end the connection."""
+        """The session's answer (echoing the peer's code, as RFC 6455 section 5.5.1 asks, or
+        failing with a protocol error's), after what pub/sub published; then end."""
         pending = PENDING[0]
         if pending is not None:
             pending()
-        if self.state == OPEN:
-            self._out.append(close_frame(code) if code is not None else close_frame())
+        self.answer_close(code, self.server.now)
         self._end()
 
     def _end(self) -> None:
         """Flush what is queued (the close frame last) and close the transport once it is sent;
         the reaper aborts it if that takes longer than ``close_timeout``."""
         if self.state != CLOSED:
-            self.state = CLOSING
-            self._closing_at = self.server.now
+            self._closing(self.server.now)
         self.flush()
         self.transport.close()
 
