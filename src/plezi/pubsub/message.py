@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Final
 
 import orjson
 
 from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
+from ..protocol.sse import sse_event
+
+log = logging.getLogger("plezi")
+#: ``Message._sse`` before the event was built (``None`` is an answer: "no event").
+_UNSET: Final[Any] = object()
 
 __all__ = ["DIRECT_PREFIX", "Message", "encode_payload"]
 
@@ -37,7 +43,15 @@ class Message:
     thousand subscribers is framed once and the same ``bytes`` object is written to each.
     """
 
-    __slots__ = ("_binary_frame", "_text_frame", "_value", "channel", "is_text", "payload")
+    __slots__ = (
+        "_binary_frame",
+        "_sse",
+        "_text_frame",
+        "_value",
+        "channel",
+        "is_text",
+        "payload",
+    )
 
     def __init__(self, channel: str, payload: bytes, is_text: bool) -> None:
         self.channel = channel
@@ -46,6 +60,7 @@ class Message:
         self._text_frame: bytes | None = None
         self._binary_frame: bytes | None = None
         self._value: str | bytes | None = None
+        self._sse: bytes | None = _UNSET
 
     @classmethod
     def of(cls, channel: str, data: Any) -> Message:
@@ -72,6 +87,27 @@ class Message:
         if frame is None:
             frame = self._binary_frame = encode_frame(OP_BINARY, self.payload)
         return frame
+
+    def sse_frame(self) -> bytes | None:
+        """The Server-Sent Events event that carries this message (built once, like the
+        WebSocket frame): its text (JSON for a ``dict`` or ``list``); a binary message's bytes
+        decoded as UTF-8; ``None`` (with a log line) when they are not UTF-8."""
+        event = self._sse
+        if event is _UNSET:
+            value = self.value
+            if isinstance(value, str):
+                event = sse_event(value)
+            else:
+                try:
+                    event = sse_event(value.decode())
+                except UnicodeDecodeError:
+                    log.info(
+                        "pub/sub: a binary message on %r is not UTF-8; not sent to SSE subscribers",
+                        self.channel,
+                    )
+                    event = None
+            self._sse = event
+        return event
 
     def __repr__(self) -> str:
         kind = "text" if self.is_text else "binary"

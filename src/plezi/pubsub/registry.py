@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from ..server.sse import published_event
 from .message import Message
 from .patterns import compile_glob
 
@@ -271,7 +270,7 @@ class Registry:
             self._queue(forward_binary, message.frame(True))
         forward_sse = topic.forward_sse
         if forward_sse:
-            event = published_event(message.channel, message.value)
+            event = message.sse_frame()
             if event is not None:
                 self._queue(forward_sse, event)
         handlers = topic.handlers

@@ -47,7 +47,7 @@ from .websocket import OPEN, PENDING, WebSocketConnection
 if TYPE_CHECKING:
     from .types import Prepared
 
-__all__ = ["SseConnection", "published_event", "response_head"]
+__all__ = ["SseConnection", "response_head"]
 
 log = logging.getLogger("plezi")
 
@@ -82,22 +82,6 @@ def response_head(controller: Any) -> bytes:
     parts.extend(header_line("set-cookie", cookie) for cookie in response.cookies)
     parts.append(b"\r\n")
     return b"".join(parts)
-
-
-def published_event(channel: str, value: str | bytes) -> bytes | None:
-    """The event that carries a published message to SSE subscribers: its text (JSON for a
-    ``dict`` or ``list``); a binary message's bytes decoded as UTF-8, ``None`` (with a log line)
-    when they are not UTF-8."""
-    if not isinstance(value, str):
-        try:
-            value = value.decode()
-        except UnicodeDecodeError:
-            log.info(
-                "pub/sub: a binary message on %r is not UTF-8; not sent to SSE subscribers",
-                channel,
-            )
-            return None
-    return sse_event(value)
 
 
 class SseConnection(WebSocketConnection):
@@ -149,7 +133,7 @@ class SseConnection(WebSocketConnection):
 
     def queue_message(self, message: Prepared) -> None:
         """Queue a message sent to this connection alone (``write_to``) as an event."""
-        event = published_event(message.channel, message.value)
+        event = message.sse_frame()
         if event is not None:
             self.queue_frame(event)
 

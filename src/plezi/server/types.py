@@ -49,3 +49,6 @@ class Prepared(Protocol):
 
     def frame(self, force_binary: bool = False) -> bytes:
         """The server-to-client WebSocket frame."""
+
+    def sse_frame(self) -> bytes | None:
+        """The Server-Sent Events event (``None``: none can carry it)."""
