@@ -117,14 +117,14 @@ def run(argv: Sequence[str] | None = None, *, own_flags: bool = False, **options
     flag). ``own_flags=True``: the application parses flags of its own, so flags plezi does not
     know are left to it (see :func:`allow_flags`). ``--help`` prints the flags and returns.
     """
-    from .launch.run import run as _run
+    from .launch.run import serve_app as _serve_app
 
     if _autostart.loading_only():
         return  # `plezi routes` loads the script to list its routes, never to serve them
     if own_flags:
         allow_flags()
     _autostart.mark_started()
-    code = _run(_app.default_app(), argv, **options)
+    code = _serve_app(_app.default_app(), argv, **options)
     if code:
         raise SystemExit(code)
 
@@ -203,10 +203,10 @@ def __getattr__(name: str) -> Any:
 
 
 def _autostart_now() -> int:
-    from .launch.run import run as _run
+    from .launch.run import serve_app as _serve_app
 
     _autostart.mark_started()
-    return _run(_app.default_app(), inline_fallback=True)
+    return _serve_app(_app.default_app(), inline_fallback=True)
 
 
 def _has_work() -> bool:

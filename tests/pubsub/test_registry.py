@@ -362,13 +362,13 @@ def test_relay_frames_survive_any_split() -> None:
         Message.of(DIRECT_PREFIX + "abc-1", {"to": "one"}),
         Message.of("big", b"z" * 100_000),
     ]
-    wire = b"".join(cluster.encode_frame(m) for m in messages)
+    wire = b"".join(cluster.encode_relay_record(m) for m in messages)
     for step in (1, 3, 7, 4096, len(wire)):
         buffer = bytearray()
         got: list[Message] = []
         for start in range(0, len(wire), step):
             buffer += wire[start : start + step]
-            got.extend(cluster.decode_frames(buffer))
+            got.extend(cluster.decode_relay_records(buffer))
         assert buffer == b""
         assert [(m.channel, m.payload, m.is_text) for m in got] == [
             (m.channel, m.payload, m.is_text) for m in messages

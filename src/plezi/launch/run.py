@@ -17,7 +17,7 @@ from ..server.server import Server, bind_sockets
 from .flags import config_from_args, script_help, wants_help
 from .supervisor import Supervisor, worker_settings
 
-__all__ = ["new_event_loop", "run", "serve_config"]
+__all__ = ["new_event_loop", "serve_app", "serve_config"]
 
 log = logging.getLogger("plezi")
 T = TypeVar("T")
@@ -164,7 +164,7 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def run(
+def serve_app(
     app: Any, argv: Sequence[str] | None = None, *, inline_fallback: bool = False, **options: Any
 ) -> int:
     """Parse flags from ``argv`` (default ``sys.argv[1:]``), then serve ``app``; ``--help``

@@ -24,7 +24,7 @@ from typing import Any
 from .engine import Engine, Sink
 from .message import Message
 
-__all__ = ["ClusterEngine", "Relay", "decode_frames", "encode_frame"]
+__all__ = ["ClusterEngine", "Relay", "decode_relay_records", "encode_relay_record"]
 
 log = logging.getLogger("plezi")
 
@@ -36,15 +36,16 @@ MAX_BACKLOG = 10_000
 MAX_RELAY_BUFFER = 64 * 1024 * 1024
 
 
-def encode_frame(message: Message) -> bytes:
-    """One relay frame for ``message``."""
+def encode_relay_record(message: Message) -> bytes:
+    """One relay record for ``message`` (its own wire format: length, kind, channel, payload;
+    not a WebSocket frame)."""
     channel = message.channel.encode()
     rest = 3 + len(channel) + len(message.payload)
     return _HEAD.pack(rest, 1 if message.is_text else 0, len(channel)) + channel + message.payload
 
 
-def decode_frames(buffer: bytearray) -> list[Message]:
-    """Take every complete frame off the front of ``buffer``."""
+def decode_relay_records(buffer: bytearray) -> list[Message]:
+    """Take every complete relay record off the front of ``buffer``."""
     messages: list[Message] = []
     offset, size = 0, len(buffer)
     while size - offset >= 4:
@@ -75,7 +76,7 @@ class _WorkerLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         deliver = self.engine.sink.deliver
-        for message in decode_frames(self.buffer):
+        for message in decode_relay_records(self.buffer):
             try:
                 deliver(message)
             except Exception:
@@ -110,7 +111,7 @@ class ClusterEngine(Engine):
 
     def publish(self, message: Message) -> None:
         self.sink.deliver(message)
-        frame = encode_frame(message)
+        frame = encode_relay_record(message)
         link = self._link
         if link is not None and link.transport is not None:
             link.transport.write(frame)
