@@ -19,6 +19,7 @@ __all__ = [
     "HandshakeError",
     "OriginPolicy",
     "accept_key",
+    "check_header",
     "handshake_response",
     "header_line",
     "is_upgrade_request",
@@ -131,17 +132,24 @@ def handshake_response(key: str, headers: Iterable[tuple[str, str]] = ()) -> byt
     return b"".join(parts)
 
 
-def header_line(name: str, value: str) -> bytes:
-    """``name: value`` and CRLF, Latin-1, the name in lower case (one header case in every
-    response). ``ValueError`` (header injection) for CR, LF or NUL in either, or an empty name
-    or one with a colon or whitespace."""
+def check_header(name: str, value: str) -> str:
+    """The one rule for a response header plezi sends (HTTP/1.1, the 101, an event stream's
+    head, and the pairs handed to an ASGI server): ``ValueError`` (header injection) for CR, LF
+    or NUL in the name or the value, or an empty name or one with a colon or whitespace.
+    Returns the name in lower case (one header case in every response)."""
     if (
         not name
         or _FORBIDDEN_IN_NAMES.intersection(name)
         or _FORBIDDEN_IN_VALUES.intersection(value)
     ):
         raise ValueError(f"invalid response header {name!r}")
-    return f"{name.lower()}: {value}\r\n".encode("latin-1")
+    return name.lower()
+
+
+def header_line(name: str, value: str) -> bytes:
+    """``name: value`` and CRLF, Latin-1, the name in lower case; checked by
+    :func:`check_header`."""
+    return f"{check_header(name, value)}: {value}\r\n".encode("latin-1")
 
 
 # -- Origin check (cross-site WebSocket hijacking) ---------------------------------------------
