@@ -51,7 +51,7 @@ def test_one_header_rule_for_every_reply(name: str, value: str) -> None:
 def test_error_replies() -> None:
     reply = error_reply(405, "Method Not Allowed", [("allow", "GET")])
     assert (reply.status, reply.body) == (405, b"Method Not Allowed\n")
-    assert reply.headers == [("content-type", "text/plain; charset=utf-8"), ("allow", "GET")]
+    assert list(reply.headers) == [("content-type", "text/plain; charset=utf-8"), ("allow", "GET")]
     down = unavailable()
     assert (down.status, down.body) == (503, b"Service Unavailable\n")
 

@@ -39,8 +39,17 @@ def test_date_follows_the_clock(clock: list[float]) -> None:
     assert date_of(render_text(b"x", True, False)) == T0 + 1
     assert http_date() == b"date: Fri, 15 Jan 2027 08:00:01 GMT\r\n"
     assert date_of(render(Reply(204, []), True, False)) == T0 + 1
+    assert date_of(render(error_reply(404, "no"), True, False)) == T0 + 1  # (a cached head)
     clock[0] = T0 - 30  # a clock set back gives the date it says, not the cached one
     assert date_of(render_text(b"x", True, False)) == T0 - 30
+    assert date_of(render(error_reply(404, "no"), True, False)) == T0 - 30
+
+
+def test_the_cache_of_fixed_heads_is_bounded(clock: list[float]) -> None:
+    for n in range(3 * h1._STARTS_MAX):
+        reply = error_reply(405, "no", (("allow", f"X{n}"),))
+        assert f"allow: X{n}\r\n".encode() in render(reply, True, False)
+        assert len(h1._starts) <= h1._STARTS_MAX
 
 
 def test_the_hello_world_head(clock: list[float]) -> None:

@@ -8,6 +8,7 @@ ASGI adapter hands the same data to the ASGI server (:mod:`plezi.asgi.scope`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,8 +28,8 @@ __all__ = [
 
 #: The content type of a body nothing else names (a ``str`` returned by an action).
 HTML: Final = "text/html; charset=utf-8"
-#: ``content-type`` of plezi's own plain-text answers (errors).
-_TEXT: Final = "text/plain; charset=utf-8"
+#: The headers of plezi's own plain-text answers (errors).
+_TEXT: Final = (("content-type", "text/plain; charset=utf-8"),)
 #: Set by the server from the body (or the connection), never taken from the application.
 _COMPUTED: Final = frozenset(("content-length", "connection"))
 
@@ -40,13 +41,14 @@ def has_body(status: int) -> bool:
 
 class Reply:
     """A finished reply: ``status``, ``headers`` (checked ``(name, value)`` pairs, names in
-    lower case, without ``Content-Length``, ``Connection`` or ``Date``, which the server sets)
-    and ``body``. Whoever serves it adds the framing: the native server renders it to HTTP/1.1,
-    the ASGI adapter passes it on as ``http.response.*`` messages."""
+    lower case, without ``Content-Length``, ``Connection`` or ``Date``, which the server sets;
+    a tuple for fixed headers, which the server may render once a second) and ``body``.
+    Whoever serves it adds the framing: the native server renders it to HTTP/1.1, the ASGI
+    adapter passes it on as ``http.response.*`` messages."""
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+    def __init__(self, status: int, headers: Sequence[tuple[str, str]], body: bytes = b"") -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -97,15 +99,21 @@ class Response:
 
     def reply(self) -> Reply:
         """The finished :class:`Reply` (``text/html`` when a body has no type)."""
-        headers = self.header_pairs()
-        if self.body and has_body(self.status) and not any(n == "content-type" for n, _ in headers):
-            headers.append(("content-type", HTML))
-        return Reply(self.status, headers, self.body)
+        headers = self.header_pairs() if self.headers or self.cookies else []
+        body = self.body
+        # PERF: the type is looked for only when it matters (a body the server will send).
+        if body and has_body(self.status):
+            for name, _ in headers:
+                if name == "content-type":
+                    break
+            else:
+                headers.append(("content-type", HTML))
+        return Reply(self.status, headers, body)
 
 
 @dataclass(slots=True)
 class Accept:
-    """"Accept this connection": the request becomes a WebSocket (or, with ``sse``, a
+    """ "Accept this connection": the request becomes a WebSocket (or, with ``sse``, a
     Server-Sent Events stream) run by ``controller``."""
 
     #: The controller instance that takes the connection (:class:`plezi.Controller`).
@@ -134,12 +142,9 @@ Upgrade = Accept
 Outcome = bytes | Reply | Accept
 
 
-def error_reply(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
+def error_reply(status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> Reply:
     """A short plain-text reply (errors); ``headers``: more of them (``Allow`` for a 405)."""
-    pairs = [("content-type", _TEXT)]
-    if headers:
-        pairs.extend(headers)
-    return Reply(status, pairs, message.encode() + b"\n")
+    return Reply(status, _TEXT + tuple(headers) if headers else _TEXT, message.encode() + b"\n")
 
 
 def unavailable() -> Reply:

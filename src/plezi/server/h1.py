@@ -8,11 +8,12 @@ whole head up to ``Content-Length`` are precomputed: rendering a small reply is 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
 
-from ..http.response import HTML, Reply, error_reply, has_body
+from ..http.response import HTML, Reply, error_reply
 
 __all__ = ["error_bytes", "http_date", "render", "render_text", "status_line"]
 
@@ -29,6 +30,10 @@ _date_header = b""
 #: The hello-world heads up to ``Content-Length`` (status line, date, type, connection) by
 #: ``keep_alive``; emptied when the date changes.
 _text_heads: dict[bool, bytes] = {}
+#: The heads of replies with fixed (tuple) headers up to ``Content-Length``, by status, headers
+#: and ``keep_alive``; emptied when the date changes, and when full.
+_starts: dict[tuple[int, Sequence[tuple[str, str]], bool], bytes] = {}
+_STARTS_MAX = 64
 
 
 def status_line(status: int) -> bytes:
@@ -53,6 +58,7 @@ def http_date() -> bytes:
         _date_end = _date_start + 1.0
         _date_header = b"date: " + formatdate(second, usegmt=True).encode("latin-1") + b"\r\n"
         _text_heads.clear()  # they hold the old date
+        _starts.clear()
     return _date_header
 
 
@@ -74,17 +80,43 @@ def render(reply: Reply, keep_alive: bool, head: bool, length: int = -1) -> byte
     ``length`` (when not ``-1``) is the ``Content-Length`` of a body sent after the head (a
     file's), ``reply.body`` then being empty."""
     status = reply.status
+    headers = reply.headers
+    framed = status != 204 and status != 304 and not 100 <= status < 200  # (`has_body`)
+    if type(headers) is tuple:
+        # PERF: fixed headers (plezi's own replies: errors): the head up to the length is
+        # built once a second, as for the hello-world path.
+        key = (status, headers, keep_alive)
+        start = _starts.get(key)
+        if start is None:
+            if len(_starts) >= _STARTS_MAX:
+                _starts.clear()
+            start = _starts[key] = _start(status, headers, keep_alive)
+        if not framed:
+            return start + b"\r\n"
+        size = len(reply.body) if length < 0 else length
+        return b"%scontent-length: %d\r\n\r\n%s" % (start, size, b"" if head else reply.body)
+    # PERF: one join for the whole reply; names were checked and lower-cased when it was made.
     parts = [status_line(status), http_date()]
-    # PERF: names were checked and lower-cased when the reply was made.
-    parts.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in reply.headers)
+    for name, value in headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
     if not keep_alive:
         parts.append(_CLOSE)
-    if has_body(status):
+    if framed:
         parts.append(b"content-length: %d\r\n\r\n" % (len(reply.body) if length < 0 else length))
         if not head:
             parts.append(reply.body)
     else:
         parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _start(status: int, headers: Sequence[tuple[str, str]], keep_alive: bool) -> bytes:
+    """The head of a reply up to its ``Content-Length`` (the status line to the connection)."""
+    parts = [status_line(status), http_date()]
+    for name, value in headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if not keep_alive:
+        parts.append(_CLOSE)
     return b"".join(parts)
 
 

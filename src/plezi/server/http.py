@@ -842,10 +842,10 @@ class HttpProtocol(asyncio.Protocol):
         if type(reply) is bytes:
             # PERF: the hello-world path (a head built once a second).
             data = render_text(reply, request.keep_alive, request.method == "HEAD")
+        elif type(reply) is Reply:
+            data = render(reply, request.keep_alive, request.method == "HEAD")
         elif isinstance(reply, FileReply):  # the head: the file follows (`_pump`)
             data = render(reply, request.keep_alive, True, reply.size)
-        elif isinstance(reply, Reply):
-            data = render(reply, request.keep_alive, request.method == "HEAD")
         else:
             assert isinstance(reply, Accept)
             if reply.sse:

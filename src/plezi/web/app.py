@@ -163,8 +163,8 @@ class App:
         while index < last:  # PERF: a range iterator costs more than the first route's match
             index += 1
             outcome = self._try(routes[index], ctx)
-            if type(outcome) is bytes:
-                return outcome  # PERF: the common sync reply skips the awaitable check
+            if type(outcome) is bytes or type(outcome) is Reply:
+                return outcome  # PERF: the common sync replies skip the awaitable check
             if outcome is _FALL:
                 continue
             if inspect.isawaitable(outcome):
