@@ -61,7 +61,7 @@ def test_handle_answers_with_data() -> None:
     assert app.handle(request("HEAD", "/pages")) == b"Hello World!"  # the server drops it
     reply = app.handle(request("GET", "/pages/7"))
     assert type(reply) is Reply
-    assert (reply.status, reply.headers) == (200, [("content-type", "application/json")])
+    assert (reply.status, list(reply.headers)) == (200, [("content-type", "application/json")])
     assert orjson.loads(reply.body) == {"id": "7"}
     missing = app.handle(request("GET", "/nowhere"))
     assert isinstance(missing, Reply)

@@ -511,8 +511,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             request = waiting.popleft()
             reply = handle(request)
-            if type(reply) is bytes:
-                self._work += len(reply) + _REQUEST_WORK
+            if type(reply) is bytes or type(reply) is Reply:
                 self._answer(request, reply)
             elif not self._answer_other(request, reply):
                 self._flush()
@@ -522,18 +521,15 @@ class HttpProtocol(asyncio.Protocol):
         self._drained()
 
     def _answer_other(self, request: Request, reply: Any) -> bool:
-        """Answer with anything but plain bytes; ``False`` when the answer is not complete yet
-        (an ``async`` reply, a file being sent) or the connection is an event stream now."""
-        if type(reply) is Reply:
-            self._work += len(reply.body) + _REQUEST_WORK
-            self._answer(request, reply)
-            return True
+        """Answer with a file, an :class:`Accept`, or a coroutine (an ``async`` controller);
+        ``False`` when the answer is not complete yet (an ``async`` reply, a file being sent)
+        or the connection is an event stream now. (A ``bytes`` or :class:`Reply` answer goes
+        straight to :meth:`_answer`.)"""
         if isinstance(reply, FileReply):
             self._answer(request, reply)
             if request.method == "HEAD":
                 reply.close()
                 return True
-            self._work += _REQUEST_WORK
             self._file = reply
             self._state = BUSY
             if self._waiting is None:
@@ -770,9 +766,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         # PERF: `_handle` inlined: this is every request's path.
         reply = self.server.app.handle(request)
-        # `type(...) is bytes` first: the common sync reply costs one identity check.
-        if type(reply) is bytes:
-            self._work += len(reply) + _REQUEST_WORK
+        # `type(...) is bytes` first: the hello-world reply costs one identity check.
+        if type(reply) is bytes or type(reply) is Reply:
             self._answer(request, reply)
         elif not self._answer_other(request, reply) and isinstance(reply, Accept):
             raise _Switched  # what the client sends after an SSE request is not parsed
@@ -816,7 +811,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(reply, FileReply):
                 reply.close()
             return
-        if type(reply) is bytes:
+        if type(reply) is bytes or type(reply) is Reply:
             self._answer(request, reply)
         elif not self._answer_other(request, reply):
             self._flush()
@@ -855,6 +850,7 @@ class HttpProtocol(asyncio.Protocol):
             request.keep_alive = False
             data = error_bytes(400, "Bad Request")
         self._out.append(data)
+        self._work += len(data) + _REQUEST_WORK
         if self.server.config.verbose:
             access_log.info(
                 '%s "%s %s HTTP/%s" %s %d',

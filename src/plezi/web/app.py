@@ -38,6 +38,8 @@ __all__ = ["Accept", "App", "Outcome", "Reply", "Upgrade"]
 
 log = logging.getLogger("plezi")
 
+#: The headers of a ``dict`` or ``list`` returned with ``self.response`` untouched.
+_JSON: Final = (("content-type", "application/json"),)
 _FALL: Final = object()  # "this route declines; try the next one"
 _EVENT_STREAM: Final = "text/event-stream"
 #: Result types that are never awaitable (checked before the slower ``inspect.isawaitable``).
@@ -263,10 +265,14 @@ class App:
         if result is None or result is False:
             return _FALL
         response = inst._pl_response
-        if response is None and type(result) is str:
-            # PERF: the hello-world path: no Response object at all; the body is the reply.
-            return result.encode()
         if response is None:
+            kind = type(result)
+            if kind is str:
+                # PERF: the hello-world path: no Response object at all; the body is the reply.
+                return result.encode()
+            if kind is dict or kind is list:
+                # PERF: fixed headers (a tuple): the server renders their head once a second.
+                return Reply(200, _JSON, orjson.dumps(result))
             response = Response()
         if result is True:
             pass
