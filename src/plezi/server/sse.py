@@ -5,7 +5,7 @@ Theory of operation
 A ``GET`` with ``Accept: text/event-stream`` to a route whose controller accepts connections (the
 WebSocket rule: ``on_message`` or ``auto_dispatch``) is answered by ``pre_connect``, as a
 WebSocket upgrade is (:meth:`plezi.web.app.App.handle` returns an
-:class:`~plezi.http.response.Upgrade` with ``sse`` set). :class:`~.http.HttpProtocol` writes
+:class:`~plezi.http.response.Accept` with ``sse`` set). :class:`~.http.HttpProtocol` writes
 :func:`response_head` (``200``, ``content-type: text/event-stream``, ``cache-control: no-cache``,
 no length: the body ends when the connection does), stops parsing requests on that connection and
 hands the transport to an :class:`SseConnection`.
