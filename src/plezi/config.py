@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Limits", "ServerConfig"]
+__all__ = ["Limits", "ServerConfig", "redis_url_from_env"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -84,7 +84,8 @@ class Limits:
             raise ConfigError("write_high_water must not exceed max_outgoing_buffer")
 
 
-def _default_redis() -> str | None:
+def redis_url_from_env() -> str | None:
+    """``PL_REDIS_URL``, else ``REDIS_URL`` (Plezi's order), else ``None``."""
     return os.environ.get("PL_REDIS_URL") or os.environ.get("REDIS_URL") or None
 
 
@@ -110,7 +111,7 @@ class ServerConfig:
     workers: int = field(default_factory=_default_workers)
     #: Redis URL for pub/sub across machines (``--redis``; default ``$PL_REDIS_URL``, else
     #: ``$REDIS_URL``); ``None``: in-process (or cluster) pub/sub only.
-    redis: str | None = field(default_factory=_default_redis)
+    redis: str | None = field(default_factory=redis_url_from_env)
     #: Log one line per request.
     verbose: bool = False
     #: Seconds graceful shutdown waits for connections to finish before cutting them.

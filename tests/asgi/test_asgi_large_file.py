@@ -28,3 +28,6 @@ def test_send_file_of_a_large_file_is_answered_whole(uvicorn_serve: Any, tmp_pat
         r = client.get("/f/big.bin")
         assert (r.status_code, r.content == data) == (200, True)
         assert r.headers["content-length"] == str(len(data))
+        r = client.head("/f/big.bin")  # its length, and the file never read
+        assert (r.status_code, r.content) == (200, b"")
+        assert r.headers["content-length"] == str(len(data))

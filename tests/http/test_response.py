@@ -1,70 +1,62 @@
-"""Response serialization: the cached head of :func:`simple_response` and the ``Date`` line."""
+"""What the application answers with is data: :class:`Response` becomes a :class:`Reply`
+(checked header pairs), and the shared error replies."""
 
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
-from types import SimpleNamespace
-
 import pytest
 
-from plezi.http import response
-from plezi.http.response import http_date, simple_response
-
-T0 = 1_800_000_000.0  # a whole second
+from plezi.http.response import Accept, Reply, Response, Upgrade, error_reply, unavailable
 
 
-def date_of(reply: bytes) -> float:
-    for line in reply.split(b"\r\n"):
-        if line.startswith(b"date: "):
-            return parsedate_to_datetime(line[6:].decode()).timestamp()
-    raise AssertionError(f"no date line in {reply!r}")
+def test_a_response_becomes_checked_lower_case_pairs() -> None:
+    response = Response(201)
+    response.headers["X-Foo"] = "1"
+    response.headers["Content-Length"] = "99"  # the server computes it
+    response.headers["Connection"] = "keep-alive"  # and this
+    response.cookies.append("a=b; Path=/")
+    response.set_body("hi")
+    reply = response.reply()
+    assert type(reply) is Reply
+    assert (reply.status, reply.body) == (201, b"hi")
+    assert reply.headers == [
+        ("x-foo", "1"),
+        ("set-cookie", "a=b; Path=/"),
+        ("content-type", "text/html; charset=utf-8"),
+    ]
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    now = [T0]
-    monkeypatch.setattr(response, "time", SimpleNamespace(time=lambda: now[0]))
-    return now
+def test_no_default_type_without_a_body_or_with_one_set() -> None:
+    assert Response(204).reply().headers == []
+    response = Response()
+    response.headers["Content-Type"] = "text/csv"
+    response.body = b"a,b"
+    assert response.reply().headers == [("content-type", "text/csv")]
 
 
-def test_date_follows_the_clock(clock: list[float]) -> None:
-    assert date_of(simple_response(200, b"x")) == T0
-    clock[0] = T0 + 0.999
-    assert date_of(simple_response(200, b"x")) == T0
-    clock[0] = T0 + 1
-    assert date_of(simple_response(200, b"x")) == T0 + 1
-    assert http_date() == b"date: Fri, 15 Jan 2027 08:00:01 GMT\r\n"
-    clock[0] = T0 - 30  # a clock set back gives the date it says, not the cached one
-    assert date_of(simple_response(200, b"x")) == T0 - 30
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("x-a", "1\r\nx-b: 2"), ("x-a", "1\n"), ("x-a", "\0"), ("x a", "1"), ("x:a", "1"), ("", "1")],
+)
+def test_one_header_rule_for_every_reply(name: str, value: str) -> None:
+    response = Response()
+    response.headers[name] = value
+    with pytest.raises(ValueError, match="invalid response header"):
+        response.reply()
+    cookie = Response()
+    cookie.cookies.append(value if name == "x-a" else "a=b\r\n")
+    with pytest.raises(ValueError, match="invalid response header"):
+        cookie.reply()
 
 
-def test_every_input_shapes_its_own_head(clock: list[float]) -> None:
-    date = b"date: Fri, 15 Jan 2027 08:00:00 GMT\r\n"
-    html = b"content-type: text/html; charset=utf-8\r\n"
-    text = b"content-type: text/plain\r\n"
-    assert simple_response(200, b"hello") == (
-        b"HTTP/1.1 200 OK\r\n" + date + html + b"content-length: 5\r\n\r\nhello"
-    )
-    assert simple_response(404, b"no", content_type=text, keep_alive=False) == (
-        b"HTTP/1.1 404 Not Found\r\n" + date + text + b"connection: close\r\n"
-        b"content-length: 2\r\n\r\nno"
-    )
-    assert simple_response(200, b"hello", head=True) == (
-        b"HTTP/1.1 200 OK\r\n" + date + html + b"content-length: 5\r\n\r\n"
-    )
-    assert simple_response(400, b"", extra=b"a: b\r\n") == (
-        b"HTTP/1.1 400 Bad Request\r\n" + date + html + b"a: b\r\ncontent-length: 0\r\n\r\n"
-    )
-    assert simple_response(599, b"") == (
-        b"HTTP/1.1 599 Unknown\r\n" + date + html + b"content-length: 0\r\n\r\n"
-    )
-    assert simple_response(200, b"hello") == (
-        b"HTTP/1.1 200 OK\r\n" + date + html + b"content-length: 5\r\n\r\nhello"
-    )
+def test_error_replies() -> None:
+    reply = error_reply(405, "Method Not Allowed", [("allow", "GET")])
+    assert (reply.status, reply.body) == (405, b"Method Not Allowed\n")
+    assert list(reply.headers) == [("content-type", "text/plain; charset=utf-8"), ("allow", "GET")]
+    down = unavailable()
+    assert (down.status, down.body) == (503, b"Service Unavailable\n")
 
 
-def test_the_head_cache_is_bounded(clock: list[float]) -> None:
-    for n in range(3 * response._STARTS_MAX):
-        extra = b"x-n: %d\r\n" % n
-        assert extra in simple_response(200, b"", extra=extra)
-        assert len(response._starts) <= response._STARTS_MAX
+def test_upgrade_is_the_earlier_name_of_accept() -> None:
+    assert Upgrade is Accept
+    assert Accept(None, None, "", sse=True).kind == "sse"
+    assert Accept(None, None, "k").kind == "websocket"

@@ -1,10 +1,11 @@
 """A plezi :class:`~plezi.web.app.App` as an ASGI 3 application (uvicorn, hypercorn, granian ...).
 
-HTTP requests go through :meth:`App.handle`, exactly as on the native server; the reply bytes are
-sent as ``http.response.*`` messages. A WebSocket scope is offered to the routes as an upgrade
-request (``pre_connect`` decides); accepted, it runs on the native connection class over an ASGI
-transport (see :mod:`plezi.asgi.websocket`). An HTTP request the routes accept as a Server-Sent
-Events stream runs the same way, on the native stream class (see :mod:`plezi.asgi.sse`).
+HTTP requests go through :meth:`App.handle`, exactly as on the native server; the reply data
+(status, header pairs, body) is sent as ``http.response.*`` messages, never rendered to HTTP/1.1.
+A WebSocket scope is trusted (the ASGI server did the handshake) and offered to the routes by
+:meth:`App.connect` (``pre_connect`` decides); accepted, it runs on the native connection class
+over an ASGI transport (see :mod:`plezi.asgi.websocket`). An HTTP request the routes accept as a
+Server-Sent Events stream runs the same way, on the native stream class (see :mod:`plezi.asgi.sse`).
 ``lifespan`` starts and stops the pub/sub engine as the native server does, through a
 :class:`~plezi.server.server.Server` that listens nowhere (the ASGI server owns the sockets) but
 keeps the open connections, their tasks and the shutdown; its reaper runs once a stream has
@@ -18,7 +19,7 @@ import logging
 from typing import Any
 
 from ..config import Limits, ServerConfig
-from ..http.response import Upgrade, error_reply
+from ..http.response import Accept, Outcome, Reply, error_reply, unavailable
 from ..http.static import FileReply
 from ..protocol.handshake import OriginPolicy
 from ..server.server import Server
@@ -31,15 +32,6 @@ from .websocket import accept_message, serve_websocket
 __all__ = ["ASGIApp"]
 
 log = logging.getLogger("plezi")
-
-#: What a WebSocket scope's request needs to pass as an upgrade request, whatever headers the
-#: ASGI server passed on (it has done the handshake already). The key is RFC 6455's sample.
-_UPGRADE_HEADERS = {
-    "upgrade": "websocket",
-    "connection": "Upgrade",
-    "sec-websocket-version": "13",
-}
-_SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 class _Host(Server):
@@ -114,36 +106,37 @@ class ASGIApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         head = scope.get("method") == "HEAD"
-        reply: bytes | Upgrade
+        reply: Outcome
         try:
             body = await read_body(receive, scope, self.config.limits.max_body_size)
         except ClientGone:
             return
         except BodyTooLarge:
             log.info("%s: 413 Content Too Large", _peer(scope))
-            reply = error_reply(413, "Content Too Large", keep_alive=False, head=head)
+            reply = error_reply(413, "Content Too Large")
         else:
-            reply = await self._reply(request_from_scope(scope, body))
-            if isinstance(reply, Upgrade):
+            pending = self.app.handle(request_from_scope(scope, body))
+            reply = await _outcome(pending, head)
+            if isinstance(reply, Accept):
                 if reply.sse:
                     await self._stream(scope, reply, receive, send)
                     return
                 # An upgrade request on an HTTP scope (the ASGI server does no WebSocket).
-                reply = error_reply(400, "Bad Request", keep_alive=False, head=head)
+                reply = error_reply(400, "Bad Request")
         for message in reply_messages(reply, head=head):
             await send(message)
 
-    async def _stream(self, scope: Scope, upgrade: Upgrade, receive: Receive, send: Send) -> None:
+    async def _stream(self, scope: Scope, upgrade: Accept, receive: Receive, send: Send) -> None:
         """Serve an accepted Server-Sent Events request until the stream ends."""
         host = await self._ensure_host()
         if host.shutting_down:
-            reply = error_reply(503, "Service Unavailable", keep_alive=False)
+            reply = unavailable()
         else:
             try:
                 start = stream_start(upgrade)
             except ValueError as exc:  # e.g. a CR/LF in a header pre_connect set
                 log.error("cannot start the event stream for %s: %s", scope.get("path"), exc)
-                reply = error_reply(500, "Internal Server Error", keep_alive=False)
+                reply = error_reply(500, "Internal Server Error")
             else:
                 await send(start)
                 host.watch_streams()
@@ -151,14 +144,6 @@ class ASGIApp:
                 return
         for message in reply_messages(reply, head=False):
             await send(message)
-
-    async def _reply(self, request: Any) -> bytes | Upgrade:
-        reply = self.app.handle(request)
-        if not isinstance(reply, bytes | Upgrade):
-            reply = await reply
-        if isinstance(reply, FileReply):  # a large file: read here (this path does not stream)
-            return reply.whole()
-        return reply
 
     # -- WebSocket --------------------------------------------------------------------------
 
@@ -168,8 +153,6 @@ class ASGIApp:
             return
         host = await self._ensure_host()
         request = request_from_scope(scope)
-        request.headers.update(_UPGRADE_HEADERS)
-        request.headers.setdefault("sec-websocket-key", _SAMPLE_KEY)
         if self._origins is not None and not self._origins.allows(request.headers.get("origin")):
             log.warning(
                 "%s: WebSocket to %r from Origin %r refused (not in allowed_origins)",
@@ -177,12 +160,13 @@ class ASGIApp:
                 request.path[:200],
                 request.headers.get("origin", "")[:200],
             )
-            reply: bytes | Upgrade = error_reply(403, "Forbidden", keep_alive=False)
+            reply: Outcome = error_reply(403, "Forbidden")
         elif host.shutting_down:
-            reply = error_reply(503, "Service Unavailable", keep_alive=False)
+            reply = unavailable()
         else:
-            reply = await self._reply(request)
-        if isinstance(reply, bytes):
+            # Trusted: the ASGI server did the handshake; only the routes decide.
+            reply = await _outcome(self.app.connect(request), False)
+        if not isinstance(reply, Accept):
             await _refuse(scope, send, reply)
             return
         await send(accept_message(reply))
@@ -233,7 +217,21 @@ class ASGIApp:
             await host.shutdown()
 
 
-async def _refuse(scope: Scope, send: Send, reply: bytes) -> None:
+async def _outcome(pending: Any, head: bool) -> Outcome:
+    """What ``App.handle`` (or ``connect``) answered, awaited; a large file read into memory
+    (this path does not stream it; for ``HEAD`` only its length is needed)."""
+    reply = pending
+    if not isinstance(reply, bytes | Reply | Accept):
+        reply = await reply
+    if isinstance(reply, FileReply):
+        if head:
+            reply.close()  # (its size stays: the Content-Length)
+            return reply
+        return reply.whole()
+    return reply  # type: ignore[no-any-return]
+
+
+async def _refuse(scope: Scope, send: Send, reply: bytes | Reply) -> None:
     """Refuse a WebSocket with ``reply``'s status and body when the server lets the app answer
     the handshake (the ``websocket.http.response`` extension), else with a plain close (the
     server then answers 403)."""

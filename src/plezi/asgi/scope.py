@@ -1,8 +1,9 @@
 """Between ASGI and plezi: a scope becomes a :class:`~plezi.http.request.Request`, and the reply
-bytes :meth:`plezi.web.app.App.handle` returns become ``http.response.*`` messages.
+data :meth:`plezi.web.app.App.handle` returns becomes ``http.response.*`` messages.
 
-The reply is parsed back rather than built twice: ``App.handle`` stays the one place that knows
-how a controller's return value becomes a response, for the native server and for ASGI alike.
+``App.handle`` stays the one place that knows how a controller's return value becomes a reply,
+for the native server and for ASGI alike; it answers with data (status, header pairs, body), which
+is handed to the ASGI server as it is: nothing is rendered to HTTP/1.1 and parsed back.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Final
 from urllib.parse import quote
 
 from ..http.request import Request
+from ..http.response import HTML, Reply, has_body
+from ..http.static import FileReply
 from .types import Message, Receive, Scope
 
 __all__ = [
@@ -19,14 +22,13 @@ __all__ = [
     "asgi_headers",
     "read_body",
     "reply_messages",
-    "reply_parts",
     "request_from_scope",
 ]
 
 #: Characters a path segment may hold raw besides the unreserved ones (as :mod:`plezi.routing`).
 _PATH_SAFE: Final = "/!$&'()*+,;=:@"
-#: Reply headers the ASGI server owns: connection management, framing it does itself, the date.
-_SERVER_OWNED: Final = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"date"))
+#: The one header of a hello-world reply besides its length.
+_HTML_TYPE: Final = (b"content-type", HTML.encode("latin-1"))
 _SCHEMES: Final = {"ws": "http", "wss": "https"}
 
 
@@ -108,24 +110,27 @@ async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def reply_parts(reply: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """``(status, headers, body)`` of a serialized HTTP/1.1 reply; header names lower case,
-    the headers the ASGI server sets itself left out."""
-    head, _, body = reply.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name not in _SERVER_OWNED:
-            headers.append((name, value.strip()))
-    return int(lines[0][9:12]), headers, body
-
-
-def reply_messages(reply: bytes, *, head: bool, prefix: str = "http") -> list[Message]:
+def reply_messages(reply: bytes | Reply, *, head: bool, prefix: str = "http") -> list[Message]:
     """The ``<prefix>.response.start`` and ``<prefix>.response.body`` messages of ``reply``
-    (``prefix`` is ``"websocket.http"`` for a refused WebSocket handshake)."""
-    status, headers, body = reply_parts(reply)
+    (``prefix`` is ``"websocket.http"`` for a refused WebSocket handshake): ``bytes`` are the
+    body of a ``200 text/html`` reply, as ``App.handle`` answers a ``str``. ``Content-Length``
+    is the body's, as the native server sends it (a ``HEAD`` reply's too); the connection and
+    the date are the ASGI server's."""
+    if type(reply) is bytes:
+        status = 200
+        body = reply
+        headers = [_HTML_TYPE, (b"content-length", b"%d" % len(body))]
+    else:
+        assert isinstance(reply, Reply)
+        status = reply.status
+        body = reply.body
+        headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.headers]
+        if has_body(status):
+            # A file's reply (to a HEAD request: closed, unread) has its length in ``size``.
+            length = reply.size if isinstance(reply, FileReply) else len(body)
+            headers.append((b"content-length", b"%d" % length))
+        else:
+            body = b""
     return [
         {"type": f"{prefix}.response.start", "status": status, "headers": headers},
         {"type": f"{prefix}.response.body", "body": b"" if head else body},

@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 An SSE request that a route accepts (:meth:`App.handle` returns an
-:class:`~plezi.http.response.Upgrade` with ``sse`` set, ``pre_connect`` having said yes) is
-answered with ``http.response.start``: the head the native server writes
-(:func:`plezi.server.sse.response_head`: ``200``, ``content-type: text/event-stream``,
+:class:`~plezi.http.response.Accept` with ``sse`` set, ``pre_connect`` having said yes) is
+answered with ``http.response.start``: the headers the native server writes
+(:func:`plezi.server.sse.stream_headers`: ``200``, ``content-type: text/event-stream``,
 ``cache-control: no-cache``, ``x-accel-buffering: no``, the headers and cookies ``pre_connect``
-set), parsed back into ASGI headers. The ASGI server frames the body itself (uvicorn: chunked
+set), as ASGI header pairs. The ASGI server frames the body itself (uvicorn: chunked
 coding over HTTP/1.1).
 
 The stream is then the native :class:`~plezi.server.sse.SseConnection` (events, pub/sub,
@@ -37,12 +37,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..server.sse import SseConnection, response_head
-from .scope import reply_parts
+from ..server.sse import SseConnection, stream_headers
+from .scope import asgi_headers
 from .websocket import ASGITransport, run_connection
 
 if TYPE_CHECKING:
-    from ..http.response import Upgrade
+    from ..http.response import Accept
     from ..server.server import Server
     from .types import Message, Receive, Send
 
@@ -81,14 +81,14 @@ class ASGIStreamTransport(ASGITransport):
                 return
 
 
-def stream_start(upgrade: Upgrade) -> Message:
+def stream_start(upgrade: Accept) -> Message:
     """The ``http.response.start`` of an event stream: the native stream's head, with the
     headers and cookies ``pre_connect`` set. ``ValueError`` for a header with a line break."""
-    status, headers, _ = reply_parts(response_head(upgrade.controller))
-    return {"type": "http.response.start", "status": status, "headers": headers}
+    headers = asgi_headers(stream_headers(upgrade.controller))
+    return {"type": "http.response.start", "status": 200, "headers": headers}
 
 
-async def serve_sse(server: Server, upgrade: Upgrade, receive: Receive, send: Send) -> None:
+async def serve_sse(server: Server, upgrade: Accept, receive: Receive, send: Send) -> None:
     """Run an accepted event stream (its ``http.response.start`` already sent) until it ends."""
     transport = ASGIStreamTransport(receive, send, server.limits)
     await run_connection(

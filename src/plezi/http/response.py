@@ -1,92 +1,60 @@
-"""The response object a controller sees as ``self.response``, and response serialization."""
+"""What the application answers with, as plain data: the :class:`Response` a controller sees
+as ``self.response``, the :class:`Reply` it becomes (status, headers, body), and :class:`Accept`
+("this request becomes a WebSocket, or an event stream").
+
+Nothing here writes HTTP/1.1: the native server renders a reply (:mod:`plezi.server.h1`), the
+ASGI adapter hands the same data to the ASGI server (:mod:`plezi.asgi.scope`).
+"""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any, Final
 
+from ..protocol.handshake import check_header
+
 __all__ = [
+    "HTML",
+    "Accept",
+    "Outcome",
     "Reply",
     "Response",
     "Upgrade",
     "error_reply",
-    "http_date",
-    "simple_response",
-    "status_line",
+    "has_body",
+    "unavailable",
 ]
 
-_STATUS_LINES: dict[int, bytes] = {
-    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
-}
-
-#: The ``Date:`` line for the second ``[_date_start, _date_end)``.
-_date_start = 0.0
-_date_end = 0.0
-_date_header = b""
+#: The content type of a body nothing else names (a ``str`` returned by an action).
+HTML: Final = "text/html; charset=utf-8"
+#: The headers of plezi's own plain-text answers (errors).
+_TEXT: Final = (("content-type", "text/plain; charset=utf-8"),)
+#: Set by the server from the body (or the connection), never taken from the application.
+_COMPUTED: Final = frozenset(("content-length", "connection"))
 
 
-def status_line(status: int) -> bytes:
-    """``HTTP/1.1 <status> <reason>\\r\\n`` (precomputed for every known status)."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
-    return line
+def has_body(status: int) -> bool:
+    """Whether a reply with ``status`` carries a body (and a ``Content-Length``)."""
+    return status != 204 and status != 304 and not 100 <= status < 200
 
 
-def http_date() -> bytes:
-    """The ``Date:`` header line for now.
+class Reply:
+    """A finished reply: ``status``, ``headers`` (checked ``(name, value)`` pairs, names in
+    lower case, without ``Content-Length``, ``Connection`` or ``Date``, which the server sets;
+    a tuple for fixed headers, which the server may render once a second) and ``body``.
+    Whoever serves it adds the framing: the native server renders it to HTTP/1.1, the ASGI
+    adapter passes it on as ``http.response.*`` messages."""
 
-    PERF: formatting a date costs more than a whole hello-world response; it changes once a second,
-    so it is cached per second (two float comparisons per call; a clock set back refreshes it too).
-    """
-    global _date_start, _date_end, _date_header
-    now = time.time()
-    if not _date_start <= now < _date_end:
-        second = int(now)
-        _date_start = float(second)
-        _date_end = _date_start + 1.0
-        _date_header = b"date: " + formatdate(second, usegmt=True).encode("latin-1") + b"\r\n"
-        _starts.clear()  # they hold the old date
-    return _date_header
+    __slots__ = ("body", "headers", "status")
 
+    def __init__(self, status: int, headers: Sequence[tuple[str, str]], body: bytes = b"") -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
 
-_HTML = b"content-type: text/html; charset=utf-8\r\n"
-_KEEP = b""
-_CLOSE = b"connection: close\r\n"
-#: The heads of :func:`simple_response` up to ``Content-Length`` (status line, date, type, extra
-#: lines, connection) by their inputs; emptied when the date changes, and when full.
-_starts: dict[tuple[int, bytes, bytes, bool], bytes] = {}
-_STARTS_MAX = 64
-
-
-def simple_response(
-    status: int,
-    body: bytes,
-    *,
-    content_type: bytes = _HTML,
-    keep_alive: bool = True,
-    head: bool = False,
-    extra: bytes = b"",
-) -> bytes:
-    """Serialize a response with no custom headers.
-
-    PERF: the common case (a controller returned a string and never touched ``self.response``)
-    skips the :class:`Response` object entirely, and all but the length and body of the head is
-    built once a second.
-    """
-    date = http_date()
-    key = (status, content_type, extra, keep_alive)
-    start = _starts.get(key)
-    if start is None:
-        if len(_starts) >= _STARTS_MAX:
-            _starts.clear()
-        start = _starts[key] = b"".join(
-            (status_line(status), date, content_type, extra, _KEEP if keep_alive else _CLOSE)
-        )
-    return b"%scontent-length: %d\r\n\r\n%s" % (start, len(body), b"" if head else body)
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.headers!r}, {len(self.body)} bytes)"
 
 
 class Response:
@@ -116,71 +84,69 @@ class Response:
         lname = name.lower()
         return any(k.lower() == lname for k in self.headers)
 
-    def serialize(self, *, keep_alive: bool = True, head: bool = False) -> bytes:
-        """The full response bytes (status line, headers, body)."""
-        parts = [status_line(self.status), http_date()]
-        has_type = False
+    def header_pairs(self) -> list[tuple[str, str]]:
+        """The headers and cookies as checked ``(name, value)`` pairs, names in lower case,
+        without the ones the server computes; ``ValueError`` for one that would inject lines
+        (see :func:`plezi.protocol.handshake.check_header`)."""
+        pairs = []
         for name, value in self.headers.items():
-            lname = name.lower()
-            if lname == "content-length" or lname == "connection":
-                continue  # computed below; a stale value would break framing
-            if lname == "content-type":
-                has_type = True
-            _check_header(name, value)
-            # PERF: the lower-case name is already at hand; one header case costs nothing.
-            parts.append(f"{lname}: {value}\r\n".encode("latin-1"))
+            lname = check_header(name, value)
+            if lname not in _COMPUTED:  # a stale length would break framing
+                pairs.append((lname, value))
         for cookie in self.cookies:
-            _check_header("set-cookie", cookie)
-            parts.append(b"set-cookie: " + cookie.encode("latin-1") + b"\r\n")
-        if not has_type and self.body and self.status not in (204, 304):
-            parts.append(_HTML)
-        if not keep_alive:
-            parts.append(_CLOSE)
-        if self.status not in (204, 304) and not (100 <= self.status < 200):
-            parts.append(b"content-length: %d\r\n" % len(self.body))
-        parts.append(b"\r\n")
-        if not head and self.status not in (204, 304):
-            parts.append(self.body)
-        return b"".join(parts)
+            pairs.append((check_header("set-cookie", cookie), cookie))
+        return pairs
 
-
-def _check_header(name: str, value: str) -> None:
-    # A CR or LF in a header would let whoever controls the value inject headers or a body.
-    if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-        raise ValueError(f"invalid character in response header {name!r}")
-
-
-#: ``content-type`` of plezi's own plain-text answers (errors).
-_TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
+    def reply(self) -> Reply:
+        """The finished :class:`Reply` (``text/html`` when a body has no type)."""
+        headers = self.header_pairs() if self.headers or self.cookies else []
+        body = self.body
+        # PERF: the type is looked for only when it matters (a body the server will send).
+        if body and has_body(self.status):
+            for name, _ in headers:
+                if name == "content-type":
+                    break
+            else:
+                headers.append(("content-type", HTML))
+        return Reply(self.status, headers, body)
 
 
 @dataclass(slots=True)
-class Upgrade:
-    """The request was accepted as a WebSocket (or an SSE stream) by ``controller``."""
+class Accept:
+    """ "Accept this connection": the request becomes a WebSocket (or, with ``sse``, a
+    Server-Sent Events stream) run by ``controller``."""
 
     #: The controller instance that takes the connection (:class:`plezi.Controller`).
     controller: Any
     #: The route that accepted it (:class:`plezi.web.routes.ControllerRoute`).
     route: Any
-    #: The client's ``Sec-WebSocket-Key`` (empty for SSE).
+    #: The client's ``Sec-WebSocket-Key`` (empty for SSE, and when an ASGI server did the
+    #: handshake).
     key: str
     #: A Server-Sent Events stream rather than a WebSocket.
     sse: bool = False
 
+    @property
+    def kind(self) -> str:
+        """``"sse"`` or ``"websocket"``."""
+        return "sse" if self.sse else "websocket"
 
-#: What the application answers a request with: the response's bytes, or an :class:`Upgrade`.
-Reply = bytes | Upgrade
+
+#: The earlier name of :class:`Accept`.
+Upgrade = Accept
+
+#: What the application answers a request with: a :class:`Reply` (a
+#: :class:`~plezi.http.static.FileReply` for a large file), an :class:`Accept`, or ``bytes``: the
+#: body of a ``200`` ``text/html`` reply with no other header (PERF: the hello-world path, which
+#: the server renders from a head it builds once a second).
+Outcome = bytes | Reply | Accept
 
 
-def error_reply(
-    status: int, message: str, *, keep_alive: bool = True, head: bool = False, extra: bytes = b""
-) -> bytes:
-    """A short plain-text error response."""
-    return simple_response(
-        status,
-        message.encode() + b"\n",
-        content_type=_TEXT,
-        keep_alive=keep_alive,
-        head=head,
-        extra=extra,
-    )
+def error_reply(status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> Reply:
+    """A short plain-text reply (errors); ``headers``: more of them (``Allow`` for a 405)."""
+    return Reply(status, _TEXT + tuple(headers) if headers else _TEXT, message.encode() + b"\n")
+
+
+def unavailable() -> Reply:
+    """The ``503`` that answers what arrives while the server shuts down."""
+    return error_reply(503, "Service Unavailable")

@@ -11,7 +11,7 @@ application without a public folder pays nothing at all. The rules it enforces (
 folder, no dotfiles, only regular files) are in ``docs/security.md``.
 
 A file (or range) larger than :data:`STREAM_ABOVE` is not read into memory: the response is a
-:class:`FileResponse`, which serializes to a :class:`FileReply` (the head, and the open file), and
+:class:`FileResponse`, which becomes a :class:`FileReply` (status, headers, and the open file), and
 the server sends the file's bytes as the client reads them (``plezi.server.http``).
 """
 
@@ -30,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..errors import ConfigError
 from ..throttle import LogThrottle
-from .response import Response
+from .response import Reply, Response
 
 if TYPE_CHECKING:
     from .request import Request
@@ -172,19 +172,19 @@ def _read(fd: int, offset: int, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-class FileReply(bytes):
-    """A serialized response head whose body, ``size`` bytes from ``offset``, is still in the
-    open file ``fd``: the server writes the head, then the file in chunks as the client reads
-    (``plezi.server.http``). It owns ``fd``: :meth:`close` (also on garbage collection)."""
+class FileReply(Reply):
+    """A :class:`Reply` whose body, ``size`` bytes from ``offset``, is still in the open file
+    ``fd`` (its own ``body`` is empty): the server writes the head, then the file in chunks as
+    the client reads (``plezi.server.http``). It owns ``fd``: :meth:`close` (also on garbage
+    collection)."""
 
-    fd: int
-    offset: int
-    size: int
+    __slots__ = ("fd", "offset", "size")
 
-    def __new__(cls, head: bytes, fd: int, offset: int, size: int) -> FileReply:
-        self = super().__new__(cls, head)
+    def __init__(
+        self, status: int, headers: list[tuple[str, str]], fd: int, offset: int, size: int
+    ) -> None:
+        super().__init__(status, headers)
         self.fd, self.offset, self.size = fd, offset, size
-        return self
 
     def read(self, limit: int) -> bytes:
         """The next at most ``limit`` bytes of the body; ``b""`` at its end, or when the file
@@ -197,10 +197,11 @@ class FileReply(bytes):
         self.size -= len(chunk)
         return chunk
 
-    def whole(self) -> bytes:
-        """The head and the whole body in memory (for servers that do not stream it); closes."""
+    def whole(self) -> Reply:
+        """The same reply with the whole body in memory (for servers that do not stream it);
+        closes the file."""
         try:
-            return bytes(self) + _read(self.fd, self.offset, self.size)
+            return Reply(self.status, self.headers, _read(self.fd, self.offset, self.size))
         finally:
             self.close()
 
@@ -216,7 +217,7 @@ class FileReply(bytes):
 
 class FileResponse(Response):
     """A :class:`Response` whose body is a part of an open file (see :class:`FileReply`); it
-    owns the file until it is serialized."""
+    owns the file until its reply is made."""
 
     __slots__ = ("file",)
 
@@ -225,25 +226,22 @@ class FileResponse(Response):
         #: ``(fd, offset, size)`` of the body, or ``None`` once handed over.
         self.file: tuple[int, int, int] | None = None
 
-    def serialize(self, *, keep_alive: bool = True, head: bool = False) -> bytes:
-        """The head (``Content-Length`` the file part's size); a :class:`FileReply` carries the
-        file unless ``head`` (then the file is closed)."""
+    def reply(self) -> Reply:
+        """A :class:`FileReply` that takes the file over (a plain reply when the controller
+        set a body of its own after all)."""
         file, self.file = self.file, None
-        if file is not None and self.body:  # the controller set a body of its own after all
+        if file is not None and self.body:
             os.close(file[0])
             file = None
         if file is None:
-            return super().serialize(keep_alive=keep_alive, head=head)
+            return super().reply()
         fd, offset, size = file
-        empty = super().serialize(keep_alive=keep_alive, head=True)
-        # Serialized with no body, the head ends with a zero Content-Length: the file's instead.
-        zero = b"content-length: 0\r\n\r\n"
-        assert empty.endswith(zero)
-        start = empty[: -len(zero)] + b"content-length: %d\r\n\r\n" % size
-        if head:
+        try:
+            headers = self.header_pairs()
+        except ValueError:
             os.close(fd)
-            return start
-        return FileReply(start, fd, offset, size)
+            raise
+        return FileReply(self.status, headers, fd, offset, size)
 
     def __del__(self) -> None:
         file, self.file = self.file, None

@@ -19,6 +19,7 @@ __all__ = [
     "HandshakeError",
     "OriginPolicy",
     "accept_key",
+    "check_header",
     "handshake_response",
     "header_line",
     "is_upgrade_request",
@@ -131,17 +132,33 @@ def handshake_response(key: str, headers: Iterable[tuple[str, str]] = ()) -> byt
     return b"".join(parts)
 
 
-def header_line(name: str, value: str) -> bytes:
-    """``name: value`` and CRLF, Latin-1, the name in lower case (one header case in every
-    response). ``ValueError`` (header injection) for CR, LF or NUL in either, or an empty name
-    or one with a colon or whitespace."""
-    if (
-        not name
-        or _FORBIDDEN_IN_NAMES.intersection(name)
-        or _FORBIDDEN_IN_VALUES.intersection(value)
-    ):
+#: Header names already checked, and their lower case (PERF: a reply's names are nearly always
+#: the same few; bounded, so that a client cannot grow it through names it makes us echo).
+_CHECKED_NAMES: dict[str, str] = {}
+_CHECKED_MAX = 256
+
+
+def check_header(name: str, value: str) -> str:
+    """The one rule for a response header plezi sends (HTTP/1.1, the 101, an event stream's
+    head, and the pairs handed to an ASGI server): ``ValueError`` (header injection) for CR, LF
+    or NUL in the name or the value, or an empty name or one with a colon or whitespace.
+    Returns the name in lower case (one header case in every response)."""
+    lname = _CHECKED_NAMES.get(name)
+    if lname is None:
+        if not name or not _FORBIDDEN_IN_NAMES.isdisjoint(name):
+            raise ValueError(f"invalid response header {name!r}")
+        lname = name.lower()
+        if len(_CHECKED_NAMES) < _CHECKED_MAX:
+            _CHECKED_NAMES[name] = lname
+    if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"invalid response header {name!r}")
-    return f"{name.lower()}: {value}\r\n".encode("latin-1")
+    return lname
+
+
+def header_line(name: str, value: str) -> bytes:
+    """``name: value`` and CRLF, Latin-1, the name in lower case; checked by
+    :func:`check_header`."""
+    return f"{check_header(name, value)}: {value}\r\n".encode("latin-1")
 
 
 # -- Origin check (cross-site WebSocket hijacking) ---------------------------------------------

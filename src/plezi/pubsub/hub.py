@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..config import redis_url_from_env
 from ..server.websocket import PENDING, PROCESS_TOKEN, queue_frame_many
 from .engine import Engine, MemoryEngine
 from .message import DIRECT_PREFIX, Message
@@ -202,11 +203,6 @@ class Hub:
 
 def _set_pending(flush: Callable[[], None] | None) -> None:
     PENDING[0] = flush
-
-
-def redis_url_from_env() -> str | None:
-    """``PL_REDIS_URL``, else ``REDIS_URL`` (Plezi's order), else ``None``."""
-    return os.environ.get("PL_REDIS_URL") or os.environ.get("REDIS_URL") or None
 
 
 #: ``plezi.app_name`` as the application set it (``None``: :func:`default_app_name`).

@@ -5,7 +5,8 @@ Theory of operation
 One :class:`HttpProtocol` per TCP connection. httptools calls ``on_*`` as bytes arrive; a complete
 request goes to :meth:`plezi.web.app.App.handle`. Sync controllers answer inside the parser
 callback and the replies of one ``data_received`` call leave in one ``transport.write`` (pipelined
-requests get their answers in one packet).
+requests get their answers in one packet). The application answers with data; :mod:`.h1` renders
+it to HTTP/1.1 here, with the request's ``keep_alive`` and ``HEAD``.
 
 When a reply is a coroutine (an ``async`` controller method), ``_waiting`` becomes a queue: later
 pipelined requests wait there (and reading pauses, so a client cannot queue without bound) and
@@ -13,7 +14,7 @@ are answered in order once the coroutine is done. Whatever else must come after 
 waits too: a WebSocket upgrade (``_upgrade_rest``) or the error answering a malformed request
 (``_deferred``). Replies therefore always leave in request order.
 
-An SSE request the application accepts (an :class:`~plezi.http.response.Upgrade` with ``sse``) is
+An SSE request the application accepts (an :class:`~plezi.http.response.Accept` with ``sse``) is
 the last one read too: its ``200`` head is written after the replies before it, the transport goes
 to an :class:`~.sse.SseConnection`, and parsing stops there (``_Switched`` is raised out of the
 parser callback; requests pipelined behind it are dropped, unanswered).
@@ -87,10 +88,11 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from ..http.request import Request
-from ..http.response import Reply, Upgrade, error_reply
+from ..http.response import Accept, Outcome, Reply, unavailable
 from ..http.static import FileReply
 from ..protocol.handshake import OriginPolicy, handshake_response, is_upgrade_request
 from ..throttle import LogThrottle
+from .h1 import error_bytes, render, render_text
 from .sse import SseConnection, response_head
 from .websocket import WebSocketConnection
 
@@ -289,7 +291,7 @@ class HttpProtocol(asyncio.Protocol):
             self.client[0] if self.client else "-",
             len(self.server.connections),
         )
-        self._write_and_close(error_reply(503, "Service Unavailable", keep_alive=False))
+        self._write_and_close(error_bytes(503, "Service Unavailable"))
 
     def _throttle(self, kind: str) -> LogThrottle:
         """The server's throttle for one kind of refusal line (see :mod:`.throttle`)."""
@@ -509,8 +511,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             request = waiting.popleft()
             reply = handle(request)
-            if type(reply) is bytes:
-                self._work += len(reply) + _REQUEST_WORK
+            if type(reply) is bytes or type(reply) is Reply:
                 self._answer(request, reply)
             elif not self._answer_other(request, reply):
                 self._flush()
@@ -520,18 +521,22 @@ class HttpProtocol(asyncio.Protocol):
         self._drained()
 
     def _answer_other(self, request: Request, reply: Any) -> bool:
-        """Answer with anything but plain bytes; ``False`` when the answer is not complete yet
-        (an ``async`` reply, a file being sent) or the connection is an event stream now."""
+        """Answer with a file, an :class:`Accept`, or a coroutine (an ``async`` controller);
+        ``False`` when the answer is not complete yet (an ``async`` reply, a file being sent)
+        or the connection is an event stream now. (A ``bytes`` or :class:`Reply` answer goes
+        straight to :meth:`_answer`.)"""
         if isinstance(reply, FileReply):
             self._answer(request, reply)
-            self._work += _REQUEST_WORK
+            if request.method == "HEAD":
+                reply.close()
+                return True
             self._file = reply
             self._state = BUSY
             if self._waiting is None:
                 self._waiting = deque()
             self._schedule()  # sent from the next turn (never from inside a parser callback)
             return False
-        if isinstance(reply, Upgrade):
+        if isinstance(reply, Accept):
             self._answer(request, reply)
             return not reply.sse
         if self._waiting is None:
@@ -761,11 +766,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         # PERF: `_handle` inlined: this is every request's path.
         reply = self.server.app.handle(request)
-        # `type(...) is bytes` first: the common sync reply costs one identity check.
-        if type(reply) is bytes:
-            self._work += len(reply) + _REQUEST_WORK
+        # `type(...) is bytes` first: the hello-world reply costs one identity check.
+        if type(reply) is bytes or type(reply) is Reply:
             self._answer(request, reply)
-        elif not self._answer_other(request, reply) and isinstance(reply, Upgrade):
+        elif not self._answer_other(request, reply) and isinstance(reply, Accept):
             raise _Switched  # what the client sends after an SSE request is not parsed
 
     # -- requests ---------------------------------------------------------------------------
@@ -807,7 +811,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(reply, FileReply):
                 reply.close()
             return
-        if type(reply) is bytes:
+        if type(reply) is bytes or type(reply) is Reply:
             self._answer(request, reply)
         elif not self._answer_other(request, reply):
             self._flush()
@@ -829,15 +833,24 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._resume_input()
 
-    def _answer(self, request: Request, reply: Reply) -> None:
-        if not isinstance(reply, bytes):
+    def _answer(self, request: Request, reply: Outcome) -> None:
+        if type(reply) is bytes:
+            # PERF: the hello-world path (a head built once a second).
+            data = render_text(reply, request.keep_alive, request.method == "HEAD")
+        elif type(reply) is Reply:
+            data = render(reply, request.keep_alive, request.method == "HEAD")
+        elif isinstance(reply, FileReply):  # the head: the file follows (`_pump`)
+            data = render(reply, request.keep_alive, True, reply.size)
+        else:
+            assert isinstance(reply, Accept)
             if reply.sse:
                 self._begin_sse(request, reply)
                 return
-            # An Upgrade for a request httptools did not flag as one: refuse rather than guess.
+            # An Accept for a request httptools did not flag as an upgrade: refuse, not guess.
             request.keep_alive = False
-            reply = error_reply(400, "Bad Request", keep_alive=False)
-        self._out.append(reply)
+            data = error_bytes(400, "Bad Request")
+        self._out.append(data)
+        self._work += len(data) + _REQUEST_WORK
         if self.server.config.verbose:
             access_log.info(
                 '%s "%s %s HTTP/%s" %s %d',
@@ -845,8 +858,8 @@ class HttpProtocol(asyncio.Protocol):
                 request.method,
                 request.url,
                 request.http_version,
-                reply[9:12].decode(),
-                len(reply),
+                data[9:12].decode(),
+                len(data),
             )
         if not request.keep_alive:
             self._close_after = True
@@ -870,7 +883,7 @@ class HttpProtocol(asyncio.Protocol):
         log.log(level, "%s: %d %s", peer, status, message)
         self._no_more = True
         self._release_body()
-        reply = error_reply(status, _PHRASES.get(status, "Error"), keep_alive=False)
+        reply = error_bytes(status, _PHRASES.get(status, "Error"))
         if self._waiting is not None:
             self._deferred = reply
             self._state = BUSY
@@ -915,7 +928,7 @@ class HttpProtocol(asyncio.Protocol):
         if is_upgrade_request(headers) and not self._upgrade_allowed(request):
             return
         reply = self.server.app.handle(request)
-        if isinstance(reply, bytes | Upgrade):
+        if isinstance(reply, bytes | Reply | Accept):
             self._finish_upgrade(request, reply, rest)
             return
         self._pause()
@@ -948,8 +961,8 @@ class HttpProtocol(asyncio.Protocol):
         if not self.transport.is_closing():
             self._finish_upgrade(request, reply, rest)
 
-    def _finish_upgrade(self, request: Request, reply: Reply, rest: bytes) -> None:
-        if isinstance(reply, bytes):
+    def _finish_upgrade(self, request: Request, reply: Outcome, rest: bytes) -> None:
+        if not isinstance(reply, Accept):
             # Refused (or not a WebSocket route): the parser cannot go on after an upgrade.
             request.keep_alive = False
             self._answer(request, reply)
@@ -965,14 +978,14 @@ class HttpProtocol(asyncio.Protocol):
             headers.extend(response.headers.items())
             headers.extend(("Set-Cookie", c) for c in response.cookies)
         if self.server.shutting_down:
-            self.transport.write(error_reply(503, "Service Unavailable", keep_alive=False))
+            self.transport.write(render(unavailable(), False, False))
             self.transport.close()
             return
         try:
             handshake = handshake_response(reply.key, headers)
         except ValueError as exc:  # e.g. a CR/LF in a header pre_connect set
             log.error("cannot accept the WebSocket for %s: %s", request.path, exc)
-            self.transport.write(error_reply(500, "Internal Server Error", keep_alive=False))
+            self.transport.write(error_bytes(500, "Internal Server Error"))
             self.transport.close()
             return
         self.transport.write(handshake)
@@ -982,25 +995,25 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- Server-Sent Events -----------------------------------------------------------------
 
-    def _begin_sse(self, request: Request, upgrade: Upgrade) -> None:
+    def _begin_sse(self, request: Request, upgrade: Accept) -> None:
         """Answer an accepted SSE request: the ``200`` head after the replies before it, then
         the transport goes to an :class:`SseConnection`; nothing more is parsed."""
         self._no_more = True
         if self.server.shutting_down:
-            self._write_and_close(error_reply(503, "Service Unavailable", keep_alive=False))
+            self._write_and_close(render(unavailable(), False, False))
             return
         try:
             head = response_head(upgrade.controller)
         except ValueError as exc:  # e.g. a CR/LF in a header pre_connect set
             log.error("cannot start the event stream for %s: %s", request.path, exc)
-            self._write_and_close(error_reply(500, "Internal Server Error", keep_alive=False))
+            self._write_and_close(error_bytes(500, "Internal Server Error"))
             return
         self._write_and_close(head, close=False)
         if self.server.config.verbose:
             self._log_switch(request, "200 SSE")
         self._hand_over(SseConnection, upgrade, b"")
 
-    def _hand_over(self, kind: type[WebSocketConnection], upgrade: Upgrade, rest: bytes) -> None:
+    def _hand_over(self, kind: type[WebSocketConnection], upgrade: Accept, rest: bytes) -> None:
         """Give the transport to a ``kind`` connection (WebSocket or SSE) for ``upgrade``'s
         controller; ``rest``: bytes read past the request, for the new protocol."""
         self.server.connections.discard(self)

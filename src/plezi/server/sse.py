@@ -5,7 +5,7 @@ Theory of operation
 A ``GET`` with ``Accept: text/event-stream`` to a route whose controller accepts connections (the
 WebSocket rule: ``on_message`` or ``auto_dispatch``) is answered by ``pre_connect``, as a
 WebSocket upgrade is (:meth:`plezi.web.app.App.handle` returns an
-:class:`~plezi.http.response.Upgrade` with ``sse`` set). :class:`~.http.HttpProtocol` writes
+:class:`~plezi.http.response.Accept` with ``sse`` set). :class:`~.http.HttpProtocol` writes
 :func:`response_head` (``200``, ``content-type: text/event-stream``, ``cache-control: no-cache``,
 no length: the body ends when the connection does), stops parsing requests on that connection and
 hands the transport to an :class:`SseConnection`.
@@ -38,50 +38,52 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..http.response import http_date
 from ..protocol.close import CloseCode
 from ..protocol.handshake import header_line
 from ..protocol.sse import sse_comment, sse_event
+from .h1 import http_date
 from .websocket import OPEN, PENDING, WebSocketConnection
 
 if TYPE_CHECKING:
     from .types import Prepared
 
-__all__ = ["SseConnection", "response_head"]
+__all__ = ["SseConnection", "response_head", "stream_headers"]
 
 log = logging.getLogger("plezi")
 
 _HEAD = b"HTTP/1.1 200 OK\r\n"
 #: The headers every stream starts with, by name; one that ``pre_connect`` set replaces ours.
 _DEFAULTS = (
-    ("content-type", b"content-type: text/event-stream\r\n"),
-    ("cache-control", b"cache-control: no-cache\r\n"),
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
     # nginx buffers responses unless told not to; an event stream must not wait in a buffer.
-    ("x-accel-buffering", b"x-accel-buffering: no\r\n"),
+    ("x-accel-buffering", "no"),
 )
-_PLAIN_HEAD = _HEAD + b"".join(line for _, line in _DEFAULTS)
+_PLAIN_HEAD = _HEAD + b"".join(header_line(name, value) for name, value in _DEFAULTS)
 #: Never taken from ``pre_connect``: the stream has no length and ends with the connection.
 _SKIP = frozenset(("content-length", "transfer-encoding", "connection", "date"))
 _KEEPALIVE = sse_comment()
 
 
-def response_head(controller: Any) -> bytes:
-    """The ``200`` head that starts an event stream, with the headers and cookies that
-    ``pre_connect`` set on ``self.response`` (its status is not used: a stream is a 200).
-
-    Raises ``ValueError`` for a header that would inject lines (CR, LF or NUL in it)."""
+def stream_headers(controller: Any) -> list[tuple[str, str]]:
+    """The headers of the ``200`` that starts an event stream, as checked pairs (names in lower
+    case): ours, and the headers and cookies ``pre_connect`` set on ``self.response`` (its
+    status is not used: a stream is a 200). ``ValueError`` for a header that would inject
+    lines (CR, LF or NUL in it)."""
     response = controller._pl_response
     if response is None:
+        return list(_DEFAULTS)
+    pairs = [(name, value) for name, value in response.header_pairs() if name not in _SKIP]
+    names = {name for name, _ in pairs}
+    return [pair for pair in _DEFAULTS if pair[0] not in names] + pairs
+
+
+def response_head(controller: Any) -> bytes:
+    """The HTTP/1.1 head of :func:`stream_headers` (``ValueError`` as there)."""
+    if controller._pl_response is None:
         return _PLAIN_HEAD + http_date() + b"\r\n"
-    names = {name.lower() for name in response.headers}
-    parts = [_HEAD, http_date()]
-    parts.extend(line for name, line in _DEFAULTS if name not in names)
-    for name, value in response.headers.items():
-        if name.lower() not in _SKIP:
-            parts.append(header_line(name, value))
-    parts.extend(header_line("set-cookie", cookie) for cookie in response.cookies)
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    lines = [f"{name}: {value}\r\n".encode("latin-1") for name, value in stream_headers(controller)]
+    return b"".join((_HEAD, http_date(), *lines, b"\r\n"))
 
 
 class SseConnection(WebSocketConnection):

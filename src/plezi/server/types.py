@@ -12,7 +12,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from ..http.request import Request
-from ..http.response import Reply
+from ..http.response import Outcome
 
 __all__ = ["Application", "Prepared", "RouteInfo"]
 
@@ -20,7 +20,7 @@ __all__ = ["Application", "Prepared", "RouteInfo"]
 class Application(Protocol):
     """What :class:`~plezi.server.server.Server` serves (a :class:`plezi.App`)."""
 
-    def handle(self, request: Request) -> Reply | Coroutine[Any, Any, Reply]:
+    def handle(self, request: Request) -> Outcome | Coroutine[Any, Any, Outcome]:
         """The reply to a complete request (or a coroutine that makes it)."""
 
     async def startup(self, server: Any) -> None:

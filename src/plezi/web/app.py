@@ -1,12 +1,16 @@
 """The application: an ordered list of routes and the request-to-reply logic.
 
 :meth:`App.handle` is called by the server for every complete request. It returns the reply
-bytes, an :class:`Upgrade` (the request becomes a WebSocket, or a Server-Sent Events stream), or,
-when a controller method is ``async``, a coroutine that resolves to one of those. No sockets here.
+data, never HTTP/1.1 bytes (the server layer renders them): a
+:class:`~plezi.http.response.Reply` (status, headers, body), ``bytes`` (the body of a plain
+``200 text/html`` reply: an action's ``str``, the hello-world path), an
+:class:`~plezi.http.response.Accept` (the request becomes a WebSocket, or a Server-Sent Events
+stream), or, when a controller method is ``async``, a coroutine that resolves to one of those. No
+sockets here. :meth:`App.connect` routes a connection an ASGI server has already accepted.
 
 A ``GET`` whose ``Accept`` names ``text/event-stream`` is an SSE request: a route whose controller
 accepts connections (the WebSocket rule), or defines ``on_sse``, answers it with ``pre_connect``
-and an :class:`Upgrade` (``sse=True``), as it answers a WebSocket upgrade; any other route
+and an :class:`Accept` (``sse=True``), as it answers a WebSocket upgrade; any other route
 answers it as plain HTTP.
 """
 
@@ -24,19 +28,18 @@ import orjson
 from ..errors import ConnectionRequiredError, HTTPError, RouteError, report_error
 from ..http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
 from ..http.request import Request
-from ..http.response import Reply, Response, Upgrade, error_reply, simple_response
-from ..protocol.handshake import HandshakeError, header_line, is_upgrade_request, validate_upgrade
+from ..http.response import Accept, Outcome, Reply, Response, Upgrade, error_reply
+from ..protocol.handshake import HandshakeError, is_upgrade_request, validate_upgrade
 from .controller import Controller
 from .patterns import normalize_path
 from .routes import HTTP_METHODS, ControllerRoute, new_instance
 
-__all__ = ["App", "Reply", "Upgrade"]
+__all__ = ["Accept", "App", "Outcome", "Reply", "Upgrade"]
 
 log = logging.getLogger("plezi")
 
-_JSON: Final = b"content-type: application/json\r\n"
-_BINARY: Final = b"content-type: application/octet-stream\r\n"
-_TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
+#: The headers of a ``dict`` or ``list`` returned with ``self.response`` untouched.
+_JSON: Final = (("content-type", "application/json"),)
 _FALL: Final = object()  # "this route declines; try the next one"
 _EVENT_STREAM: Final = "text/event-stream"
 #: Result types that are never awaitable (checked before the slower ``inspect.isawaitable``).
@@ -48,7 +51,6 @@ class _Context:
 
     __slots__ = (
         "base_params",
-        "head",
         "method",
         "path",
         "refused",
@@ -60,7 +62,6 @@ class _Context:
     def __init__(self, request: Request, path: str) -> None:
         self.request = request
         self.path = path
-        self.head = request.method == "HEAD"
         self.method = request.method
         self.base_params: dict[str, Any] | None = None
         #: Set for a WebSocket upgrade, and (empty) for an SSE request.
@@ -118,16 +119,11 @@ class App:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def handle(self, request: Request) -> Reply | Coroutine[Any, Any, Reply]:
+    def handle(self, request: Request) -> Outcome | Coroutine[Any, Any, Outcome]:
         """The reply to ``request`` (a coroutine when an ``async`` method is involved)."""
         path = normalize_path(request.path)
         if path is None:
-            return error_reply(
-                400,
-                "Bad Request: invalid path",
-                keep_alive=request.keep_alive,
-                head=request.method == "HEAD",
-            )
+            return error_reply(400, "Bad Request: invalid path")
         ctx = _Context(request, path)
         try:
             headers = request.headers
@@ -141,27 +137,41 @@ class App:
                     ctx.upgrade_key = ""
             return self._route_from(ctx, 0)
         except HandshakeError as exc:
-            extra = b"".join(header_line(k, v) for k, v in exc.headers)
             log.info("refused WebSocket handshake for %s: %s", request.path, exc)
             request.keep_alive = False  # the server closes as the reply says
-            return error_reply(exc.status, "Bad WebSocket handshake", extra=extra, keep_alive=False)
+            return error_reply(exc.status, "Bad WebSocket handshake", list(exc.headers))
         except Exception as exc:  # noqa: BLE001 - a request must never crash the server
             return self._failure(ctx, exc)
 
-    def _route_from(self, ctx: _Context, start: int) -> Reply | Coroutine[Any, Any, Reply]:
+    def connect(self, request: Request) -> Outcome | Coroutine[Any, Any, Outcome]:
+        """Route a WebSocket that an ASGI server has accepted already (it did the handshake,
+        so none is checked here): an :class:`Accept` from the route that takes it
+        (``pre_connect`` decides), or the refusal's :class:`Reply`."""
+        path = normalize_path(request.path)
+        request.keep_alive = False
+        if path is None:
+            return error_reply(400, "Bad Request: invalid path")
+        ctx = _Context(request, path)
+        ctx.upgrade_key = ""
+        try:
+            return self._route_from(ctx, 0)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure(ctx, exc)
+
+    def _route_from(self, ctx: _Context, start: int) -> Outcome | Coroutine[Any, Any, Outcome]:
         routes = self.routes
         last = len(routes) - 1
         index = start - 1
         while index < last:  # PERF: a range iterator costs more than the first route's match
             index += 1
             outcome = self._try(routes[index], ctx)
-            if type(outcome) is bytes:
-                return outcome  # PERF: the common sync reply skips the awaitable check
+            if type(outcome) is bytes or type(outcome) is Reply:
+                return outcome  # PERF: the common sync replies skip the awaitable check
             if outcome is _FALL:
                 continue
             if inspect.isawaitable(outcome):
                 return self._finish_async(routes[index], ctx, outcome, index)
-            return cast("Reply", outcome)
+            return cast("Outcome", outcome)
         return self._no_route(ctx)
 
     def _try(self, route: ControllerRoute, ctx: _Context) -> Any:
@@ -217,11 +227,11 @@ class App:
             ctx.refused = True
             return _FALL
         assert ctx.upgrade_key is not None
-        return Upgrade(inst, route, ctx.upgrade_key, ctx.sse)
+        return Accept(inst, route, ctx.upgrade_key, ctx.sse)
 
     async def _finish_async(
         self, route: ControllerRoute, ctx: _Context, pending: Any, index: int
-    ) -> Reply:
+    ) -> Outcome:
         try:
             result = await pending.awaitable
             if pending.upgrade:
@@ -254,12 +264,15 @@ class App:
     def _reply(self, ctx: _Context, inst: Controller, result: Any) -> Any:
         if result is None or result is False:
             return _FALL
-        keep_alive = ctx.request.keep_alive
         response = inst._pl_response
-        if response is None and type(result) is str:
-            # PERF: the hello-world path: no Response object at all.
-            return simple_response(200, result.encode(), keep_alive=keep_alive, head=ctx.head)
         if response is None:
+            kind = type(result)
+            if kind is str:
+                # PERF: the hello-world path: no Response object at all; the body is the reply.
+                return result.encode()
+            if kind is dict or kind is list:
+                # PERF: fixed headers (a tuple): the server renders their head once a second.
+                return Reply(200, _JSON, orjson.dumps(result))
             response = Response()
         if result is True:
             pass
@@ -275,36 +288,27 @@ class App:
                 response.headers["content-type"] = "application/json"
         else:
             raise TypeError(f"a controller returned an unsupported {type(result).__name__}")
-        return response.serialize(keep_alive=keep_alive, head=ctx.head)
+        return response.reply()
 
-    def _no_route(self, ctx: _Context) -> bytes:
-        request = ctx.request
+    def _no_route(self, ctx: _Context) -> Reply:
         if ctx.sse:
             if ctx.refused:
-                return error_reply(403, "Forbidden", keep_alive=request.keep_alive)
+                return error_reply(403, "Forbidden")
         elif ctx.upgrade_key is not None:
             # A refused upgrade ends the connection (the parser cannot go on after one), so
             # the request is marked as closing and the reply says so.
-            request.keep_alive = False
+            ctx.request.keep_alive = False
             if ctx.refused:
-                return error_reply(403, "Forbidden", keep_alive=False)
+                return error_reply(403, "Forbidden")
             if any(r.pattern.match(ctx.path) is not None for r in self.routes):
                 return error_reply(
-                    400,
-                    "Bad Request: this path does not accept WebSocket connections",
-                    keep_alive=False,
+                    400, "Bad Request: this path does not accept WebSocket connections"
                 )
-            return error_reply(404, "Not Found", keep_alive=False)
+            return error_reply(404, "Not Found")
         allowed = self._allowed(ctx)
         if allowed:
-            return error_reply(
-                405,
-                "Method Not Allowed",
-                keep_alive=request.keep_alive,
-                head=ctx.head,
-                extra=header_line("allow", ", ".join(allowed)),
-            )
-        return error_reply(404, "Not Found", keep_alive=request.keep_alive, head=ctx.head)
+            return error_reply(405, "Method Not Allowed", [("allow", ", ".join(allowed))])
+        return error_reply(404, "Not Found")
 
     def _allowed(self, ctx: _Context) -> list[str]:
         """The verbs the routes matching the path answer, when none answers this request's
@@ -326,30 +330,16 @@ class App:
             allowed.update(route.allowed_methods(id_))
         return [verb for verb in HTTP_METHODS if verb in allowed]
 
-    def _failure(self, ctx: _Context, exc: Exception) -> bytes:
+    def _failure(self, ctx: _Context, exc: Exception) -> Reply:
         request = ctx.request
-        # A HEAD reply never carries a body, errors included: a body would be read as the
-        # start of the next response on a keep-alive connection.
         if isinstance(exc, ParamsError):
             log.info("bad parameters in %s %s: %s", request.method, request.path, exc)
-            return error_reply(
-                exc.status,
-                "Bad Request: invalid parameters",
-                keep_alive=request.keep_alive,
-                head=ctx.head,
-            )
+            return error_reply(exc.status, "Bad Request: invalid parameters")
         if isinstance(exc, HTTPError):
-            return error_reply(
-                exc.status,
-                exc.public_message or "Error",
-                keep_alive=request.keep_alive,
-                head=ctx.head,
-            )
+            return error_reply(exc.status, exc.public_message or "Error")
         log.error("error answering %s %s: %s", request.method, request.path, exc, exc_info=exc)
         report_error(exc)
-        return error_reply(
-            500, "Internal Server Error", keep_alive=request.keep_alive, head=ctx.head
-        )
+        return error_reply(500, "Internal Server Error")
 
 
 def _call_event(inst: Controller, name: str, params: dict[str, Any]) -> Any:
