@@ -1,8 +1,7 @@
 """Fixtures shared by every test: real servers on port 0 (in a thread or a subprocess).
 
 Only fixtures live here; what they use, and what test modules import, lives in ``helpers.py``
-(``from helpers import ...``). The names below are also importable from ``conftest`` for the
-test modules that still import them from here.
+(``from helpers import ...``): a test module never imports from ``conftest``.
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ from typing import Any
 
 import pytest
 
-from helpers import ROOT, UNIT, Running, Script, start_script, start_server
+from helpers import Running, Script, start_script, start_server
 from plezi import App
-
-__all__ = ["ROOT", "UNIT", "Running", "Script", "start_script", "start_server"]
 
 # Tests that want Redis pass a private server's URL explicitly; one inherited from the
 # environment must not switch the in-process tests to a shared Redis.

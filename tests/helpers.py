@@ -12,6 +12,7 @@ waits on something observable, never on elapsed time alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -36,6 +37,7 @@ __all__ = [
     "ROOT",
     "UNIT",
     "Events",
+    "Recorder",
     "Running",
     "Script",
     "app_of",
@@ -259,14 +261,22 @@ def wait_for(check: Callable[[], bool], what: str = "the condition", timeout: fl
 
 class Events:
     """What happened, in order, recorded from any thread (controller callbacks run on the
-    server's loop) and waited for by the test thread: a list and a condition."""
+    server's loop) and waited for by the test thread: a list and a condition.
+
+    :meth:`wait_for` counts what was ever added (for an instance a test makes for itself);
+    :meth:`take` takes what it waited for out again, so that a module-wide instance shared by
+    the controllers of several tests starts every test from what is left."""
 
     def __init__(self) -> None:
         self.changed = threading.Condition()
         self.events: list[Any] = []
+        #: The event loop of the last callback that added an event (the server's loop).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, event: Any) -> None:
         with self.changed:
+            with contextlib.suppress(RuntimeError):  # added from outside any loop
+                self.loop = asyncio.get_running_loop()
             self.events.append(event)
             self.changed.notify_all()
 
@@ -275,3 +285,46 @@ class Events:
         with self.changed:
             ok = self.changed.wait_for(lambda: self.events.count(event) >= count, timeout * UNIT)
             assert ok, f"{event!r} x{count} never happened: {self.events}"
+
+    def take(self, event: Any, timeout: float = 5.0) -> None:
+        """Wait until ``event`` was added (``timeout * UNIT`` at most), and take it out."""
+        with self.changed:
+            ok = self.changed.wait_for(lambda: event in self.events, timeout * UNIT)
+            assert ok, f"{event!r} never happened: {self.events}"
+            self.events.remove(event)
+
+    def on_loop(self, func: Callable[[], Any]) -> Any:
+        """``func()`` run on the loop that added the last event (the server's); its result."""
+        assert self.loop is not None, "no event came from an event loop yet"
+
+        async def call() -> Any:
+            return func()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5 * UNIT)
+
+
+class Recorder:
+    """A ``FrameHandler`` for the sans-I/O reader tests: every callback kept as a tuple.
+
+    Errors are recorded as ``("error", code, reason)``, or ``("error", code)`` in a subclass
+    that sets :attr:`error_reasons` to ``False`` (for tests that only check the code)."""
+
+    error_reasons = True
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def on_ws_message(self, data: str | bytes) -> None:
+        self.events.append(("message", data))
+
+    def on_ws_ping(self, payload: bytes) -> None:
+        self.events.append(("ping", payload))
+
+    def on_ws_pong(self, payload: bytes) -> None:
+        self.events.append(("pong", payload))
+
+    def on_ws_close(self, code: int | None, reason: str) -> None:
+        self.events.append(("close", code, reason))
+
+    def on_ws_error(self, code: int, reason: str) -> None:
+        self.events.append(("error", code, reason) if self.error_reasons else ("error", code))

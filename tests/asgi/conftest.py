@@ -6,14 +6,13 @@ import functools
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from conftest import UNIT
+from helpers import UNIT, wait_for
 
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -50,11 +49,9 @@ def start_uvicorn(app: Any, *, running: list[Uvicorn] | None = None, **options: 
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10 * UNIT
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    # uvicorn says it is up only through this flag (or by ending its thread if it failed).
+    wait_for(lambda: server.started or not thread.is_alive(), "uvicorn to start", timeout=10)
+    assert thread.is_alive(), "uvicorn exited while starting"
     started = Uvicorn(server, thread, sock.getsockname()[1])
     if running is not None:
         running.append(started)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import UNIT
+from helpers import UNIT
 
 APP = """
 import plezi

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.asgi import ASGIApp
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.asgi import ASGIApp
 
 

@@ -20,12 +20,10 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT, Events
 from plezi.asgi import ASGIApp
 from plezi.pubsub.hub import hub
 from protocol.test_protocol_sse import parse_events
-
-from .events import Events
 
 T = 5 * UNIT
 STREAM = {"Accept": "text/event-stream"}
@@ -156,7 +154,7 @@ def test_head_events_and_server_close(server: Any, client: httpx.Client) -> None
         assert events.event() == {"data": "two\nlines"}
         assert events.event() == {"event": "clock", "id": "7", "retry": "1500", "data": "tick"}
         assert events.rest() == []  # close(): the response ends (more_body=False)
-    EVENTS.wait_for(("closed", "head"))
+    EVENTS.take(("closed", "head"))
     # The ASGI server keeps the connection: the same client goes on with plain requests.
     assert client.get(f"{server.url}/room").text == "the page"
 
@@ -178,9 +176,9 @@ def test_client_disconnect_runs_on_close_and_ends_the_subscription(
 ) -> None:
     with stream(client, f"{server.url}/room?name=leaver&channel=leave") as events:
         conn_id = events.event()["data"].removeprefix("id ")
-        EVENTS.wait_for(("open", "leaver"))
+        EVENTS.take(("open", "leaver"))
         assert EVENTS.on_loop(lambda: hub.registry.count("leave")) == 1
-    EVENTS.wait_for(("closed", "leaver"))
+    EVENTS.take(("closed", "leaver"))
     assert EVENTS.on_loop(lambda: hub.registry.count("leave")) == 0
     assert EVENTS.on_loop(lambda: plezi.write_to(conn_id, "gone")) is False
 
@@ -204,8 +202,8 @@ def test_publish_reaches_sse_and_websocket_subscribers(server: Any, client: http
         plezi.publish("both", "last")
         assert first.data(1) == ["last"]
         assert second.data(2) == ["just you", "last"]
-    EVENTS.wait_for(("closed", "s1"))
-    EVENTS.wait_for(("closed", "s2"))
+    EVENTS.take(("closed", "s1"))
+    EVENTS.take(("closed", "s2"))
 
 
 def test_quiet_streams_get_keepalive_comments(uvicorn_serve: Any, client: httpx.Client) -> None:
@@ -216,7 +214,7 @@ def test_quiet_streams_get_keepalive_comments(uvicorn_serve: Any, client: httpx.
         assert [events.block(), events.block()] == [b": ", b": "]
         plezi.publish("quiet", "after the comments")
         assert events.event() == {"data": "after the comments"}
-    EVENTS.wait_for(("closed", "quiet"))
+    EVENTS.take(("closed", "quiet"))
 
 
 def test_lifespan_shutdown_runs_on_shutdown_and_ends_the_stream(
@@ -227,16 +225,16 @@ def test_lifespan_shutdown_runs_on_shutdown_and_ends_the_stream(
     server = uvicorn_serve(asgi)
     with stream(client, f"{server.url}/room?name=down") as events:
         events.event()
-        EVENTS.wait_for(("open", "down"))
+        EVENTS.take(("open", "down"))
         assert EVENTS.loop is not None
         done = asyncio.run_coroutine_threadsafe(asgi.shutdown(), EVENTS.loop)
         assert events.rest() == ["going away"]
     done.result(T)
-    EVENTS.wait_for(("shutdown", "down"))
-    EVENTS.wait_for(("closed", "down"))
+    EVENTS.take(("shutdown", "down"))
+    EVENTS.take(("closed", "down"))
     with stream(client, f"{server.url}/room?name=again") as events:  # a new host serves it
         assert events.event()["data"].startswith("id ")
-    EVENTS.wait_for(("closed", "again"))
+    EVENTS.take(("closed", "again"))
 
 
 def test_uvicorn_stop_cuts_streams_after_its_graceful_timeout(
@@ -249,8 +247,8 @@ def test_uvicorn_stop_cuts_streams_after_its_graceful_timeout(
         server.stop()
         with pytest.raises(httpx.RemoteProtocolError):  # cut: no end of the chunked body
             events.rest()
-    EVENTS.wait_for(("closed", "cut"))
-    assert ("shutdown", "cut") not in EVENTS.items  # it was gone before lifespan.shutdown
+    EVENTS.take(("closed", "cut"))
+    assert ("shutdown", "cut") not in EVENTS.events  # it was gone before lifespan.shutdown
 
 
 class Flood:
@@ -276,8 +274,8 @@ def test_outgoing_buffer_cap_drops_the_stream(
     limits = plezi.Limits(max_outgoing_buffer=256 * 1024, write_high_water=65536)
     server = uvicorn_serve(ASGIApp(app, limits=limits))
     with stream(client, server.url) as events:
-        EVENTS.wait_for(("flood stopped", True))
-        EVENTS.wait_for("flood closed")
+        EVENTS.take(("flood stopped", True))
+        EVENTS.take("flood closed")
         with pytest.raises(httpx.RemoteProtocolError):  # cut: no end of the chunked body
             events.rest()
     assert any("SSE " in m and "dropping it" in m for m in caplog.messages), caplog.messages
@@ -291,14 +289,14 @@ def test_a_client_that_stops_reading_is_dropped_past_the_cap(
     server = uvicorn_serve(ASGIApp(room_app(), limits=limits))
     with stream(client, f"{server.url}/room?name=stalled&channel=firehose") as events:
         events.event()
-        EVENTS.wait_for(("open", "stalled"))
+        EVENTS.take(("open", "stalled"))
         # One message per loop iteration, so that the stream's writer is stuck in the ASGI
         # server's send (the socket is full) when the cap is reached.
         for _ in range(400):  # at most 25 MiB
-            if ("closed", "stalled") in EVENTS.items:
+            if ("closed", "stalled") in EVENTS.events:
                 break
             EVENTS.on_loop(lambda: plezi.publish("firehose", "z" * 65536))
-        EVENTS.wait_for(("closed", "stalled"))
+        EVENTS.take(("closed", "stalled"))
         with pytest.raises(httpx.RemoteProtocolError):  # what was sent, then a cut
             events.rest()
     assert any("SSE " in m and "dropping it" in m for m in caplog.messages), caplog.messages
@@ -312,10 +310,10 @@ def test_a_client_that_takes_nothing_is_dropped_after_the_ping_timeout(
     server = uvicorn_serve(ASGIApp(room_app(), limits=limits))
     with stream(client, f"{server.url}/room?name=asleep&channel=asleep") as events:
         events.event()
-        EVENTS.wait_for(("open", "asleep"))
+        EVENTS.take(("open", "asleep"))
         for _ in range(400):  # at most 25 MiB: more than the socket buffers hold
-            if ("closed", "asleep") in EVENTS.items:
+            if ("closed", "asleep") in EVENTS.events:
                 break
             EVENTS.on_loop(lambda: plezi.publish("asleep", "z" * 65536))
-        EVENTS.wait_for(("closed", "asleep"))
+        EVENTS.take(("closed", "asleep"))
     assert any("SSE " in m and "took nothing" in m for m in caplog.messages), caplog.messages

@@ -10,20 +10,13 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as _connect
+from wsclient import connect
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT, Events, loop_turns
 from plezi.asgi import ASGIApp
 
-from .events import Events
-
 T = 5 * UNIT
-
-
-def connect(url: str, **kwargs: Any) -> ClientConnection:
-    return _connect(url, proxy=None, compression=None, open_timeout=T, close_timeout=T, **kwargs)
 
 
 EVENTS = Events()
@@ -54,7 +47,7 @@ class Echo:
 
 class Slow:
     async def on_message(self, data: str) -> None:
-        await asyncio.sleep(0.01 * int(data))
+        await loop_turns(int(data))  # done later, not at once: the order must hold
         self.write(data)  # type: ignore[attr-defined]
 
 
@@ -105,7 +98,7 @@ def test_echo_text_and_binary_after_on_open(server: Any) -> None:
         assert ws.recv(T) == "héllo"
         ws.send(b"\x00\xff")
         assert ws.recv(T) == b"\x00\xff"
-    EVENTS.wait_for(("closed", "ann"))
+    EVENTS.take(("closed", "ann"))
 
 
 def test_pre_connect_false_refuses_with_403(server: Any) -> None:
@@ -187,7 +180,7 @@ def test_server_close_codes(server: Any, name: str, sent: str, code: int) -> Non
             ws.recv(T)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == code
-    EVENTS.wait_for(("closed", name))
+    EVENTS.take(("closed", name))
 
 
 def test_client_close_code_and_on_close(server: Any) -> None:
@@ -196,7 +189,7 @@ def test_client_close_code_and_on_close(server: Any) -> None:
         ws.close(4000, "bye")
         assert ws.protocol.close_rcvd is not None
         assert ws.protocol.close_rcvd.code == 4000  # echoed by the ASGI server
-    EVENTS.wait_for(("closed", "cid"))
+    EVENTS.take(("closed", "cid"))
 
 
 def test_origin_policy(uvicorn_serve: Any) -> None:
@@ -237,7 +230,7 @@ def test_lifespan_shutdown_closes_open_websockets(uvicorn_serve: Any) -> None:
     assert info.value.rcvd is not None
     assert received == []  # so on_shutdown never runs under uvicorn (see docs/asgi.md)
     assert info.value.rcvd.code in (1001, 1012)
-    EVENTS.wait_for("goodbye closed")
+    EVENTS.take("goodbye closed")
     assert a_asgi._host is None  # the lifespan shutdown ran: the pub/sub engine stopped
 
 
@@ -277,8 +270,8 @@ def test_outgoing_buffer_cap_drops_the_client(uvicorn_serve: Any) -> None:
     server = uvicorn_serve(ASGIApp(a, limits=limits))
     with connect(server.ws_url) as ws:
         ws.send("flood")
-        EVENTS.wait_for(("flood stopped", True))
-        EVENTS.wait_for("flood closed")
+        EVENTS.take(("flood stopped", True))
+        EVENTS.take("flood closed")
         with pytest.raises(ConnectionClosed):
             while True:
                 ws.recv(T)
@@ -301,4 +294,4 @@ def test_lifespan_shutdown_with_open_websockets_runs_on_shutdown(uvicorn_serve: 
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1001
     done.result(T)
-    EVENTS.wait_for("goodbye closed")
+    EVENTS.take("goodbye closed")

@@ -4,20 +4,17 @@ ends: the connection, its ASGI transport and their frame reader hold no cycle (i
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
+from wsclient import connect
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT, Events, wait_for
 from plezi.asgi import ASGIApp
 from plezi.asgi.websocket import ASGITransport
 from plezi.server.websocket import WebSocketConnection
-
-from .events import Events
 
 EVENTS = Events()
 
@@ -62,13 +59,10 @@ def test_ended_asgi_websockets_are_freed_without_the_cyclic_collector(
     before = alive()
     count = 20
     for _ in range(count):
-        with connect(f"{server.ws_url}/echo", proxy=None, open_timeout=5 * UNIT) as ws:
+        with connect(f"{server.ws_url}/echo") as ws:
             ws.send("hi")
             assert ws.recv(5 * UNIT) == "hi"
     for _ in range(count):
-        EVENTS.wait_for("closed")
-    # on_close runs before the ASGI call returns; give the server's tasks a bounded moment to end.
-    deadline = time.monotonic() + 5 * UNIT
-    while alive() != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive() == before
+        EVENTS.take("closed")
+    # on_close runs before the ASGI call returns: the server's tasks end a little later.
+    wait_for(lambda: alive() == before, f"the connections to be freed ({alive()} != {before})", 5)

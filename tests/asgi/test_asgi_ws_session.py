@@ -9,14 +9,11 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as _connect
+from wsclient import connect
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT, Events
 from plezi.asgi import ASGIApp
-
-from .events import Events
 
 T = 5 * UNIT
 
@@ -41,10 +38,6 @@ class Kinds:
         EVENTS.add(("closed", rcvd and rcvd[0], conn.close_by))
 
 
-def connect(url: str) -> ClientConnection:
-    return _connect(url, proxy=None, compression=None, open_timeout=T, close_timeout=T)
-
-
 @pytest.fixture
 def server(uvicorn_serve: Any) -> Iterator[Any]:
     app = plezi.App()
@@ -59,7 +52,7 @@ def test_each_kind_of_write_arrives_as_its_message(server: Any) -> None:
         ws.close(4000, "bye")
     assert got == ["é", b"\x00", b"ab", b"cd", "sub", '{"json":1}']
     # The ASGI server did the handshake; the session records the peer's close.
-    EVENTS.wait_for(("closed", 4000, "remote"))
+    EVENTS.take(("closed", 4000, "remote"))
 
 
 def test_nothing_reaches_the_controller_after_the_connection_failed(server: Any) -> None:
@@ -69,8 +62,8 @@ def test_nothing_reaches_the_controller_after_the_connection_failed(server: Any)
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(T)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
-    with EVENTS.cond:
-        assert EVENTS.cond.wait_for(lambda: any(i[0] == "closed" for i in EVENTS.items), T)
-        closed = [i for i in EVENTS.items if i[0] == "closed"]
+    with EVENTS.changed:
+        assert EVENTS.changed.wait_for(lambda: any(i[0] == "closed" for i in EVENTS.events), T)
+        closed = [i for i in EVENTS.events if i[0] == "closed"]
     assert closed[0][2] == "error"  # we failed the connection
-    assert ("got", "after") not in EVENTS.items
+    assert ("got", "after") not in EVENTS.events

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as _connect
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.asgi import ASGIApp, mount
 
 starlette = pytest.importorskip("starlette")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import Recorder
 from plezi.protocol import (
     OP_BINARY,
     OP_CLOSE,
@@ -29,28 +30,6 @@ from plezi.protocol.frames import _apply_mask_py
 from plezi.protocol.reader import _JOIN_EVERY, MAX_EMPTY_FRAGMENTS
 
 Event = tuple[object, ...]
-
-
-class Recorder:
-    """A FrameHandler that records every callback as a tuple."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def on_ws_message(self, data: str | bytes) -> None:
-        self.events.append(("message", data))
-
-    def on_ws_ping(self, payload: bytes) -> None:
-        self.events.append(("ping", payload))
-
-    def on_ws_pong(self, payload: bytes) -> None:
-        self.events.append(("pong", payload))
-
-    def on_ws_close(self, code: int | None, reason: str) -> None:
-        self.events.append(("close", code, reason))
-
-    def on_ws_error(self, code: int, reason: str) -> None:
-        self.events.append(("error", code, reason))
 
 
 def feed_chunks(data: bytes, cuts: list[int], **kwargs: object) -> tuple[list[Event], bool]:

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+import helpers
 from plezi.protocol import (
     OP_BINARY,
     OP_CLOSE,
@@ -25,26 +26,10 @@ Event = tuple[object, ...]
 MASK = bytes.fromhex("37fa213d")
 
 
-class Recorder:
-    """A FrameHandler that records every callback as a tuple."""
+class Recorder(helpers.Recorder):
+    """Errors recorded by their code alone: what these tests check."""
 
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def on_ws_message(self, data: str | bytes) -> None:
-        self.events.append(("message", data))
-
-    def on_ws_ping(self, payload: bytes) -> None:
-        self.events.append(("ping", payload))
-
-    def on_ws_pong(self, payload: bytes) -> None:
-        self.events.append(("pong", payload))
-
-    def on_ws_close(self, code: int | None, reason: str) -> None:
-        self.events.append(("close", code, reason))
-
-    def on_ws_error(self, code: int, reason: str) -> None:
-        self.events.append(("error", code))
+    error_reasons = False
 
 
 def reader(**kwargs: object) -> tuple[WebSocketReader, Recorder]:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from rawhttp import RawHTTP, request_bytes
 
-from conftest import UNIT, Running, Script
+from helpers import UNIT, Running, Script, wait_for
 from plezi import App
 from plezi.server.http import HttpProtocol
 
@@ -314,10 +314,11 @@ def test_finished_uploads_give_their_memory_back_without_the_cyclic_gc(
         watch.stop()
     assert not watch.killed
     # The connections are closed: their bodies must be gone, with the collector disabled.
-    deadline = time.monotonic() + 5 * UNIT
-    while rss(pid) - base > 60 * MIB and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert rss(pid) - base < 60 * MIB, ((rss(pid) - base) >> 20, watch.peak >> 20)
+    wait_for(
+        lambda: rss(pid) - base < 60 * MIB,
+        f"the uploads' memory to come back (peak {watch.peak >> 20} MiB over the base)",
+        timeout=5,
+    )
 
 
 def test_closed_connections_are_freed_at_once(serve: Callable[..., Running]) -> None:
@@ -339,9 +340,7 @@ def test_closed_connections_are_freed_at_once(serve: Callable[..., Running]) -> 
             with RawHTTP(r.port) as conn:
                 assert conn.request("GET", "/").status == 200
                 conn.send(request_bytes("POST", "/", {"Content-Length": "100000"}))
-        deadline = time.monotonic() + 5 * UNIT
-        while r.call(lambda: len(r.server.connections)) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: not r.call(lambda: len(r.server.connections)), "the closes", timeout=5)
         assert r.call(_count_protocols) <= before
     finally:
         if was_enabled:
@@ -384,10 +383,7 @@ def test_concurrent_uploads_past_max_body_buffer_get_503(serve: Callable[..., Ru
             f.send_quietly(b"%x\r\n" % (MIB // 2 + 10) + b"z" * (MIB // 2 + 10) + b"\r\n")
             assert f.read_response().status == 503
         # Closed with their bodies half sent: their shares come back too.
-        deadline = time.monotonic() + 5 * UNIT
-        while r.call(lambda: r.server.body_buffered) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert r.call(lambda: r.server.body_buffered) == 0
+        wait_for(lambda: r.call(lambda: r.server.body_buffered) == 0, "the shares", timeout=5)
     finally:
         for conn in (a, b, c):
             conn.close()

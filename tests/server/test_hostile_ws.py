@@ -22,7 +22,7 @@ from rawhttp import RawHTTP
 from test_sse import EventStream
 from wsclient import RawClient, masked
 
-from conftest import UNIT, Script
+from helpers import UNIT, Script, wait_for
 from plezi.protocol.frames import OP_BINARY, OP_CONT, OP_PING, OP_TEXT
 from plezi.protocol.reader import MAX_EMPTY_FRAGMENTS
 from plezi.server.websocket import MAX_CONTROL_FRAMES
@@ -39,16 +39,6 @@ def live(port: int) -> dict[str, Any]:
     return result
 
 
-def wait_until(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``check`` (a request to the server) until it holds; bounded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
 # -- the probe --------------------------------------------------------------------------------
 
 
@@ -62,7 +52,7 @@ def probe(port: int, seconds: float) -> list[float]:
             client.send_text("probe")
             assert client.recv_message(timeout=10 * UNIT).text == "probe"
             times.append(time.monotonic() - start)
-            time.sleep(0.01)
+            time.sleep(0.01)  # the probe's own pace, not a synchronization
     return times
 
 
@@ -154,10 +144,11 @@ def measure_under_attack(
     control = p99(probe(server.port, 1.0))
     with Attacker(server.port, blob, prefix) as attacker:
         # The attack is on once the server is busy with it (or has refused it).
-        deadline = time.monotonic() + 10 * UNIT
-        while attacker.sent < 4 * len(blob) and not attacker.ended.is_set():
-            assert time.monotonic() < deadline, "the attack did not start"
-            time.sleep(0.01)
+        wait_for(
+            lambda: attacker.sent >= 4 * len(blob) or attacker.ended.is_set(),
+            "the attack to start",
+            timeout=10,
+        )
         attacked = p99(probe(server.port, 2.0 * UNIT))
         if refused:
             assert attacker.ended.wait(10 * UNIT), "the attack was not stopped"
@@ -279,7 +270,7 @@ def open_and_kill(port: int, websockets: int, streams: int) -> tuple[int, dict[s
         client.reset()
     for stream in events:
         stream.close()
-    assert wait_until(lambda: live(port)["channels"] == 0, 10 * UNIT)
+    wait_for(lambda: live(port)["channels"] == 0, "the channels to go", timeout=10)
     return opened["rss"], live(port)
 
 

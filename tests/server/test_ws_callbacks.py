@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from wsclient import RawClient, connect, small_send_buffer
 
 import plezi
-from conftest import ROOT, UNIT
+from helpers import ROOT, UNIT, loop_turns
 from plezi.protocol.frames import OP_BINARY, OP_CONT, OP_TEXT, encode_frame
 
 EXAMPLES = ROOT / "examples"
@@ -485,10 +485,10 @@ def test_a_websocket_request_to_a_plain_http_route_is_refused(serve: Any) -> Non
 
 
 def test_async_on_message_never_overlaps_and_keeps_order(serve: Any) -> None:
-    """An ``async`` ``on_message`` that awaits random delays (sometimes none) still sees messages
-    one at a time, in order, and ``on_close`` runs after the last one."""
+    """An ``async`` ``on_message`` that awaits for a random number of loop turns (sometimes
+    none) still sees messages one at a time, in order, and ``on_close`` runs after the last one."""
     rng = random.Random(1234)
-    delays = [rng.choice([0.0, 0.0, 0.001, 0.003]) * UNIT for _ in range(100)]
+    delays = [rng.choice([0, 0, 1, 3]) for _ in range(100)]
     order: list[str] = []
     state = {"active": 0, "max_active": 0}
     closed = threading.Event()
@@ -499,7 +499,7 @@ def test_async_on_message_never_overlaps_and_keeps_order(serve: Any) -> None:
             state["max_active"] = max(state["max_active"], state["active"])
             delay = delays[int(data)]
             if delay:
-                await asyncio.sleep(delay)
+                await loop_turns(delay)
             order.append(data)
             state["active"] -= 1
             if data == "99":
@@ -557,7 +557,7 @@ def test_a_backlog_behind_an_async_on_message_then_a_close(serve: Any) -> None:
 
     class Slow:
         async def on_message(self, data: str) -> None:
-            await asyncio.sleep(0.0005 * UNIT)
+            await loop_turns(1)
             order.append(data)
 
         def on_close(self) -> None:
@@ -595,7 +595,7 @@ def test_a_decorated_async_callback_is_awaited_in_order(serve: Any) -> None:
         @logged
         async def on_message(self, data: str) -> None:
             if int(data) % 3 == 0:
-                await asyncio.sleep(0.001 * UNIT)
+                await loop_turns(3)
             order.append(data)
             self.write(data)  # type: ignore[attr-defined]
 

@@ -12,7 +12,7 @@ from wsclient import MASK as M
 from wsclient import Echo, Frame, RawClient, connect, echo_app, masked, small_send_buffer
 
 import plezi
-from conftest import UNIT
+from helpers import UNIT
 from plezi.protocol.frames import (
     OP_BINARY,
     OP_CLOSE,

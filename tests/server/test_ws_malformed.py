@@ -11,7 +11,7 @@ import pytest
 from wsclient import MASK as M
 from wsclient import RawClient, connect, echo_app, masked
 
-from conftest import UNIT
+from helpers import UNIT
 from plezi.protocol.frames import (
     OP_BINARY,
     OP_CLOSE,

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from wsclient import RawClient, connect
 
 import plezi
-from conftest import ROOT, UNIT
+from helpers import ROOT, UNIT, Events, wait_for
 from plezi.protocol.frames import OP_TEXT
 
 GOODBYE = "Server shutting down. Goodbye."
@@ -31,22 +31,8 @@ def expect_goodbye_then_1001(ws: Any, goodbye: str) -> None:
     assert info.value.rcvd.code == 1001
 
 
-class Tally:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.events: list[str] = []
-
-    def add(self, event: str) -> None:
-        with self.lock:
-            self.events.append(event)
-
-    def count(self, event: str) -> int:
-        with self.lock:
-            return self.events.count(event)
-
-
 def test_in_process_shutdown_sends_on_shutdown_then_1001_then_on_close(serve: Any) -> None:
-    tally = Tally()
+    tally = Events()
 
     class Room:
         def on_open(self) -> None:
@@ -73,23 +59,27 @@ def test_in_process_shutdown_sends_on_shutdown_then_1001_then_on_close(serve: An
         stopped = time.monotonic() - started
         for ws, id_ in zip(clients, ids, strict=True):
             expect_goodbye_then_1001(ws, f"bye {id_}")
-    assert tally.count("shutdown") == 3
-    assert tally.count("close") == 3
+    assert tally.events.count("shutdown") == 3
+    assert tally.events.count("close") == 3
     # Every shutdown ran before any close, and nothing waited for the shutdown timeout.
     assert tally.events[:3] == ["shutdown"] * 3
     assert stopped < 2 * UNIT
 
 
 def test_async_on_shutdown_that_awaits_still_gets_its_write_out_first(serve: Any) -> None:
-    tally = Tally()
+    """An ``async`` on_shutdown that waits for as long as the test says (a future the test
+    resolves once the server is shutting down): its writes still come before the 1001."""
+    tally = Events()
+    box: dict[str, asyncio.Future[None]] = {}
 
     class Slow:
         def on_message(self, data: str) -> None:
             self.write(data)  # type: ignore[attr-defined]
 
         async def on_shutdown(self) -> None:
-            for _ in range(3):
-                await asyncio.sleep(0.01 * UNIT)
+            box["saving"] = asyncio.get_running_loop().create_future()
+            tally.add("saving")
+            await box["saving"]
             self.write("saved your work")  # type: ignore[attr-defined]
             await asyncio.sleep(0)
             self.write("goodbye")  # type: ignore[attr-defined]
@@ -104,16 +94,22 @@ def test_async_on_shutdown_that_awaits_still_gets_its_write_out_first(serve: Any
     with connect(running.ws_url + "/") as ws:
         ws.send("hi")
         assert ws.recv(timeout=5 * UNIT) == "hi"
-        running.stop()
+        stopper = threading.Thread(target=running.stop)
+        stopper.start()
+        tally.wait_for("saving")
+        # on_shutdown is waiting; it ends only when the test says so, from the server's loop.
+        running.call(lambda: box["saving"].set_result(None))
         assert ws.recv(timeout=5 * UNIT) == "saved your work"
         expect_goodbye_then_1001(ws, "goodbye")
-    assert tally.events == ["shutdown", "close"]
+        stopper.join(10 * UNIT)
+        assert not stopper.is_alive()
+    assert tally.events == ["saving", "shutdown", "close"]
 
 
 def test_shutdown_waits_for_an_async_on_message_in_flight(serve: Any) -> None:
     """on_shutdown is queued behind a running async on_message; both writes arrive, in order,
     before the 1001."""
-    tally = Tally()
+    tally = Events()
     busy = threading.Event()
     box: dict[str, asyncio.Future[None]] = {}
 
@@ -139,9 +135,7 @@ def test_shutdown_waits_for_an_async_on_message_in_flight(serve: Any) -> None:
         stopper = threading.Thread(target=running.stop)
         stopper.start()
         # The server is shutting down; the job ends later.
-        deadline = time.monotonic() + 5 * UNIT
-        while not running.call(lambda: running.server.shutting_down):
-            assert time.monotonic() < deadline
+        wait_for(lambda: running.call(lambda: running.server.shutting_down), "the shutdown", 5)
         running.call(lambda: box["job"].set_result(None))
         assert ws.recv(timeout=5 * UNIT) == "job done"
         expect_goodbye_then_1001(ws, "bye")
@@ -151,7 +145,7 @@ def test_shutdown_waits_for_an_async_on_message_in_flight(serve: Any) -> None:
 
 
 def test_a_client_ignoring_the_close_does_not_outlive_shutdown_timeout(serve: Any) -> None:
-    tally = Tally()
+    tally = Events()
 
     class Room:
         def on_message(self, data: str) -> None:
@@ -195,7 +189,7 @@ def test_an_async_callback_that_never_ends_does_not_block_shutdown(
     """An async on_message stuck forever: the shutdown still ends within its bound, the stuck
     callback is cancelled, on_close still runs, and no task is left pending on the loop."""
     caplog.set_level(logging.INFO)
-    tally = Tally()
+    tally = Events()
     busy = threading.Event()
 
     class Stuck:
