@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import connect as ws_connect
+from wsclient import connect as ws_connect
 
 import plezi
 from helpers import UNIT, Events
@@ -188,7 +188,7 @@ def test_publish_reaches_sse_and_websocket_subscribers(server: Any, client: http
     with (
         stream(client, url + "&name=s1") as first,
         stream(client, url + "&name=s2") as second,
-        ws_connect(f"{server.ws_url}/room?channel=both", proxy=None, open_timeout=T) as ws,
+        ws_connect(f"{server.ws_url}/room?channel=both") as ws,
     ):
         ids = [s.event()["data"].removeprefix("id ") for s in (first, second)]
         assert ws.recv(T).startswith("id ")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect as _connect
+from wsclient import connect
 
 import plezi
 from helpers import UNIT
@@ -173,7 +173,7 @@ def test_head_through_the_mount(native: Any) -> None:
 
 def test_mounted_websocket(native: Any) -> None:
     url = f"{native.ws_url}/api/v1/ws"
-    with _connect(url, proxy=None, open_timeout=T, subprotocols=["chat"]) as ws:  # type: ignore[list-item]
+    with connect(url, subprotocols=["chat"]) as ws:
         assert ws.subprotocol == "chat"
         assert ws.recv(T) == "hi /api/v1"  # sent right after accept, before on_open
         ws.send("shout")
@@ -188,17 +188,17 @@ def test_mounted_websocket(native: Any) -> None:
 
 
 def test_mounted_websocket_sees_the_client_leave(native: Any) -> None:
-    with _connect(f"{native.ws_url}/api/v1/ws", proxy=None, open_timeout=T) as ws:
+    with connect(f"{native.ws_url}/api/v1/ws") as ws:
         assert ws.recv(T) == "hi /api/v1"
     assert DISCONNECTS.get(timeout=T) == 1000
 
 
 def test_mounted_websocket_refusals(native: Any) -> None:
     with pytest.raises(InvalidStatus) as info:
-        _connect(f"{native.ws_url}/api/v1/refuse", proxy=None, open_timeout=T)
+        connect(f"{native.ws_url}/api/v1/refuse")
     assert info.value.response.status_code == 403
     with pytest.raises(InvalidStatus) as info:
-        _connect(f"{native.ws_url}/api/v1/no-such-socket", proxy=None, open_timeout=T)
+        connect(f"{native.ws_url}/api/v1/no-such-socket")
     assert info.value.response.status_code == 403
 
 
@@ -214,7 +214,7 @@ def test_mount_under_plezi_under_uvicorn(uvicorn_serve: Any) -> None:
     app, _ = plezi_app()
     server = uvicorn_serve(ASGIApp(app))
     assert httpx.get(f"{server.url}/api/v1/hello", timeout=T).text == "hello from starlette"
-    with _connect(f"{server.ws_url}/api/v1/ws", proxy=None, open_timeout=T) as ws:
+    with connect(f"{server.ws_url}/api/v1/ws") as ws:
         assert ws.recv(T) == "hi /api/v1"
         ws.send("x")
         assert ws.recv(T) == "X"
