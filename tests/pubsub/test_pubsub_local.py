@@ -375,7 +375,7 @@ def test_on_message_waits_for_a_running_async_bound_handler(serve: Any) -> None:
         publish_on_loop(running, "ord", "p2")
         ws.send("m2")
         # Wait until the server has read both messages (queued behind the running handler).
-        conn = running.call(lambda: next(iter(running.server.websockets.values())))
+        conn = running.call(lambda: next(iter(running.server.streams.values())))
         deadline = time.monotonic() + 5 * UNIT
         while running.call(lambda: len(conn._queue or ())) < 3:
             assert time.monotonic() < deadline, "the messages never reached the server"
@@ -814,7 +814,7 @@ def test_no_message_follows_the_close_frame(serve: Any) -> None:
         client.send_text("close please")
         assert client.recv_close() == 1000
         publish_on_loop(running, "room", "after the close frame")
-        conn_id = running.call(lambda: next(iter(running.server.websockets.values())).id)
+        conn_id = running.call(lambda: next(iter(running.server.streams.values())).id)
         assert running.call(lambda: plezi.write_to(conn_id, "direct")) is False
         running.call(lambda: None)  # the flush at the end of that loop iteration has run
         client.send_close()

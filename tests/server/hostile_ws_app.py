@@ -18,7 +18,7 @@ import os
 gc.disable()
 
 import plezi  # noqa: E402
-from plezi.server.websocket import WebSocketConnection  # noqa: E402
+from plezi.server.connection import StreamConnection  # noqa: E402
 
 
 class Echo:
@@ -43,7 +43,7 @@ class Live:
     def index(self):
         conns = controllers = 0
         for obj in gc.get_objects():
-            if issubclass(type(obj), WebSocketConnection):
+            if issubclass(type(obj), StreamConnection):
                 conns += 1
             elif issubclass(type(obj), Echo):
                 controllers += 1

@@ -437,7 +437,7 @@ def test_client_disconnect_runs_on_close_and_ends_the_subscriptions(
         stream.sock.close()
     tally.wait_for("close", 3)
     assert running.call(lambda: hub.registry.count("room")) == 0
-    assert running.call(lambda: len(running.server.websockets)) == 0
+    assert running.call(lambda: len(running.server.streams)) == 0
 
 
 def test_verbose_access_log(serve: Callable[..., Running], caplog: Any) -> None:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.close import CloseCode
 from ..protocol.connection import CLOSED, OPEN
 from ..protocol.frames import OP_CLOSE, OP_TEXT, unframe
+from ..server.connection import StreamConnection
 from ..server.websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -83,13 +84,13 @@ class ASGITransport(asyncio.Transport):
         #: No more writes: a close frame was written, or ``close()``/``abort()`` was called.
         self._closing = False
         self._aborted = False
-        self._conn: WebSocketConnection | None = None
+        self._conn: StreamConnection | None = None
         self._writer: asyncio.Task[None] | None = None
 
-    # -- what WebSocketConnection calls -----------------------------------------------------
+    # -- what the connection calls ---------------------------------------------------------
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert isinstance(protocol, WebSocketConnection)
+        assert isinstance(protocol, StreamConnection)
         self._conn = protocol
 
     def get_protocol(self) -> asyncio.BaseProtocol:
@@ -207,7 +208,7 @@ class ASGITransport(asyncio.Transport):
     async def read_loop(self) -> None:
         """Hand the client's messages to the connection until it disconnects."""
         conn = self._conn
-        assert conn is not None
+        assert isinstance(conn, WebSocketConnection)  # a stream's transport has its own loop
         max_size = self._limits.max_message_size
         while True:
             if not self._reading.is_set():
@@ -363,7 +364,7 @@ async def serve_websocket(server: Server, upgrade: Upgrade, receive: Receive, se
     )
 
 
-async def run_connection(transport: ASGITransport, conn: WebSocketConnection) -> None:
+async def run_connection(transport: ASGITransport, conn: StreamConnection) -> None:
     """Start ``conn`` (``on_open``) over ``transport`` and run both until the connection ends
     (then ``on_close``)."""
     transport.set_protocol(conn)

@@ -17,14 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import redis_url_from_env
-from ..server.websocket import PENDING, PROCESS_TOKEN, queue_frame_many
+from ..server.connection import OUTBOX, PROCESS_TOKEN
 from .engine import Engine, MemoryEngine
 from .message import DIRECT_PREFIX, Message
 from .registry import Handler, Registry
 
 if TYPE_CHECKING:
+    from ..server.connection import StreamConnection
     from ..server.server import Server
-    from ..server.websocket import WebSocketConnection
 
 __all__ = ["DIRECT_PREFIX", "Hub", "hub"]
 
@@ -35,10 +35,9 @@ class Hub:
     """Local subscriptions, the engine, and the loop they run on (one per process)."""
 
     def __init__(self) -> None:
-        self.registry = Registry(self._on_first, self._on_last)
+        # The server's connections are reached through its outbox, and nothing else.
+        self.registry = Registry(self._on_first, self._on_last, outbox=OUTBOX)
         self.registry.run_free_handler = self._run_free
-        self.registry.fan_out = queue_frame_many  # type: ignore[assignment]
-        self.registry.batch_hook = _set_pending
         self._engine: Engine | None = None
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,14 +143,14 @@ class Hub:
         conn.queue_message(message)
         return True
 
-    def _local(self, conn_id: str) -> WebSocketConnection | None:
+    def _local(self, conn_id: str) -> StreamConnection | None:
         """The open connection ``conn_id`` of this process, if any."""
         token, _, serial = conn_id.partition("-")
         server = self.server
         if token != PROCESS_TOKEN or server is None:
             return None
         try:
-            conn = server.websockets.get(int(serial, 16))
+            conn = server.streams.get(int(serial, 16))
         except ValueError:
             return None
         return conn if conn is not None and conn.is_open else None
@@ -199,10 +198,6 @@ class Hub:
         """The engine's state plus local subscription counts."""
         channels, patterns = self.registry.names()
         return {**self.engine.status(), "channels": len(channels), "patterns": len(patterns)}
-
-
-def _set_pending(flush: Callable[[], None] | None) -> None:
-    PENDING[0] = flush
 
 
 #: ``plezi.app_name`` as the application set it (``None``: :func:`default_app_name`).

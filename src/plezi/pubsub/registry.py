@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from .message import Message
 from .patterns import compile_glob
 
-__all__ = ["Handler", "Registry", "Subscriber"]
+__all__ = ["Handler", "Outbox", "Registry", "Subscriber"]
 
 log = logging.getLogger("plezi")
 
@@ -36,6 +36,29 @@ class Subscriber(Protocol):
 
     def queue_frame(self, frame: bytes) -> None: ...
     def run_handler(self, handler: Handler, message: Message) -> None: ...
+
+
+class Outbox(Protocol):
+    """How the registry reaches connections (the server's is
+    :class:`plezi.server.connection.Outbox`): queue one frame on many subscribers, and say
+    whether a batch of published frames waits (``flush`` queues it), so that a connection
+    queues nothing before it."""
+
+    def fan_out(self, conns: Iterable[Any], frame: bytes, /) -> None: ...
+    def set_pending(self, flush: Callable[[], object] | None, /) -> None: ...
+
+
+class _EachOutbox:
+    """The outbox of a registry used alone (no server): ``queue_frame`` on each subscriber."""
+
+    @staticmethod
+    def fan_out(conns: Iterable[Any], frame: bytes) -> None:
+        for conn in conns:
+            conn.queue_frame(frame)
+
+    @staticmethod
+    def set_pending(flush: Callable[[], object] | None) -> None:
+        pass
 
 
 class Handler:
@@ -121,7 +144,9 @@ def _nothing(name: str, pattern: bool) -> None:
 class Registry:
     """Local subscriptions and local delivery (see the module docstring)."""
 
-    def __init__(self, on_first: Hook = _nothing, on_last: Hook = _nothing) -> None:
+    def __init__(
+        self, on_first: Hook = _nothing, on_last: Hook = _nothing, *, outbox: Outbox | None = None
+    ) -> None:
         self._channels: dict[str, _Topic] = {}
         self._patterns: dict[str, _Topic] = {}
         #: Called with (name, is_pattern) when a channel/pattern gains its first subscriber.
@@ -131,12 +156,13 @@ class Registry:
         #: ``loop.call_soon`` while a server runs (the hub sets it): then consecutive messages
         #: to one topic are batched until the end of the read or loop iteration.
         self.schedule: Callable[[Callable[[], None]], object] | None = None
-        #: Tells the server layer that a batch waits (a flush function) or not (``None``).
-        self.batch_hook: Callable[[Callable[[], None] | None], None] = _no_hook
         self._batch: tuple[dict[Subscriber, None], list[bytes]] | None = None
         self._batch_size = 0
-        #: Queues one frame on many subscribers; the hub installs the server's batch version.
-        self.fan_out: Callable[[Iterable[Subscriber], bytes], None] = _queue_each
+        box: Outbox = outbox if outbox is not None else _EachOutbox()
+        #: Queues one frame on many subscribers (the outbox's, bound once: PERF).
+        self.fan_out: Callable[[Iterable[Subscriber], bytes], None] = box.fan_out
+        #: Tells the outbox that a batch waits (a flush function) or not (``None``).
+        self._set_pending = box.set_pending
         #: Called with (handler, message) to run a connectionless handler.
         self.run_free_handler: Callable[[Handler, Message], None] = _run_inline
 
@@ -217,7 +243,7 @@ class Registry:
         PERF: a burst of messages read at once costs one queued chunk per subscriber instead of
         one per message; a batch goes out early once it holds ``_BATCH_MAX`` bytes, so the cap
         of every subscriber is checked at least that often. Order is kept: the batch is flushed
-        before anything else is queued on any connection (``batch_hook``), before any
+        before anything else is queued on any connection (the outbox's ``set_pending``), before any
         subscription changes, at the end of the read and at the end of the loop iteration.
         """
         if self.schedule is None:
@@ -233,7 +259,7 @@ class Registry:
         self.flush_batch()
         self._batch = (subscribers, [frame])
         self._batch_size = len(frame)
-        self.batch_hook(self.flush_batch)
+        self._set_pending(self.flush_batch)
         self.schedule(self.flush_batch)
 
     def flush_batch(self) -> None:
@@ -242,7 +268,7 @@ class Registry:
         if batch is None:
             return
         self._batch = None
-        self.batch_hook(None)
+        self._set_pending(None)
         subscribers, frames = batch
         self.fan_out(subscribers, frames[0] if len(frames) == 1 else b"".join(frames))
 
@@ -281,15 +307,6 @@ class Registry:
                 else:
                     self.run_free_handler(handler, message)
         return len(topic)
-
-
-def _no_hook(flush: Callable[[], None] | None) -> None:
-    pass
-
-
-def _queue_each(subscribers: Iterable[Subscriber], frame: bytes) -> None:
-    for conn in subscribers:
-        conn.queue_frame(frame)
 
 
 def _run_inline(handler: Handler, message: Message) -> None:

@@ -92,6 +92,7 @@ from ..http.response import Accept, Outcome, Reply, unavailable
 from ..http.static import FileReply
 from ..protocol.handshake import OriginPolicy, handshake_response, is_upgrade_request
 from ..throttle import LogThrottle
+from .connection import StreamConnection
 from .h1 import error_bytes, render, render_text
 from .sse import SseConnection, response_head
 from .websocket import WebSocketConnection
@@ -1013,7 +1014,7 @@ class HttpProtocol(asyncio.Protocol):
             self._log_switch(request, "200 SSE")
         self._hand_over(SseConnection, upgrade, b"")
 
-    def _hand_over(self, kind: type[WebSocketConnection], upgrade: Accept, rest: bytes) -> None:
+    def _hand_over(self, kind: type[StreamConnection], upgrade: Accept, rest: bytes) -> None:
         """Give the transport to a ``kind`` connection (WebSocket or SSE) for ``upgrade``'s
         controller; ``rest``: bytes read past the request, for the new protocol."""
         self.server.connections.discard(self)

@@ -1,6 +1,7 @@
 """The server: listening sockets, the connection registry, the reaper, the flush, shutdown.
 
-Per-server state lives here; per-connection state lives in :mod:`.http` and :mod:`.websocket`.
+Per-server state lives here; per-connection state lives in :mod:`.http`,
+:mod:`.connection`, :mod:`.websocket` and :mod:`.sse`.
 """
 
 from __future__ import annotations

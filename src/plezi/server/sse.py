@@ -10,14 +10,13 @@ WebSocket upgrade is (:meth:`plezi.web.app.App.handle` returns an
 no length: the body ends when the connection does), stops parsing requests on that connection and
 hands the transport to an :class:`SseConnection`.
 
-:class:`SseConnection` is a :class:`~.websocket.WebSocketConnection` that frames events instead of
-WebSocket frames; everything else is shared: the ordered (sync or ``async``) callbacks
-``on_open``, ``on_drained``, ``on_shutdown``, ``on_close``; corked writes (one system call per
-connection per loop iteration); the outgoing buffer cap and the slow-consumer policy; pub/sub
-(``queue_frame`` and the fan-out's fast path append pre-framed bytes, here SSE events: the
-registry keeps SSE subscribers apart and frames a published message once as an event for all of
-them); ``id`` and ``write_to``; graceful shutdown (``on_shutdown``, its writes delivered, then the
-stream ends).
+:class:`SseConnection` is a :class:`~.connection.StreamConnection`, as a WebSocket connection is,
+that frames events; everything else is shared with WebSockets: the ordered (sync or ``async``)
+callbacks ``on_open``, ``on_drained``, ``on_shutdown``, ``on_close``; corked writes (one system call
+per connection per loop iteration); the outgoing buffer cap and the slow-consumer policy; pub/sub
+(``queue_frame`` and the fan-out's fast path append pre-framed bytes, here SSE events: the registry
+keeps SSE subscribers apart and frames a published message once as an event for all of them); ``id``
+and ``write_to``; graceful shutdown (``on_shutdown``, its writes delivered, then the stream ends).
 
 *Incoming bytes.* The client cannot send anything on an event stream: bytes it sends anyway
 (pipelined requests included) are read and discarded, so that its closing is still noticed
@@ -35,17 +34,20 @@ SSE subscribers (a log line says so).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.close import CloseCode
+from ..protocol.connection import CLOSED, CLOSING, OPEN
 from ..protocol.handshake import header_line
 from ..protocol.sse import sse_comment, sse_event
+from .connection import OUTBOX, SLOTS, StreamConnection
 from .h1 import http_date
-from .websocket import OPEN, PENDING, WebSocketConnection
 
 if TYPE_CHECKING:
-    from .types import Prepared
+    from .state import ServerState
+    from .types import Prepared, RouteInfo
 
 __all__ = ["SseConnection", "response_head", "stream_headers"]
 
@@ -86,13 +88,29 @@ def response_head(controller: Any) -> bytes:
     return b"".join((_HEAD, http_date(), *lines, b"\r\n"))
 
 
-class SseConnection(WebSocketConnection):
+class SseConnection(StreamConnection):
     """The server side of one event stream (see the module docstring)."""
 
-    __slots__ = ()
+    __slots__ = (*SLOTS, "_closing_at", "_out", "_out_size", "state")
 
     is_sse = True
     kind = "SSE"
+
+    def __init__(
+        self,
+        server: ServerState,
+        transport: asyncio.Transport,
+        handler: Any,
+        route: RouteInfo,
+    ) -> None:
+        StreamConnection.__init__(self, server, transport, handler, route)
+        #: ``OPEN``; ``CLOSING`` once the stream is ending (stamped: ``_closing_at``);
+        #: ``CLOSED`` once the transport is gone.
+        self.state = OPEN
+        #: Events waiting to be sent, and their size in bytes.
+        self._out: list[Any] = []
+        self._out_size = 0
+        self._closing_at = 0.0
 
     def start(self, initial: bytes) -> None:
         """``on_open``, then Plezi's ``on_sse`` (the stream's own callback), when defined."""
@@ -146,10 +164,25 @@ class SseConnection(WebSocketConnection):
         handshake; ``code`` and ``reason`` are ignored)."""
         if self.state != OPEN:
             return
-        pending = PENDING[0]
+        pending = OUTBOX.pending
         if pending is not None:  # messages published before the close still go out
             pending()
         self._end()
+
+    def _closing(self, now: float) -> None:
+        self.state = CLOSING
+        self._closing_at = now
+
+    def close_expired(self, now: float, timeout: float) -> bool:
+        """Whether the stream began ending more than ``timeout`` before ``now`` (the reaper
+        then drops it: the client did not take our last bytes)."""
+        return self.state == CLOSING and now - self._closing_at > timeout
+
+    def connection_closed(self) -> None:
+        """The transport is gone: ``CLOSED``; what was not sent is dropped."""
+        self.state = CLOSED
+        self._out.clear()
+        self._out_size = 0
 
     # -- timers (called by the server's reaper) ---------------------------------------------
 

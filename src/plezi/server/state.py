@@ -1,8 +1,8 @@
 """Per-server state that connections share (uvicorn's ``ServerState``): see :class:`ServerState`.
 
 The listening :class:`~.server.Server` extends it; the connection classes (:mod:`.http`,
-:mod:`.websocket`, :mod:`.sse`) are typed against this narrower class, so they never import the
-module that creates them.
+:mod:`.connection`, :mod:`.websocket`, :mod:`.sse`) are typed against this narrower class, so they
+never import the module that creates them.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class ServerState:
         #: activity with this attribute instead of calling a clock per read.
         self.now = time.monotonic()
         self.connections: set[_Timed] = set()
-        #: Open WebSocket connections by serial number (``write_to`` looks them up here).
-        self.websockets: dict[int, Any] = {}  # WebSocketConnection (which imports this)
+        #: Open WebSocket connections and event streams (:class:`~.connection.StreamConnection`,
+        #: which imports this module) by serial number: ``write_to`` looks them up here.
+        self.streams: dict[int, Any] = {}
         self.shutting_down = False
         #: Bytes of request bodies held in memory, all connections together (bounded by
         #: ``Limits.max_body_buffer``; see :mod:`.http`).

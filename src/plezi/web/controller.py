@@ -19,7 +19,7 @@ from ..http.response import Response
 
 if TYPE_CHECKING:
     from ..http.request import Request
-    from ..server.websocket import WebSocketConnection
+    from ..server.connection import StreamConnection
 
 
 class _Routed(Protocol):
@@ -102,7 +102,7 @@ class Controller:
     _pl_params: dict[str, Any]
     _pl_response: Response | None
     _pl_cookies: Cookies | None
-    _pl_conn: WebSocketConnection | None
+    _pl_conn: StreamConnection | None
     _pl_subs: set[tuple[str, bool]] | None = None
 
     # -- HTTP -------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""What WebSocket and SSE connections share, and the one door pub/sub reaches them through.
+
+Both kinds of connection are :class:`~plezi.server.connection.StreamConnection`: an event stream
+is not a WebSocket and carries no WebSocket session. The server keeps both in
+``ServerState.streams`` (``write_to`` finds either there). Pub/sub reaches connections through
+``plezi.server.connection.OUTBOX`` and writes no module-level value of the server layer.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wsclient import connect
+
+import plezi
+from helpers import Events, Running
+from plezi.protocol.connection import WebSocketSession
+from plezi.server.connection import StreamConnection
+from plezi.server.sse import SseConnection
+from plezi.server.websocket import WebSocketConnection
+from sseclient import EventStream
+
+PUBSUB = Path(__file__).resolve().parents[2] / "src" / "plezi" / "pubsub"
+
+
+def test_websocket_and_event_stream_share_a_base_and_one_table(
+    serve: Callable[..., Running],
+) -> None:
+    tally = Events()
+    ids: list[str] = []
+
+    class Both:
+        def on_open(self) -> None:
+            ids.append(self.id)  # type: ignore[attr-defined]
+            tally.add("open")
+
+        def on_message(self, data: Any) -> None:
+            pass
+
+    app = plezi.App()
+    app.route("/", Both)
+    running = serve(app)
+    stream = EventStream(running.port)
+    stream.open()
+    with connect(running.ws_url + "/"):
+        tally.wait_for("open", 2)
+        kinds = running.call(
+            lambda: sorted(type(c).__name__ for c in running.server.streams.values())
+        )
+        conns = running.call(lambda: list(running.server.streams.values()))
+        assert kinds == ["SseConnection", "WebSocketConnection"]
+        assert all(isinstance(conn, StreamConnection) for conn in conns)
+        sse = next(conn for conn in conns if isinstance(conn, SseConnection))
+        ws = next(conn for conn in conns if isinstance(conn, WebSocketConnection))
+        # An event stream has no WebSocket session: no frame reader, no close handshake.
+        assert not isinstance(sse, WebSocketSession | WebSocketConnection)
+        assert not hasattr(sse, "reader")
+        assert isinstance(ws, WebSocketSession)
+        # ``write_to`` reaches both kinds through the one table.
+        for conn_id in ids:
+            assert running.call(lambda conn_id=conn_id: plezi.write_to(conn_id, "hi"))
+        assert stream.event().data == "hi"
+    stream.sock.close()
+
+
+def _server_names(tree: ast.Module) -> set[str]:
+    """Names a module imports from the server layer (``from ..server.x import A``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module is not None:
+            if node.module.split(".")[0] == "server":
+                names.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("plezi.server"):
+            names.update(alias.asname or alias.name for alias in node.names)
+    return names
+
+
+def _root(node: ast.expr) -> ast.expr:
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+    return node
+
+
+def test_pubsub_writes_no_value_of_the_server_layer() -> None:
+    offences = []
+    for path in sorted(PUBSUB.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        imported = _server_names(tree)
+        for node in ast.walk(tree):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            for target in targets:
+                if not isinstance(target, ast.Attribute | ast.Subscript):
+                    continue
+                root = _root(target)
+                if isinstance(root, ast.Name) and root.id in imported:
+                    offences.append(f"{path.name}:{node.lineno}: {ast.unparse(target)}")
+    assert offences == []
