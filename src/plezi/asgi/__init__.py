@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from .adapter import ASGIApp
 from .mount import Lifespan, mount
-from .types import ASGIApplication, Message, Receive, Scope, Send
+from .types import ASGIApplication, ASGIMessage, Receive, Scope, Send
 
 __all__ = [
     "ASGIApp",
     "ASGIApplication",
+    "ASGIMessage",
     "Lifespan",
     "Message",
     "Receive",
@@ -37,6 +38,10 @@ __all__ = [
     "application",
     "mount",
 ]
+
+#: The old name of :data:`ASGIMessage` (kept: ``plezi.asgi`` exported it; pub/sub has its own
+#: ``Message``, hence the new name).
+Message = ASGIMessage
 
 #: The ASGI application of :data:`plezi.app` (the routes :func:`plezi.route` adds), with the
 #: default :class:`plezi.Limits`: ``uvicorn myapp:application`` after

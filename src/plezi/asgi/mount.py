@@ -33,7 +33,7 @@ from urllib.parse import unquote
 
 from ..web.controller import Controller
 from ..web.patterns import normalize_path
-from .types import ASGIApplication, Message, Scope
+from .types import ASGIApplication, ASGIMessage, Scope
 
 __all__ = ["Lifespan", "mount"]
 
@@ -54,7 +54,7 @@ class Lifespan:
         self.enabled = enabled
         #: The lifespan ``state``; every request's scope gets a shallow copy (ASGI 2.4).
         self.state: dict[str, Any] = {}
-        self._inbox: asyncio.Queue[Message] | None = None
+        self._inbox: asyncio.Queue[ASGIMessage] | None = None
         self._task: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
 
@@ -79,7 +79,7 @@ class Lifespan:
             log.debug("mounted ASGI app %r: no lifespan", self.app, exc_info=True)
         self._settle(None)
 
-    async def _send(self, message: Message) -> None:
+    async def _send(self, message: ASGIMessage) -> None:
         kind = message["type"]
         if kind == "lifespan.startup.failed":
             reason = message.get("message") or "no reason given"
@@ -195,10 +195,10 @@ async def _forward_http(inst: Controller, app: ASGIApplication, state: dict[str,
     request = inst.request
     complete = asyncio.Event()
     body_sent = False
-    start: Message | None = None
+    start: ASGIMessage | None = None
     chunks: list[bytes] = []
 
-    async def receive() -> Message:
+    async def receive() -> ASGIMessage:
         nonlocal body_sent
         if not body_sent:
             body_sent = True
@@ -206,7 +206,7 @@ async def _forward_http(inst: Controller, app: ASGIApplication, state: dict[str,
         await complete.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: Message) -> None:
+    async def send(message: ASGIMessage) -> None:
         nonlocal start
         kind = message["type"]
         if kind == "http.response.start":
@@ -223,7 +223,7 @@ async def _forward_http(inst: Controller, app: ASGIApplication, state: dict[str,
     return True
 
 
-def _copy_response(inst: Controller, start: Message, body: bytes) -> None:
+def _copy_response(inst: Controller, start: ASGIMessage, body: bytes) -> None:
     response = inst.response
     response.status = int(start["status"])
     headers = response.headers
@@ -251,11 +251,11 @@ class _Bridge:
     def __init__(self, inst: Controller, app: ASGIApplication) -> None:
         self.inst = inst
         self.app = app
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue(_INBOX)
+        self.inbox: asyncio.Queue[ASGIMessage] = asyncio.Queue(_INBOX)
         #: The app's answer to the handshake: ``True`` (accept) or ``False`` (close).
         self.answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         #: The app's messages sent before ``on_open`` (the connection was not there yet).
-        self.early: list[Message] | None = []
+        self.early: list[ASGIMessage] | None = []
         self.closed = False
         self.task: asyncio.Task[None] | None = None
 
@@ -275,7 +275,7 @@ class _Bridge:
         if not self.answer.done():
             self.answer.set_result(False)
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: ASGIMessage) -> None:
         kind = message["type"]
         if not self.answer.done():
             if kind == "websocket.accept":
@@ -289,7 +289,7 @@ class _Bridge:
         else:
             self._to_client(message)
 
-    def _accept(self, message: Message) -> None:
+    def _accept(self, message: ASGIMessage) -> None:
         response = self.inst.response
         for raw_name, raw_value in message.get("headers") or ():
             name = bytes(raw_name).decode("latin-1")
@@ -301,7 +301,7 @@ class _Bridge:
         if message.get("subprotocol"):
             response.headers["Sec-WebSocket-Protocol"] = message["subprotocol"]
 
-    def _to_client(self, message: Message) -> None:
+    def _to_client(self, message: ASGIMessage) -> None:
         kind = message["type"]
         if kind == "websocket.send":
             text = message.get("text")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from ..http.request import Request
 from ..http.response import HTML, Reply, has_body
 from ..http.static import FileReply
-from .types import Message, Receive, Scope
+from .types import ASGIMessage, Receive, Scope
 
 __all__ = [
     "BodyTooLarge",
@@ -110,7 +110,7 @@ async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def reply_messages(reply: bytes | Reply, *, head: bool, prefix: str = "http") -> list[Message]:
+def reply_messages(reply: bytes | Reply, *, head: bool, prefix: str = "http") -> list[ASGIMessage]:
     """The ``<prefix>.response.start`` and ``<prefix>.response.body`` messages of ``reply``
     (``prefix`` is ``"websocket.http"`` for a refused WebSocket handshake): ``bytes`` are the
     body of a ``200 text/html`` reply, as ``App.handle`` answers a ``str``. ``Content-Length``

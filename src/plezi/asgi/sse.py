@@ -44,7 +44,7 @@ from .websocket import ASGITransport, run_connection
 if TYPE_CHECKING:
     from ..http.response import Accept
     from ..server.server import Server
-    from .types import Message, Receive, Send
+    from .types import ASGIMessage, Receive, Send
 
 __all__ = ["ASGIStreamTransport", "serve_sse", "stream_start"]
 
@@ -65,7 +65,7 @@ class ASGIStreamTransport(ASGITransport):
         )
         self._queued(len(body))
 
-    def _last_message(self) -> Message:
+    def _last_message(self) -> ASGIMessage:
         return {"type": "http.response.body", "body": b"", "more_body": False}
 
     async def read_loop(self) -> None:
@@ -81,7 +81,7 @@ class ASGIStreamTransport(ASGITransport):
                 return
 
 
-def stream_start(upgrade: Accept) -> Message:
+def stream_start(upgrade: Accept) -> ASGIMessage:
     """The ``http.response.start`` of an event stream: the native stream's head, with the
     headers and cookies ``pre_connect`` set. ``ValueError`` for a header with a line break."""
     headers = asgi_headers(stream_headers(upgrade.controller))

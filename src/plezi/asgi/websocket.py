@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ..config import Limits
     from ..http.response import Upgrade
     from ..server.server import Server
-    from .types import Message, Receive, Send
+    from .types import ASGIMessage, Receive, Send
 
 __all__ = ["ASGITransport", "ASGIWebSocket", "run_connection", "serve_websocket"]
 
@@ -73,7 +73,7 @@ class ASGITransport(asyncio.Transport):
         self._send = send
         self._limits = limits
         #: ASGI messages to send, each with the bytes it accounts for.
-        self._queue: deque[tuple[Message, int]] = deque()
+        self._queue: deque[tuple[ASGIMessage, int]] = deque()
         self._size = 0
         self._high = limits.write_high_water
         self._low = 0
@@ -192,11 +192,11 @@ class ASGITransport(asyncio.Transport):
             self._wake.clear()
             await self._wake.wait()
 
-    def _last_message(self) -> Message:
+    def _last_message(self) -> ASGIMessage:
         """What ends the connection when it is closed with nothing left to send."""
         return {"type": "websocket.close", "code": CloseCode.NORMAL}
 
-    async def _deliver(self, message: Message) -> bool:
+    async def _deliver(self, message: ASGIMessage) -> bool:
         try:
             await self._send(message)
         except Exception as exc:  # noqa: BLE001 - servers raise OSError, RuntimeError ...
@@ -280,7 +280,7 @@ def _too_big(data: str | bytes, limit: int) -> bool:
     return len(data.encode("utf-8", "surrogatepass")) > limit
 
 
-def message_size(message: Message) -> int:
+def message_size(message: ASGIMessage) -> int:
     """The bytes an ASGI message accounts for in the outgoing buffer: its text (UTF-8) or bytes,
     a close's reason."""
     data = message.get("text")
@@ -291,7 +291,7 @@ def message_size(message: Message) -> int:
     return len(data)
 
 
-def _frame_message(opcode: int, payload: bytes) -> Message | None:
+def _frame_message(opcode: int, payload: bytes) -> ASGIMessage | None:
     """The ASGI message for a frame this side built; ``None`` for a ping or pong (the ASGI
     server pings its clients itself)."""
     if opcode == OP_TEXT:
@@ -319,7 +319,7 @@ class ASGIWebSocket(WebSocketConnection):
         (as natively)."""
         if self.state != OPEN:
             return False
-        message: Message
+        message: ASGIMessage
         if isinstance(data, str):
             text = str(data)
             size = len(text) if text.isascii() else len(text.encode())
