@@ -21,7 +21,6 @@ from typing import Any
 from ..config import Limits, ServerConfig
 from ..http.response import Accept, Outcome, Reply, error_reply, unavailable
 from ..http.static import FileReply
-from ..protocol.handshake import OriginPolicy
 from ..server.server import Server
 from ..web.app import App, default_app
 from .scope import BodyTooLarge, ClientGone, read_body, reply_messages, request_from_scope
@@ -79,8 +78,6 @@ class ASGIApp:
             shutdown_timeout=shutdown_timeout,
         )
         self.config.limits.validate()
-        policy = self.config.allowed_origins
-        self._origins = OriginPolicy(policy) if policy else None
         self._host: _Host | None = None
         self._starting: asyncio.Lock | None = None
 
@@ -153,13 +150,7 @@ class ASGIApp:
             return
         host = await self._ensure_host()
         request = request_from_scope(scope)
-        if self._origins is not None and not self._origins.allows(request.headers.get("origin")):
-            log.warning(
-                "%s: WebSocket to %r from Origin %r refused (not in allowed_origins)",
-                _peer(scope),
-                request.path[:200],
-                request.headers.get("origin", "")[:200],
-            )
+        if host.refuses_origin(request, _peer(scope)):
             reply: Outcome = error_reply(403, "Forbidden")
         elif host.shutting_down:
             reply = unavailable()

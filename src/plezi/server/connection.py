@@ -80,6 +80,16 @@ log = logging.getLogger("plezi")
 
 #: Events queued behind a running async callback before reading from the client pauses.
 _QUEUE_PAUSE = 64
+
+# Why reading from a connection is paused (bits of ``_paused_for``): reading resumes only when
+# no reason is left. One helper pair (``_pause_reading``/``_resume_reading``) keeps the rule in
+# one place, whichever reason comes and goes first.
+#: The client does not read what we send (back-pressure, ``pause_writing``).
+WRITES = 1
+#: Async callbacks are queued past ``_QUEUE_PAUSE``.
+BACKLOG = 2
+#: The reader used up its turn; the rest of the read is parsed in a later iteration.
+TURN = 4
 _NO_ARG: Any = object()
 
 #: A per-process prefix that makes connection ids unique across processes and machines.
@@ -96,7 +106,7 @@ SLOTS = (
     "_in_feed",
     "_last",
     "_queue",
-    "_read_paused",
+    "_paused_for",
     "_serial",
     "_write_paused",
     "handler",
@@ -205,7 +215,7 @@ class StreamConnection(asyncio.Protocol):
         #: kernel at the last reaper tick (progress of a client we stopped reading from).
         self._flushed = 0
         self._drained = 0
-        self._read_paused = False
+        self._paused_for = 0
         self._write_paused = False
         self._serial = next(_counter)
         #: Functions to call when the connection is lost (pub/sub unsubscribes), or ``None``.
@@ -279,18 +289,14 @@ class StreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        if not self._read_paused and self.state != CLOSED:
-            self._read_paused = True
-            self.transport.pause_reading()
+        self._pause_reading(WRITES)
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._dropping:
             self._dropping = False
             log.info("%s %s: the client caught up; messages flow again", self.kind, self.id)
-        if self._read_paused and self._queue is None and self.state != CLOSED:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._resume_reading(WRITES)
         self._callback("on_drained")
 
     # -- writing ----------------------------------------------------------------------------
@@ -433,9 +439,8 @@ class StreamConnection(asyncio.Protocol):
         queue = self._queue
         assert queue is not None
         queue.append((func, arg, is_async))
-        if len(queue) > _QUEUE_PAUSE and not self._read_paused and self.state != CLOSED:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if len(queue) > _QUEUE_PAUSE:
+            self._pause_reading(BACKLOG)
 
     def _start_async(self, awaitable: Any, name: str) -> None:
         self._queue = deque()
@@ -475,9 +480,21 @@ class StreamConnection(asyncio.Protocol):
             self._release()
             return
         self.flush()
-        if self._read_paused and not self._write_paused:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._resume_reading(BACKLOG)
+
+    def _pause_reading(self, reason: int) -> None:
+        """Stop reading from the client for ``reason`` (see :data:`WRITES`...)."""
+        if not self._paused_for and self.state != CLOSED and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused_for |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        """``reason`` is gone; read again if it was the last one."""
+        paused = self._paused_for
+        if paused & reason:
+            self._paused_for = paused = paused & ~reason
+            if not paused and self.state != CLOSED and not self.transport.is_closing():
+                self.transport.resume_reading()
 
 
 class _Released:

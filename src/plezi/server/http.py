@@ -90,8 +90,7 @@ import httptools
 from ..http.request import Request
 from ..http.response import Accept, Outcome, Reply, unavailable
 from ..http.static import FileReply
-from ..protocol.handshake import OriginPolicy, handshake_response, is_upgrade_request
-from ..throttle import LogThrottle
+from ..protocol.handshake import handshake_response, is_upgrade_request
 from .connection import StreamConnection
 from .h1 import error_bytes, render, render_text
 from .sse import SseConnection, response_head
@@ -285,7 +284,7 @@ class HttpProtocol(asyncio.Protocol):
         """503 and close: the server holds ``max_connections`` already (logged once a second
         at most, so that a flood of connections cannot flood the log too)."""
         self._no_more = True
-        self._throttle("capacity").log(
+        self.server.throttle("capacity").log(
             log,
             logging.WARNING,
             "%s: refused with 503: %d connections open (max_connections)",
@@ -293,14 +292,6 @@ class HttpProtocol(asyncio.Protocol):
             len(self.server.connections),
         )
         self._write_and_close(error_bytes(503, "Service Unavailable"))
-
-    def _throttle(self, kind: str) -> LogThrottle:
-        """The server's throttle for one kind of refusal line (see :mod:`.throttle`)."""
-        throttles = self.server.log_throttles
-        throttle = throttles.get(kind)
-        if throttle is None:
-            throttle = throttles[kind] = LogThrottle()
-        return throttle
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -938,21 +929,10 @@ class HttpProtocol(asyncio.Protocol):
     def _upgrade_allowed(self, request: Request) -> bool:
         """What a WebSocket upgrade must satisfy before the application sees it; if it does not,
         it is refused here (with a log line) and ``False`` returned."""
-        headers = request.headers
         if request.http_version != "1.1":  # RFC 6455 section 4.1
             self._fail(400, "Bad Request: a WebSocket upgrade needs HTTP/1.1")
             return False
-        allowed = self.server.config.allowed_origins
-        if allowed and not _origin_policy(tuple(allowed)).allows(headers.get("origin")):
-            origin = headers.get("origin", "")
-            self._throttle("origin").log(
-                log,
-                logging.WARNING,
-                "%s: 403 WebSocket upgrade to %r from Origin %r refused (not in allowed_origins)",
-                self.client[0] if self.client else "-",
-                request.path[:200],
-                origin[:200],
-            )
+        if self.server.refuses_origin(request, self.client[0] if self.client else "-"):
             self._fail(403, "Forbidden", level=logging.DEBUG)
             return False
         return True
@@ -1091,12 +1071,6 @@ class HttpProtocol(asyncio.Protocol):
             self._rest = b""
         else:
             self._close_after = True
-
-
-@functools.lru_cache(maxsize=16)
-def _origin_policy(allowed: tuple[str, ...]) -> OriginPolicy:
-    """The compiled ``allowed_origins`` (built once per distinct setting)."""
-    return OriginPolicy(allowed)
 
 
 def _authority(url: str) -> str | None:

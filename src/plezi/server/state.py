@@ -8,12 +8,15 @@ never import the module that creates them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import ServerConfig
+from ..http.request import Request
+from ..protocol.handshake import OriginPolicy
 from ..throttle import LogThrottle
 
 if TYPE_CHECKING:
@@ -104,3 +107,38 @@ class ServerState:
             transport = getattr(conn, "transport", None)
             if transport is not None:
                 transport.abort()
+
+    def throttle(self, kind: str) -> LogThrottle:
+        """The server's throttle for one kind of refusal line a client can trigger at will
+        (see :mod:`plezi.throttle`): at most one line a second each."""
+        throttles = self.log_throttles
+        found = throttles.get(kind)
+        if found is None:
+            found = throttles[kind] = LogThrottle()
+        return found
+
+    def refuses_origin(self, request: Request, peer: str) -> bool:
+        """Whether a WebSocket upgrade comes from an ``Origin`` that ``allowed_origins`` does
+        not admit; if so, one warning line (throttled). The native server and the ASGI adapter
+        both ask here, so the rule and the line are the same."""
+        allowed = self.config.allowed_origins
+        if not allowed:
+            return False
+        origin = request.headers.get("origin")
+        if _origin_policy(tuple(allowed)).allows(origin):
+            return False
+        self.throttle("origin").log(
+            log,
+            logging.WARNING,
+            "%s: 403 WebSocket upgrade to %r from Origin %r refused (not in allowed_origins)",
+            peer,
+            request.path[:200],
+            (origin or "")[:200],
+        )
+        return True
+
+
+@functools.lru_cache(maxsize=16)
+def _origin_policy(allowed: tuple[str, ...]) -> OriginPolicy:
+    """The compiled ``allowed_origins`` (built once per distinct setting)."""
+    return OriginPolicy(allowed)

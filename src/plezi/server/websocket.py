@@ -50,7 +50,7 @@ from ..protocol.close import CloseCode
 from ..protocol.connection import CLOSED, CLOSING, MAX_CONTROL_FRAMES, OPEN, WebSocketSession
 from ..protocol.frames import binary_frame, ping_frame, text_frame
 from ..protocol.reader import TURN_SECONDS
-from .connection import OUTBOX, PROCESS_TOKEN, SLOTS, StreamConnection
+from .connection import BACKLOG, OUTBOX, PROCESS_TOKEN, SLOTS, TURN, WRITES, StreamConnection
 
 if TYPE_CHECKING:
     from .state import ServerState
@@ -113,8 +113,7 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
         iteration, after the other connections' events (see "Fair turns")."""
         if self.state == CLOSED:
             return
-        if not self.transport.is_closing():
-            self.transport.pause_reading()
+        self._pause_reading(TURN)
         asyncio.get_running_loop().call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
@@ -134,8 +133,8 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
             self.flush()
         if more:
             self._yield_turn()
-        elif not self._read_paused and self.state != CLOSED and not self.transport.is_closing():
-            self.transport.resume_reading()
+        else:
+            self._resume_reading(TURN)
 
     def _release(self) -> None:
         """Also break the cycle through the reader (see the module docstring)."""
@@ -183,7 +182,7 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
             return
         if self.state != OPEN or not limits.ping_interval:
             return
-        if self._read_paused:
+        if self._paused_for & (WRITES | BACKLOG):
             self._check_progress(now)
         if self._ping_at:
             # ``_last`` is stamped with the reaper's clock, so a pong that arrived during the
