@@ -290,6 +290,11 @@ class RedisEngine(Engine):
         self.max_backlog = max_backlog
         self._channels: set[str] = set()
         self._patterns: set[str] = set()
+        #: The channels and patterns (Redis names) Redis confirmed on the current subscribing
+        #: connection: exactly the subscriptions a PUBLISH is matched against there, so exactly
+        #: the copies of it that arrive (see ``_wanted_copy``).
+        self._live_channels: set[bytes] = set()
+        self._live_patterns: set[bytes] = set()
         #: Packed PUBLISH commands, oldest first; the first ``_sent`` are written to Redis and
         #: wait for their reply (they are sent again if the connection is lost before it).
         self._queue: deque[bytes] = deque()
@@ -730,6 +735,8 @@ class RedisEngine(Engine):
             channel, data = reply[1], reply[2]
         elif kind == b"pmessage":
             channel, data = reply[2], reply[3]
+            if not self._wanted_copy(reply[1], channel):
+                return
         else:
             self._on_other(reply)
             return
@@ -748,6 +755,25 @@ class RedisEngine(Engine):
             self.sink.deliver(Message(name, payload, is_text))
         except Exception:
             log.exception("error delivering a message from Redis")
+
+    def _wanted_copy(self, pattern: bytes, channel: bytes) -> bool:
+        """Whether this ``pmessage`` copy of a PUBLISH is the one to deliver.
+
+        Redis sends one copy per subscription of this connection that matches the channel (the
+        channel's own, then each matching pattern's), while the registry delivers each message
+        to every matching local subscription itself: so exactly one copy may pass, or a
+        connection subscribed to ``room`` and ``ro*`` would get each message twice per
+        subscription. The copy that passes is the channel's when the channel is subscribed,
+        else the one of the smallest matching pattern. Both sets are the subscriptions Redis
+        confirmed on this connection, so the chosen copy is one that Redis sends."""
+        if channel in self._live_channels:
+            return False
+        name = channel.decode(errors="replace")
+        first = min(
+            (p for p in self._live_patterns if compile_glob(p.decode(errors="replace"))(name)),
+            default=pattern,
+        )
+        return pattern == first
 
     def _decode_other(self, data: bytes, channel: bytes | None) -> tuple[bytes, bool] | None:
         """A message without the common tags: marked by the process that already delivered it
@@ -773,8 +799,19 @@ class RedisEngine(Engine):
             return
         if isinstance(reply, list) and len(reply) >= 2:
             kind, name = reply[0], reply[1]
-            if kind == b"subscribe" and name == self._presence_remote:
-                self._presence = True
+            if kind == b"psubscribe":
+                self._live_patterns.add(name)
+                return
+            if kind == b"punsubscribe":
+                self._live_patterns.discard(name)
+                return
+            if kind == b"unsubscribe":
+                self._live_channels.discard(name)
+                return
+            if kind == b"subscribe":
+                self._live_channels.add(name)
+                if name == self._presence_remote:
+                    self._presence = True
                 return
             if kind != b"pong":
                 return
@@ -841,6 +878,8 @@ class RedisEngine(Engine):
         )
         self._sub = sub
         self._presence = self._announced = False
+        self._live_channels.clear()
+        self._live_patterns.clear()
         commands = [pack_command(b"SUBSCRIBE", self._presence_remote)]
         commands.append(pack_command(b"PSUBSCRIBE", self._direct_pattern))
         commands += [pack_command(b"SUBSCRIBE", self._remote(c, False)) for c in self._channels]
