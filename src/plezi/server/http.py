@@ -288,7 +288,7 @@ class HttpProtocol(asyncio.Protocol):
             log,
             logging.WARNING,
             "%s: refused with 503: %d connections open (max_connections)",
-            self.client[0] if self.client else "-",
+            self._peer(),
             len(self.server.connections),
         )
         self._write_and_close(error_bytes(503, "Service Unavailable"))
@@ -310,6 +310,10 @@ class HttpProtocol(asyncio.Protocol):
         """Break the cycle between us and the parser (it holds our bound methods), so that
         the connection's memory returns as soon as the last reference goes."""
         self._parser = None  # type: ignore[assignment]
+
+    def _peer(self) -> str:
+        """The client's address as log lines show it (``-`` when the transport has none)."""
+        return self.client[0] if self.client else "-"
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -846,7 +850,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.server.config.verbose:
             access_log.info(
                 '%s "%s %s HTTP/%s" %s %d',
-                self.client[0] if self.client else "-",
+                self._peer(),
                 request.method,
                 request.url,
                 request.http_version,
@@ -871,8 +875,7 @@ class HttpProtocol(asyncio.Protocol):
         """Refuse the request being read with ``status``, after the replies still owed.
 
         ``message`` goes to the log; the peer only sees the status's standard phrase."""
-        peer = self.client[0] if self.client else "-"
-        log.log(level, "%s: %d %s", peer, status, message)
+        log.log(level, "%s: %d %s", self._peer(), status, message)
         self._no_more = True
         self._release_body()
         reply = error_bytes(status, _PHRASES.get(status, "Error"))
@@ -932,7 +935,7 @@ class HttpProtocol(asyncio.Protocol):
         if request.http_version != "1.1":  # RFC 6455 section 4.1
             self._fail(400, "Bad Request: a WebSocket upgrade needs HTTP/1.1")
             return False
-        if self.server.refuses_origin(request, self.client[0] if self.client else "-"):
+        if self.server.refuses_origin(request, self._peer()):
             self._fail(403, "Forbidden", level=logging.DEBUG)
             return False
         return True
@@ -1008,7 +1011,7 @@ class HttpProtocol(asyncio.Protocol):
         """The access log line of a request that became a WebSocket or an event stream."""
         access_log.info(
             '%s "GET %s HTTP/%s" %s',
-            self.client[0] if self.client else "-",
+            self._peer(),
             request.url,
             request.http_version,
             outcome,
@@ -1034,7 +1037,7 @@ class HttpProtocol(asyncio.Protocol):
             if now - self._last > limits.keepalive_timeout:
                 log.info(
                     "%s: the client read none of its replies in %.0fs; connection cut",
-                    self.client[0] if self.client else "-",
+                    self._peer(),
                     limits.keepalive_timeout,
                 )
                 self.transport.abort()
@@ -1043,7 +1046,7 @@ class HttpProtocol(asyncio.Protocol):
             if now - self._last > limits.keepalive_timeout:
                 log.debug(
                     "%s: closing an idle keep-alive connection",
-                    self.client[0] if self.client else "-",
+                    self._peer(),
                 )
                 self.transport.close()
         elif state == HEAD:
