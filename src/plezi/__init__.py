@@ -44,6 +44,7 @@ __all__ = [
     "allow_flags",
     "app",
     "app_name",
+    "channel",
     "no_autostart",
     "publish",
     "pubsub_status",
@@ -149,6 +150,34 @@ def publish(channel: str, message: Any) -> None:
     from .pubsub.hub import hub
 
     hub.publish(channel, message)
+
+
+def channel(
+    name: str,
+    *,
+    history: int = 0,
+    history_ttl: float = 300.0,
+    presence: bool = False,
+    presence_ttl: float = 60.0,
+) -> None:
+    """Configure the delivery of the channel ``name`` (or of every channel a glob such as
+    ``"room.*"`` matches), before or after the server starts.
+
+    ``history=N`` keeps the last ``N`` messages (for at most ``history_ttl`` seconds) and gives
+    each message a position, so a connection that comes back can recover what it missed;
+    ``presence=True`` records who is subscribed (entries of a server that died expire within
+    ``presence_ttl`` seconds). Channels never configured stay at most once and cost nothing more.
+    See docs/delivery.md.
+    """
+    from .pubsub import channels
+
+    channels.configure(
+        name,
+        history=history,
+        history_ttl=history_ttl,
+        presence=presence,
+        presence_ttl=presence_ttl,
+    )
 
 
 def subscribe(channel: str, handler: Callable[..., Any], *, pattern: bool = False) -> None:
