@@ -9,7 +9,9 @@ worker, which delivers it locally. So each process receives each message once, a
 one publisher keep their order everywhere.
 
 Wire format, one frame per message: ``!I`` length of the rest, ``!B`` flags (bit 0: text),
-``!H`` channel length, the UTF-8 channel, the payload.
+``!H`` channel length, the UTF-8 channel, the payload. A frame whose channel starts with
+:data:`~.cluster_presence.CONTROL` is for the master (presence: joins, leaves, questions) or
+from it (answers), never forwarded nor delivered (:mod:`.cluster_presence`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .cluster_presence import CONTROL, ClusterPresence, MasterPresence
 from .engine import Engine, Sink
 from .message import Message
+from .presence import Presence
 
 __all__ = ["ClusterEngine", "Relay", "decode_relay_records", "encode_relay_record"]
 
 log = logging.getLogger("plezi")
 
 _HEAD = struct.Struct("!IBH")
+_CONTROL = CONTROL.encode()
 _LEN = struct.Struct("!I")
 #: Frames a worker holds while it is not connected to the master, before dropping new ones.
 MAX_BACKLOG = 10_000
@@ -78,7 +83,10 @@ class _WorkerLink(asyncio.Protocol):
         deliver = self.engine.sink.deliver
         for message in decode_relay_records(self.buffer):
             try:
-                deliver(message)
+                if message.channel.startswith(CONTROL):
+                    self.engine.on_control(message)
+                else:
+                    deliver(message)
             except Exception:
                 log.exception("error delivering a message from the cluster")
 
@@ -111,7 +119,22 @@ class ClusterEngine(Engine):
 
     def publish(self, message: Message) -> None:
         self.sink.deliver(message)
-        frame = encode_relay_record(message)
+        self._send(encode_relay_record(message))
+
+    def make_presence(self) -> Presence:
+        """Presence kept by the master (:mod:`.cluster_presence`)."""
+        return ClusterPresence(self._send_control)
+
+    def _send_control(self, verb: str, payload: bytes) -> None:
+        self._send(encode_relay_record(Message(CONTROL + verb, payload, False)))
+
+    def on_control(self, message: Message) -> None:
+        """A control record from the master."""
+        tracker = self._tracker
+        if isinstance(tracker, ClusterPresence):
+            tracker.on_control(message.channel[len(CONTROL) :], message.payload)
+
+    def _send(self, frame: bytes) -> None:
         link = self._link
         if link is not None and link.transport is not None:
             link.transport.write(frame)
@@ -178,21 +201,30 @@ class _MasterLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        # PERF: only frame lengths are read; whole frames are forwarded as one slice.
-        offset, size = 0, len(buffer)
+        # PERF: only frame lengths (and the first byte of the channel: a NUL may start a control
+        # record) are read; runs of whole frames are forwarded as one slice.
+        start = offset = 0
+        size = len(buffer)
         while size - offset >= 4:
             (length,) = _LEN.unpack_from(buffer, offset)
-            if offset + 4 + length > size:
+            end = offset + 4 + length
+            if end > size:
                 break
-            offset += 4 + length
+            if buffer[offset + 7] == 0 and buffer[offset + 7 : offset + 12] == _CONTROL:
+                if offset > start:
+                    self.relay.forward(self, bytes(buffer[start:offset]))
+                self.relay.control(self, bytes(buffer[offset:end]))
+                start = end
+            offset = end
+        if offset > start:
+            self.relay.forward(self, bytes(buffer[start:offset]))
         if offset:
-            chunk = bytes(buffer[:offset])
             del buffer[:offset]
-            self.relay.forward(self, chunk)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.links.discard(self)
         self.transport = None
+        self.relay.presence.drop(self)
 
     def write(self, chunk: bytes) -> None:
         transport = self.transport
@@ -214,6 +246,8 @@ class Relay:
         self.path = path
         self.links: set[_MasterLink] = set()
         self._server: asyncio.AbstractServer | None = None
+        #: The cluster's presence table (:mod:`.cluster_presence`).
+        self.presence = MasterPresence(self._broadcast, self._answer)
 
     async def start(self) -> None:
         """Listen on the Unix socket ``path``."""
@@ -225,6 +259,23 @@ class Relay:
         for link in self.links:
             if link is not origin:
                 link.write(chunk)
+
+    def control(self, origin: _MasterLink, record: bytes) -> None:
+        """A control record from a worker (one whole frame)."""
+        for message in decode_relay_records(bytearray(record)):
+            verb = message.channel[len(CONTROL) :]
+            try:
+                self.presence.on_control(origin, verb, message.payload)
+            except (ValueError, UnicodeDecodeError):
+                log.exception("a malformed control record from a worker: %r", verb)
+
+    def _broadcast(self, message: Message) -> None:
+        frame = encode_relay_record(message)
+        for link in self.links:
+            link.write(frame)
+
+    def _answer(self, link: Any, verb: str, payload: bytes) -> None:
+        link.write(encode_relay_record(Message(CONTROL + verb, payload, False)))
 
     async def stop(self) -> None:
         """Stop listening and close every link."""

@@ -20,6 +20,7 @@ from ..config import redis_url_from_env
 from ..server.connection import OUTBOX, PROCESS_TOKEN
 from .engine import Engine, MemoryEngine
 from .message import DIRECT_PREFIX, Message
+from .presence import PresenceError, presence_options
 from .registry import Handler, Registry
 
 if TYPE_CHECKING:
@@ -85,6 +86,9 @@ class Hub:
         self.registry.flush_batch()
         self.registry.schedule = None
         try:
+            tracker = self.engine._tracker
+            if tracker is not None:
+                await tracker.stop()
             await self.engine.stop()
         finally:
             self.server = None
@@ -154,6 +158,24 @@ class Hub:
         except ValueError:
             return None
         return conn if conn is not None and conn.is_open else None
+
+    # -- presence ---------------------------------------------------------------------------
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """``{connection id: info}`` of the presence channel ``channel``, cluster-wide; from
+        another loop than the server's, the question is asked on the server's loop."""
+        _check_name(channel)
+        options = presence_options(channel)
+        if options is None:
+            raise PresenceError(
+                f"{channel!r} is not a presence channel: configure it with "
+                "plezi.channel(name, presence=True)"
+            )
+        loop = self._loop
+        coro = self.engine.presence.members(channel, options.presence_ttl)
+        if loop is not None and loop is not asyncio.get_running_loop():
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        return await coro
 
     # -- connectionless subscriptions -------------------------------------------------------
 

@@ -85,6 +85,7 @@ from ..errors import PleziError
 from .engine import Engine, Sink
 from .message import DIRECT_PREFIX, Message
 from .patterns import compile_glob
+from .presence import Presence
 from .redis_link import Link, open_link, pack_command
 
 __all__ = ["PubSubUnavailable", "RedisEngine", "RedisStartError", "check_redis"]
@@ -343,6 +344,12 @@ class RedisEngine(Engine):
         self._presence = False
         self._announced = False
         self._presence_remote = self._remote(_PRESENCE, False)
+
+    def make_presence(self) -> Presence:
+        """Presence entries on Redis, shared by every server of the app (:mod:`.redis_presence`)."""
+        from .redis_presence import RedisPresence
+
+        return RedisPresence(self.url, self.prefix, self.process_token, _TEXT)
 
     # -- names on Redis ---------------------------------------------------------------------
 
