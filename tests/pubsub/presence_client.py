@@ -16,7 +16,9 @@ from wsclient import connect
 
 from helpers import UNIT
 
-APP = Path(__file__).with_name("presence_app.py")
+#: In a folder of its own: run as a script from ``tests/pubsub``, ``import redis`` would find
+#: the tests' ``redis`` package.
+APP = Path(__file__).parent / "apps" / "presence_app.py"
 
 Message = dict[str, Any]
 

@@ -274,7 +274,8 @@ class RedisPresence(Presence):
             args += (channel, repr(self.ttls[channel]), len(entries))
             for item in entries.items():
                 args += item
-        self._script("rewrite", _REWRITE)(keys=[self._servers, self._mine], args=args, client=pipe)
+        # EVAL, not EVALSHA: rare, and a pipeline cannot load a script Redis forgot.
+        pipe.execute_command("EVAL", _REWRITE, 2, self._servers, self._mine, *args)
 
     # -- the heartbeat --------------------------------------------------------------------------
 
