@@ -29,14 +29,23 @@ def servers(
     return [script(APP, "--redis", redis.url, env=env) for _ in range(count)]
 
 
-def test_two_servers_share_the_table_and_announce_each_others_joins_and_leaves(
+def room_on_two_servers(
     redis: RedisProcess, script: Callable[..., Script], clients: contextlib.ExitStack
-) -> None:
+) -> tuple[Script, Script, Member, Member]:
+    """Two servers, ann on the first and bob on the second, both seen in ``room.1``."""
     s1, s2 = servers(redis, script)
     ann = Member(clients, s1.ws_url, "room.1", "ann")
     bob = Member(clients, s2.ws_url, "room.1", "bob")
     both = {ann.id: {"name": "ann"}, bob.id: {"name": "bob"}}
     assert ann.wait_who(lambda got: got == both) == bob.who() == both
+    return s1, s2, ann, bob
+
+
+def test_two_servers_share_the_table_and_announce_each_others_joins_and_leaves(
+    redis: RedisProcess, script: Callable[..., Script], clients: contextlib.ExitStack
+) -> None:
+    s1, s2, ann, bob = room_on_two_servers(redis, script, clients)
+    both = {ann.id: {"name": "ann"}, bob.id: {"name": "bob"}}
     # bob's join reached ann's server once its subscription to the notifications was live:
     # a third member joining now is announced to both.
     cat = Member(clients, s2.ws_url, "room.1", "cat")
@@ -81,9 +90,7 @@ def test_joins_of_one_iteration_share_one_round_trip(redis: RedisProcess) -> Non
 def test_a_server_killed_without_a_goodbye_loses_its_entries_within_the_ttl(
     redis: RedisProcess, script: Callable[..., Script], clients: contextlib.ExitStack
 ) -> None:
-    s1, s2 = servers(redis, script)
-    ann = Member(clients, s1.ws_url, "room.1", "ann")
-    bob = Member(clients, s2.ws_url, "room.1", "bob")
+    _, s2, ann, bob = room_on_two_servers(redis, script, clients)
     eve = Member(clients, s2.ws_url, "room.1", "eve")
     everyone = {m.id: {"name": m.name} for m in (ann, bob, eve)}
     ann.wait_who(lambda got: got == everyone)
@@ -103,10 +110,7 @@ def test_a_server_killed_without_a_goodbye_loses_its_entries_within_the_ttl(
 def test_a_stopped_server_takes_its_entries_away(
     redis: RedisProcess, script: Callable[..., Script], clients: contextlib.ExitStack
 ) -> None:
-    s1, s2 = servers(redis, script)
-    ann = Member(clients, s1.ws_url, "room.1", "ann")
-    bob = Member(clients, s2.ws_url, "room.1", "bob")
-    ann.wait_who(lambda got: bob.id in got)
+    _, s2, ann, bob = room_on_two_servers(redis, script, clients)
     code, _ = s2.stop()
     assert code == 0
     assert ann.left(bob)["leave"] == {bob.id: {"name": "bob"}}
@@ -117,11 +121,8 @@ def test_a_stopped_server_takes_its_entries_away(
 def test_after_a_redis_restart_without_persistence_the_servers_register_again(
     redis: RedisProcess, script: Callable[..., Script], clients: contextlib.ExitStack
 ) -> None:
-    s1, s2 = servers(redis, script)
-    ann = Member(clients, s1.ws_url, "room.1", "ann")
-    bob = Member(clients, s2.ws_url, "room.1", "bob")
+    _, s2, ann, bob = room_on_two_servers(redis, script, clients)
     both = {ann.id: {"name": "ann"}, bob.id: {"name": "bob"}}
-    ann.wait_who(lambda got: got == both)
     redis.kill()
     redis.start()  # empty: nothing was saved
     assert redis.command("EXISTS", "presence:presence:room.1").strip() == ":0"
