@@ -46,7 +46,8 @@ added per message on the common path.
 
 *After an outage: who is waited for.* Redis keeps nothing, so a queued message published before
 another server has resubscribed never reaches that server. Every process subscribes to the app's
-presence channel, and announces itself there (``hello``) once all its subscriptions are
+presence channel (the servers' own presence, here; the presence of connections in channels is
+:mod:`.redis_presence`), and announces itself there (``hello``) once all its subscriptions are
 confirmed (a PING after them on the same connection answers last); every process that hears a
 ``hello`` answers ``here``, every process repeats ``here`` every health check interval, and a
 process that stops says ``bye``. So each process knows the other processes of its app (its
