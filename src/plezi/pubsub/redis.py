@@ -350,7 +350,9 @@ class RedisEngine(Engine):
         """Presence entries on Redis, shared by every server of the app (:mod:`.redis_presence`)."""
         from .redis_presence import RedisPresence
 
-        return RedisPresence(self.url, self.prefix, self.process_token, _TEXT)
+        return RedisPresence(
+            self.url, self.prefix, self.process_token, _TEXT, lambda: self._loop is not None
+        )
 
     # -- names on Redis ---------------------------------------------------------------------
 

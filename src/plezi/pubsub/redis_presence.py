@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..throttle import LogThrottle
@@ -167,8 +168,13 @@ return out
 class RedisPresence(Presence):
     """Presence for a :class:`~.redis.RedisEngine` (see the module docstring)."""
 
-    def __init__(self, url: str, prefix: str, token: str, tag: bytes) -> None:
+    def __init__(
+        self, url: str, prefix: str, token: str, tag: bytes, serving: Callable[[], bool]
+    ) -> None:
         super().__init__(self._no_publish)
+        #: Whether a server runs in this process (its engine started): then the Redis client
+        #: lives until :meth:`stop`; else a question gets a client of its own (a script).
+        self.serving = serving
         self.url = url
         self.prefix = prefix
         self.token = token
@@ -320,9 +326,9 @@ class RedisPresence(Presence):
             await asyncio.shield(self._writer)
         self.round_trips += 1
         keys, args = [self._servers, self._key(channel)], [repr(ttl)]
-        if self._client is None:
-            # Nothing joined here (a script that only asks): a client for this question only,
-            # on whatever loop asks it.
+        if self._client is None and not self.serving():
+            # No server here (a script that only asks): a client for this question only, on
+            # whatever loop asks it.
             import redis.asyncio as aioredis
 
             client = aioredis.Redis.from_url(self.url, protocol=2, socket_connect_timeout=5.0)

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +68,7 @@ def test_two_servers_share_the_table_and_announce_each_others_joins_and_leaves(
 
 def test_joins_of_one_iteration_share_one_round_trip(redis: RedisProcess) -> None:
     token = "feedc0ffee00"
-    presence = RedisPresence(redis.url, "rt:", token, b"\x00plz:t")
+    presence = RedisPresence(redis.url, "rt:", token, b"\x00plz:t", lambda: True)
 
     async def main() -> tuple[int, dict[str, Any], int]:
         for i in range(200):
@@ -134,3 +138,26 @@ def test_after_a_redis_restart_without_persistence_the_servers_register_again(
     ann.wait_who(lambda got: cat.id in got)
     cat.close()
     ann.wait_who(lambda got: cat.id not in got)
+
+
+ASK = """
+import asyncio, json, os, plezi
+plezi.app_name = os.environ["APP_NAME"]
+plezi.channel("room.*", presence=True)
+print(json.dumps(asyncio.run(plezi.presence("room.1"))))
+"""
+
+
+def test_a_plain_script_asks_who_is_there(
+    redis: RedisProcess, script: Callable[..., Script], clients: contextlib.ExitStack
+) -> None:
+    (server,) = servers(redis, script, count=1)
+    ann = Member(clients, server.ws_url, "room.1", "ann")
+    ann.wait_who(lambda got: ann.id in got)
+    env = {**os.environ, "PL_REDIS_URL": redis.url, "APP_NAME": "presence"}
+    done = subprocess.run(
+        [sys.executable, "-c", ASK], env=env, capture_output=True, text=True, timeout=30 * UNIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {ann.id: {"name": "ann"}}
+    assert "Traceback" not in done.stderr and "nclosed" not in done.stderr, done.stderr
