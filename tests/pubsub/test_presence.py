@@ -74,6 +74,14 @@ def test_a_glob_makes_presence_channels_but_never_of_notification_channels(
     assert plezi.presence_channel("room.1") == "presence:room.1"
 
 
+def test_names_starting_with_nul_are_plezis_own() -> None:
+    for name in ("\x00ctl:join", "\x00to:x"):
+        with pytest.raises(ValueError, match="invalid channel name"):
+            plezi.publish(name, "x")
+        with pytest.raises(ValueError, match="invalid channel name"):
+            plezi.subscribe(name, print)
+
+
 # -- one process, in a thread --------------------------------------------------------------------
 
 

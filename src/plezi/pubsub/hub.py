@@ -261,7 +261,9 @@ def default_app_name() -> str:
 
 
 def _check_name(channel: str) -> None:
-    if not isinstance(channel, str) or not channel or channel.startswith(DIRECT_PREFIX):
+    # Names starting with NUL are plezi's own: one connection's messages (DIRECT_PREFIX), the
+    # cluster's control records (cluster_presence.CONTROL).
+    if not isinstance(channel, str) or not channel or channel.startswith("\x00"):
         raise ValueError(f"invalid channel name {channel!r}")
 
 
