@@ -225,3 +225,31 @@ def test_a_member_on_another_worker_is_announced(
     other.ws.send("leave")
     other.expect(lambda m: m["event"] == "left")
     assert first.left(other)["leave"] == {other.id: {"name": other.name}}
+
+
+# -- the test client -----------------------------------------------------------------------------
+
+
+def test_presence_works_in_the_test_client(room_config: None) -> None:
+    from plezi.testing import TestClient
+
+    class Room:
+        def on_open(self) -> None:
+            self.subscribe(plezi.presence_channel("room.1"))  # type: ignore[attr-defined]
+            self.subscribe("room.1", info={"n": self.params["n"]})  # type: ignore[attr-defined]
+
+        async def on_message(self, data: str) -> None:
+            self.write(await plezi.presence("room.1"))  # type: ignore[attr-defined]
+
+    with TestClient(app_of(("/", Room))) as client, client.websocket_connect("/?n=1") as a:
+        a_id = next(iter(a.receive_json()["join"]))
+        with client.websocket_connect("/?n=2") as b:
+            b_id = next(iter(a.receive_json()["join"]))
+            assert b.receive_json()["join"] == {b_id: {"n": "2"}}
+            b.send_text("who")
+            assert b.receive_json() == {a_id: {"n": "1"}, b_id: {"n": "2"}}
+        assert a.receive_json() == {
+            "event": "presence",
+            "channel": "room.1",
+            "leave": {b_id: {"n": "2"}},
+        }
