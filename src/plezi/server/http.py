@@ -795,7 +795,7 @@ class HttpProtocol(asyncio.Protocol):
             data,
             self._version,
             self.client,
-            "http",
+            self.server.scheme,
             parser.should_keep_alive() and not self.server.shutting_down,
         )
 

@@ -19,6 +19,7 @@ from ..config import ServerConfig
 from ..errors import ServerStartError
 from .http import HttpProtocol
 from .state import ServerState
+from .tls import server_context
 
 if TYPE_CHECKING:
     from .types import Application
@@ -49,6 +50,13 @@ class Server(ServerState):
         #: Remove a Unix socket's path at shutdown (a cluster worker leaves it to its master).
         self.owns_socket_path = True
         self._reaper: asyncio.TimerHandle | None = None
+        if config.tls_self_signed and config.tls_cert is None:
+            raise ServerStartError(
+                "tls_self_signed: the certificate is made where the server is launched "
+                "(plezi.run, the command line); a Server takes tls_cert and tls_key"
+            )
+        #: TLS: read once, here, so a bad certificate fails before anything listens.
+        self.ssl_context = server_context(config)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -64,14 +72,24 @@ class Server(ServerState):
         # accepted: a cluster worker must not serve a subscriber before it is linked to the
         # other workers, or that subscriber misses their messages.
         await self.app.startup(self)
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            # The handshake comes before the first request: a client that stalls in it is cut
+            # after the time it would have had to send a request head (slowloris); a peer that
+            # never answers our close_notify, after the WebSocket close timeout.
+            tls = {
+                "ssl": self.ssl_context,
+                "ssl_handshake_timeout": self.limits.header_timeout,
+                "ssl_shutdown_timeout": self.limits.close_timeout,
+            }
         if sock.family == socket.AF_UNIX:
             self._unix_paths.append(sock.getsockname())
             server = await self._loop.create_unix_server(
-                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
+                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog, **tls
             )
         else:
             server = await self._loop.create_server(
-                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
+                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog, **tls
             )
         self._servers.append(server)
         self.sockets.append(sock)

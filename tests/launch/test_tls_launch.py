@@ -1,0 +1,108 @@
+"""TLS from the command line: ``--tls-self-signed`` (its certificate, the log line, the folder
+removed at exit), Iodine's ``-tls``, and ``--workers`` over TLS (every worker serves HTTPS and
+``wss://`` with the one certificate the master made)."""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from wsclient import connect
+
+from helpers import UNIT, Script, wait_for
+from plezi import ConfigError
+from plezi.launch.flags import config_from_args
+
+APP = """\
+import os
+import plezi
+
+class Home:
+    def index(self):
+        return f"{self.request.scheme} {os.getpid()}"
+
+class Echo:
+    def on_message(self, data):
+        self.write(data)
+
+plezi.route("/", Home)
+plezi.route("/ws", Echo)
+"""
+
+_CERT_LINE = re.compile(rb"self-signed certificate .*\((\S+cert\.pem), deleted at exit\)")
+
+
+def dev_certificate(script: Script) -> str:
+    """The certificate path the script's log line names (the line after "listening on")."""
+    assert script.proc.stderr is not None
+    line = script.proc.stderr.readline()
+    found = _CERT_LINE.search(line)
+    assert found, line
+    return found.group(1).decode()
+
+
+@pytest.fixture
+def app_file(tmp_path: Path) -> Path:
+    path = tmp_path / "app.py"
+    path.write_text(APP)
+    return path
+
+
+def test_self_signed_certificate_serves_and_is_deleted_at_exit(
+    script: Callable[..., Script], app_file: Path
+) -> None:
+    running = script(app_file, "--tls-self-signed")
+    assert running.url.startswith("https://127.0.0.1:")
+    cert = dev_certificate(running)
+    ctx = ssl.create_default_context(cafile=cert)
+    for host in ("127.0.0.1", "localhost"):
+        reply = httpx.get(
+            f"https://{host}:{running.port}/", verify=ctx, trust_env=False, timeout=5 * UNIT
+        )
+        assert reply.text.startswith("https ")
+    code, err = running.stop()
+    assert code == 0, err
+    assert not os.path.exists(os.path.dirname(cert))
+
+
+def test_workers_serve_tls_with_one_certificate(
+    script: Callable[..., Script], app_file: Path
+) -> None:
+    running = script(app_file, "--workers", "2", "-tls")
+    ctx = ssl.create_default_context(cafile=dev_certificate(running))
+    pids: set[str] = set()
+
+    def both_workers_answered() -> bool:
+        # A new connection each time: the kernel spreads them over the workers' sockets.
+        reply = httpx.get(running.url + "/", verify=ctx, trust_env=False, timeout=5 * UNIT)
+        scheme, pid = reply.text.split()
+        assert scheme == "https"
+        pids.add(pid)
+        return len(pids) == 2
+
+    wait_for(both_workers_answered, "an HTTPS reply from each worker")
+    for _ in range(4):
+        with connect(running.ws_url + "/ws", ssl=ctx) as ws:
+            ws.send("through a worker")
+            assert ws.recv(timeout=5 * UNIT) == "through a worker"
+    code, err = running.stop()
+    assert code == 0, err
+    assert err.count("worker") >= 2
+
+
+def test_iodine_tls_flag_means_self_signed_unless_files_are_given() -> None:
+    assert config_from_args(["-tls"]).tls_self_signed
+    config = config_from_args(["-tls", "-tls-cert", "c.pem", "-tls-key", "k.pem"])
+    assert (config.tls_cert, config.tls_key, config.tls_self_signed) == ("c.pem", "k.pem", False)
+    assert config.tls
+    assert not config_from_args([]).tls
+    with pytest.raises(ConfigError, match="not both"):
+        config_from_args(["--tls-self-signed", "--tls-cert", "c.pem"])
+    # plezi.run() keywords, overridden by flags as every option is
+    assert config_from_args([], tls_cert="a.pem").tls_cert == "a.pem"
+    assert config_from_args(["--tls-cert", "b.pem"], tls_cert="a.pem").tls_cert == "b.pem"
