@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from rawhttp import RawHTTP
 from wsclient import connect
 
 from helpers import UNIT, Script, wait_for
 from plezi import ConfigError
 from plezi.launch.flags import config_from_args
+from server.test_tls import PARTIAL_HELLO
 
 APP = """\
 import os
@@ -106,3 +109,31 @@ def test_iodine_tls_flag_means_self_signed_unless_files_are_given() -> None:
     # plezi.run() keywords, overridden by flags as every option is
     assert config_from_args([], tls_cert="a.pem").tls_cert == "a.pem"
     assert config_from_args(["--tls-cert", "b.pem"], tls_cert="a.pem").tls_cert == "b.pem"
+
+
+def test_sigterm_closes_wss_with_1001_and_is_not_held_by_a_stalled_handshake(
+    script: Callable[..., Script], app_file: Path, tls_files: tuple[str, str]
+) -> None:
+    """A handshake in progress is no connection yet: the shutdown does not wait for it (the
+    handshake timeout here is far longer than the test), and the process exits."""
+    from websockets.exceptions import ConnectionClosed
+
+    cert, key = tls_files
+    running = script(
+        app_file, "--tls-cert", cert, "--tls-key", key, "--header-timeout", str(120 * UNIT)
+    )
+    stalled = RawHTTP(running.port)
+    try:
+        stalled.send(PARTIAL_HELLO)
+        with connect(running.ws_url + "/ws", ssl=ssl.create_default_context(cafile=cert)) as ws:
+            ws.send("ping")
+            assert ws.recv(timeout=5 * UNIT) == "ping"
+            running.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=5 * UNIT)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        code, err = running.stop(timeout=30)
+        assert code == 0, err
+        assert stalled.closed_within(5 * UNIT)
+    finally:
+        stalled.close()

@@ -7,6 +7,7 @@ Per-server state lives here; per-connection state lives in :mod:`.http`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -179,7 +180,11 @@ class Server(ServerState):
         if self._reaper is not None:
             self._reaper.cancel()
         for server in self._servers:
-            await server.wait_closed()
+            # A TLS handshake still in progress is no connection of ours yet (we cannot ask it
+            # to stop); asyncio's server waits for it (uvloop's does not: it is cut when the
+            # process exits). Either way it ends by ``header_timeout`` at the latest.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), self.limits.header_timeout + _GRACE)
         try:
             await self.app.cleanup(self)
         except Exception:
