@@ -1,8 +1,8 @@
 """TLS on the native server: the server's SSL context, read from PEM files at start.
 
-The context speaks TLS 1.2 and 1.3 only and offers one application protocol by ALPN,
-``http/1.1`` (the server has no HTTP/2). A file that cannot be read, is not PEM, holds an
-encrypted key, or a key that does not belong to the certificate is a
+The context speaks TLS 1.2 and 1.3 only, without renegotiation, and offers one application
+protocol by ALPN, ``http/1.1`` (the server has no HTTP/2). A file that cannot be read, is not
+PEM, holds an encrypted key, or a key that does not belong to the certificate is a
 :class:`~plezi.errors.ServerStartError` naming the file: the server never starts half
 configured. The handshake itself is bounded by the server (``ssl_handshake_timeout``, see
 :mod:`.server`), so a client that opens a connection and stalls in the handshake holds it for
@@ -42,6 +42,8 @@ def server_context(config: ServerConfig) -> ssl.SSLContext | None:
             raise ServerStartError(f"TLS {what} {path}: no such file")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # TLS 1.2 renegotiation lets a client make us redo a handshake's costly half at will.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols(list(ALPN))
     try:
         ctx.load_cert_chain(cert, key, password=_refuse_password)
