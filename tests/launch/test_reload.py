@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from watchfiles import Change
+from websockets.exceptions import ConnectionClosed
 from wsclient import connect
 
 from helpers import UNIT, Events, Script, run_script, wait_for
@@ -114,6 +115,9 @@ def test_editing_the_app_restarts_the_server(script: Callable[..., Script], app_
         ws.send("hi")
         assert ws.recv(timeout=5 * UNIT) == "one: hi"
         (app_dir / "app.py").write_text(APP.format(version="two"))
+        with pytest.raises(ConnectionClosed) as info:  # the old server shuts down gracefully
+            ws.recv(timeout=15 * UNIT)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
         wait_for(replies(running, "/", "version two"), "the edited app")
     # A broken edit: the server exits, the next good edit starts it again.
     (app_dir / "app.py").write_text("this is not python\n")
@@ -175,7 +179,8 @@ def test_reload_is_refused_with_workers(tmp_path: Path) -> None:
 
 
 def test_reload_stops_cleanly_on_sigint(script: Callable[..., Script], app_dir: Path) -> None:
-    running = script(app_dir / "app.py", "--reload")
+    """Under the ``plezi`` command (``python -m plezi app.py``): the server re-runs that."""
+    running = script(app_dir / "app.py", "--reload", launcher=("-m", "plezi"))
     wait_for(replies(running, "/", "version one"), "the server")
     code, err = running.stop(signal.SIGINT)
     assert code == 0, err

@@ -137,3 +137,24 @@ def test_sigterm_closes_wss_with_1001_and_is_not_held_by_a_stalled_handshake(
         assert stalled.closed_within(5 * UNIT)
     finally:
         stalled.close()
+
+
+def test_reload_keeps_the_self_signed_certificate_across_restarts(
+    script: Callable[..., Script], app_file: Path
+) -> None:
+    running = script(app_file, "--reload", "--tls-self-signed")
+    ctx = ssl.create_default_context(cafile=dev_certificate(running))
+
+    def pid() -> str | None:
+        try:
+            reply = httpx.get(running.url + "/", verify=ctx, trust_env=False, timeout=5 * UNIT)
+        except httpx.HTTPError:
+            return None  # restarting
+        return reply.text.split()[1]
+
+    wait_for(lambda: pid() is not None, "the first server")
+    first = pid()
+    app_file.write_text(APP + "# edited\n")
+    wait_for(lambda: pid() not in (None, first), "the restarted server, with the same certificate")
+    code, err = running.stop()
+    assert code == 0, err

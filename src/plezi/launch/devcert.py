@@ -91,6 +91,8 @@ def with_dev_certificate(config: ServerConfig) -> tuple[ServerConfig, bool]:
     if not config.tls_self_signed:
         return config, False
     folder = os.environ.get(DEV_CERT_ENV)
+    if folder and not os.path.isfile(os.path.join(folder, _KEY)):
+        folder = None  # left by a process that is gone (its folder with it): make our own
     made = not folder
     if not folder:
         folder = tempfile.mkdtemp(prefix="plezi-tls-")
