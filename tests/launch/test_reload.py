@@ -187,3 +187,23 @@ def test_reload_stops_cleanly_on_sigint(script: Callable[..., Script], app_dir: 
     for pid in server_pids(err):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_reload_on_a_unix_socket_removes_it_at_exit(
+    script: Callable[..., Script], app_dir: Path
+) -> None:
+    path = app_dir / "app.sock"
+    running = script(app_dir / "app.py", "--reload", "--bind", str(path))
+    transport = httpx.HTTPTransport(uds=str(path))
+    with httpx.Client(transport=transport, trust_env=False) as client:
+
+        def served() -> bool:
+            try:
+                return client.get("http://app/", timeout=5 * UNIT).text == "version one"
+            except httpx.HTTPError:
+                return False
+
+        wait_for(served, "the server on the Unix socket")
+    code, err = running.stop()
+    assert code == 0, err
+    assert not path.exists()

@@ -17,6 +17,7 @@ its own (a syntax error in the edited file) is reported, and the next change sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -122,6 +123,9 @@ class Reloader:
                 loop.remove_signal_handler(sig)
             await self._stop_child()
             await asyncio.wait([watch], timeout=5.0)
+            if self.config.is_unix:  # the server leaves the socket's path to this process
+                with contextlib.suppress(OSError):
+                    os.unlink(self.config.bind)
         if watch.done() and not watch.cancelled() and watch.exception() is not None:
             raise watch.exception()  # type: ignore[misc]
         return 0
