@@ -16,7 +16,7 @@ import pytest
 from rawhttp import RawHTTP
 from wsclient import connect
 
-from helpers import UNIT, Script, wait_for
+from helpers import UNIT, Script, run_script, wait_for
 from plezi import ConfigError
 from plezi.launch.flags import config_from_args
 from server.test_tls import PARTIAL_HELLO
@@ -158,3 +158,11 @@ def test_reload_keeps_the_self_signed_certificate_across_restarts(
     wait_for(lambda: pid() not in (None, first), "the restarted server, with the same certificate")
     code, err = running.stop()
     assert code == 0, err
+
+
+def test_help_lists_the_tls_and_reload_flags(tmp_path: Path) -> None:
+    done = run_script(tmp_path, APP, "--help")
+    assert done.returncode == 0, done.stderr
+    for flag in ("--tls-cert FILE", "--tls-key FILE", "--tls-self-signed", "-tls", "--reload"):
+        assert flag in done.stdout
+    assert "--reload-dir DIR" in done.stdout

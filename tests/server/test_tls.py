@@ -257,3 +257,23 @@ def test_key_without_certificate_is_a_flag_error(tmp_path: Path) -> None:
     code, err = start_error(tmp_path, "--tls-key", "key.pem")
     assert code == 2
     assert "--tls-key needs --tls-cert" in err
+
+
+def test_key_in_the_certificate_file(
+    serve: Callable[..., Running], tls_files: tuple[str, str], tmp_path: Path
+) -> None:
+    both = tmp_path / "both.pem"
+    both.write_bytes(Path(tls_files[0]).read_bytes() + Path(tls_files[1]).read_bytes())
+    server = serve(tls_app(), tls_cert=str(both))
+    reply = httpx.get(
+        server.url + "/", verify=client_context(tls_files[0]), trust_env=False, timeout=5 * UNIT
+    )
+    assert reply.text == "hello over https"
+
+
+def test_certificate_alone_without_its_key_is_a_start_error(
+    tmp_path: Path, tls_files: tuple[str, str]
+) -> None:
+    code, err = start_error(tmp_path, "--tls-cert", tls_files[0])
+    assert code == 1
+    assert f"TLS certificate {tls_files[0]}: no certificate and private key in it" in err
