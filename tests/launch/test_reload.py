@@ -46,12 +46,15 @@ plezi.route("/", Home)
 
 
 def replies(script: Script, path: str, expected: str) -> Callable[[], bool]:
-    """A check for :func:`wait_for`: ``GET path`` answers ``expected`` (a connection refused or
-    cut while the server restarts is a "not yet")."""
+    """A check for :func:`wait_for`: ``GET path`` answers ``expected`` (a connection cut while
+    the server restarts is a "not yet"; a connection refused is a failure: the watcher holds
+    the listening socket, so a client waits through a restart)."""
 
     def check() -> bool:
         try:
             return script.get(path).text == expected
+        except httpx.ConnectError as exc:
+            raise AssertionError(f"connection refused during a restart: {exc}") from exc
         except httpx.HTTPError:
             return False
 
