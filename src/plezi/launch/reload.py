@@ -126,8 +126,10 @@ class Reloader:
             if self.config.is_unix:  # the server leaves the socket's path to this process
                 with contextlib.suppress(OSError):
                     os.unlink(self.config.bind)
-        if watch.done() and not watch.cancelled() and watch.exception() is not None:
-            raise watch.exception()  # type: ignore[misc]
+        failed = watch.exception() if watch.done() and not watch.cancelled() else None
+        if failed is not None:  # e.g. the system's limit of watched folders
+            log.error("--reload cannot watch the files (%s); stopped", failed)
+            return 1
         return 0
 
     async def _watch(self, folders: list[str], others: list[str], stop: asyncio.Event) -> None:
