@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from ..config import ServerConfig
 from ..errors import PleziError
 from ..server.server import Server, bind_sockets
+from ..web.metrics import local_stats
+from ..web.stats_peers import PeerStats
 from .flags import config_from_args, script_help, wants_help
 from .supervisor import Supervisor, worker_settings
 
@@ -124,8 +126,23 @@ def _serve_worker(
     else:
         hub.use_engine(ClusterEngine(hub, relay, on_lost=server.request_shutdown))
     log.info("worker %d ready (pid %d)", index, os.getpid())
-    code = _run_loop(server.serve(sock), inline_fallback)
+    peers = PeerStats(os.path.dirname(relay), index, local_stats)
+    code = _run_loop(_answering_peers(peers, server.serve(sock)), inline_fallback)
     return code or 0
+
+
+async def _answering_peers(peers: PeerStats, main: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` while this worker answers the others' questions for figures
+    (``/metrics`` covers the whole cluster: see :mod:`plezi.web.stats_peers`)."""
+    try:
+        await peers.start()
+    except BaseException:
+        main.close()
+        raise
+    try:
+        return await main
+    finally:
+        await peers.stop()
 
 
 def _install_public(app: Any, config: ServerConfig) -> None:
