@@ -7,8 +7,10 @@ deliveries) are compared as differences, since other tests of this process publi
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +20,7 @@ from rawhttp import RawHTTP, request_bytes
 from wsclient import connect, masked
 
 import plezi
-from helpers import UNIT, Running, start_server, wait_for
+from helpers import UNIT, Running, start_script, start_server, wait_for
 from plezi.protocol.frames import OP_TEXT
 from sseclient import EventStream
 
@@ -187,3 +189,65 @@ def _upgrade(port: int, path: str, **options: Any) -> Any:
     with RawHTTP(port) as raw:
         raw.send(_upgrade_bytes(path, **options))
         return raw.read_response()
+
+
+CLUSTER_APP = """
+import os
+
+import plezi
+
+
+class Pid:
+    def on_open(self):
+        self.write(str(os.getpid()))
+
+    def on_message(self, data):
+        self.write(data)
+
+
+plezi.route("/ws", Pid)
+plezi.route("/metrics", "metrics")
+"""
+
+
+def test_workers_scrape_covers_the_whole_cluster(tmp_path: Path) -> None:
+    """Under ``--workers 2`` each scrape (whichever worker answers it) counts the connections
+    and messages of both workers."""
+    path = tmp_path / "cluster_metrics.py"
+    path.write_text(CLUSTER_APP)
+    script = start_script(path, "--workers", "2", env={"PL_REDIS_URL": "", "REDIS_URL": ""})
+    try:
+        with contextlib.ExitStack() as clients:
+            pids: set[int] = set()
+            opened = []
+            for _ in range(40):  # the kernel spreads connections: open until both workers have one
+                ws = clients.enter_context(connect(script.ws_url + "/ws"))
+                opened.append(ws)
+                pids.add(int(ws.recv(timeout=10 * UNIT)))
+                if len(pids) == 2:
+                    break
+            assert len(pids) == 2, "every connection landed on one worker"
+            for i, ws in enumerate(opened):
+                ws.send(f"m{i}")
+                assert ws.recv(timeout=10 * UNIT) == f"m{i}"
+
+            def whole() -> bool:
+                samples = scrape(script.url)
+                return value(samples, "plezi_processes") == 2
+
+            wait_for(whole, "both workers answering the scrape", timeout=20 * UNIT)
+            for _ in range(4):  # several scrapes: both workers answer some (SO_REUSEPORT)
+                samples = scrape(script.url)
+                assert value(samples, "plezi_processes") == 2
+                assert value(samples, "plezi_connections", kind="websocket") == len(opened)
+                assert value(samples, "plezi_messages_received_total", kind="websocket") == len(
+                    opened
+                )
+                # Each connection: its pid on open and one echo.
+                assert value(samples, "plezi_messages_sent_total", kind="websocket") == 2 * len(
+                    opened
+                )
+                assert value(samples, "plezi_pubsub_connected", engine="cluster") == 2
+    finally:
+        code, log = script.stop()
+    assert code == 0, log
