@@ -267,6 +267,7 @@ SUBPROTOCOL = "plezi"
 TOKEN_PROTOCOL = "base64url.bearer.plezi."
 #: The longest token read from a handshake (its base64url text); a longer one is ignored.
 _MAX_TOKEN_PROTOCOL = 8192
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def offered_subprotocols(header: str | None) -> list[str]:
@@ -283,6 +284,8 @@ def subprotocol_token(header: str | None) -> str | None:
     for name in offered_subprotocols(header):
         if name.startswith(TOKEN_PROTOCOL) and len(name) <= _MAX_TOKEN_PROTOCOL:
             text = name[len(TOKEN_PROTOCOL) :]
+            if not _BASE64URL.fullmatch(text):  # (the decoder would skip stray characters)
+                return None
             try:
                 return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             except (binascii.Error, UnicodeDecodeError, ValueError):
