@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from rawhttp import RawHTTP, request_bytes
 from wsclient import connect, masked
 
 import plezi
 from helpers import UNIT, Running, start_script, start_server, wait_for
 from plezi.protocol.frames import OP_TEXT
+from promclient import scrape, value
 from sseclient import EventStream
 
 
@@ -46,25 +46,6 @@ class Private:
 
     def on_message(self, data: Any) -> None:
         pass
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(url: str) -> Samples:
-    """GET /metrics and parse it: ``{(sample name, sorted labels): value}``."""
-    reply = httpx.get(url + "/metrics", trust_env=False, timeout=5 * UNIT)
-    assert reply.status_code == 200
-    assert reply.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(reply.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 @pytest.fixture
