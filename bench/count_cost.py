@@ -8,6 +8,9 @@ counts the same instructions every time, whatever else the machine is doing.
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python bench/count_cost.py echo 20000
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python bench/count_cost.py echo 0
 
+(``publish``: N publishes to 100 subscribers; ``http`` and ``http-timed``: N calls of
+``App.handle`` for a hello-world route, without and with the latency histogram.)
+
 The cost per message is (instructions at N - instructions at 0) / N; run it with the tree
 before and after a change (``PYTHONPATH=<other tree>/src``) and compare.
 """
@@ -73,6 +76,11 @@ class Echo:
         self.write(data)  # type: ignore[attr-defined]
 
 
+class Hello:
+    def index(self) -> str:
+        return "hello"
+
+
 class Member:
     def on_open(self) -> None:
         self.subscribe("room")  # type: ignore[attr-defined]
@@ -99,6 +107,7 @@ def main(kind: str, n: int, subscribers: int = 100) -> None:
     app = App()
     app.route("/echo", Echo)
     app.route("/room", Member)
+    app.route("/hello", Hello)
     server = ServerState(app, ServerConfig())
     loop = Loop()
     server._loop = loop  # type: ignore[assignment]
@@ -108,6 +117,14 @@ def main(kind: str, n: int, subscribers: int = 100) -> None:
         for _ in range(n):
             conn.data_received(frame)
         assert conn.transport.written == n * 34, conn.transport.written  # type: ignore[attr-defined]
+    elif kind in ("http", "http-timed"):
+        # The application's side of a hello-world request (``App.handle``), with the latency
+        # histogram on (``http-timed``: a metrics route exists) or not.
+        if kind == "http-timed":
+            app.route("/metrics", "metrics")
+        request = Request("GET", "/hello", "/hello", "", {"host": "bench"})
+        for _ in range(n):
+            assert app.handle(request) == b"hello"
     elif kind == "publish":
         conns = [connection(server, app, "/room") for _ in range(subscribers)]
         message = "y" * 32
@@ -117,7 +134,7 @@ def main(kind: str, n: int, subscribers: int = 100) -> None:
         written = sum(c.transport.written for c in conns)  # type: ignore[attr-defined]
         assert written == n * subscribers * 34, written
     else:
-        raise SystemExit(f"unknown kind {kind!r}: echo or publish")
+        raise SystemExit(f"unknown kind {kind!r}: echo, publish, http or http-timed")
 
 
 if __name__ == "__main__":

@@ -232,3 +232,21 @@ def test_workers_scrape_covers_the_whole_cluster(tmp_path: Path) -> None:
     finally:
         code, log = script.stop()
     assert code == 0, log
+
+
+def test_request_times_buckets_are_cumulative_and_routes_with_one_path_add_up() -> None:
+    from plezi.web.latency import BUCKETS, RequestTimes
+    from plezi.web.routes import ControllerRoute
+
+    first, second = ControllerRoute("/hello", Hello), ControllerRoute("/hello", Hello)
+    times = RequestTimes()
+    times.observe(first, 0.00005)  # the first bucket (0.1 ms)
+    times.observe(second, 0.2)  # the 0.25 s bucket
+    times.observe(None, 60.0)  # past every bound: +Inf only
+    snapshot = times.snapshot()
+    hello = snapshot["/hello"]
+    assert hello["count"] == 2
+    assert hello["sum"] == pytest.approx(0.20005)
+    expected = [1 if bound < 0.25 else 2 for bound in BUCKETS] + [2]
+    assert hello["buckets"] == expected
+    assert snapshot[""] == {"buckets": [0] * len(BUCKETS) + [1], "count": 1, "sum": 60.0}

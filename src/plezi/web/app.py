@@ -19,9 +19,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
@@ -130,12 +130,17 @@ class App:
     def _timed_route_from(
         self, ctx: _Context, start: int
     ) -> Outcome | Coroutine[Any, Any, Outcome]:
+        """:meth:`_route_from`, timed. PERF: two clock reads and one call per request; the
+        route object is the key (the last route that matched the path, ``None`` if none did),
+        its label is looked up at scrape time."""
         if start:  # the rest of a request already being timed (an async route fell through)
-            return App._route_from(self, ctx, start)
-        began = time.perf_counter()
-        outcome = App._route_from(self, ctx, 0)
+            return _untimed_route_from(self, ctx, start)
+        began = perf_counter()
+        outcome = _untimed_route_from(self, ctx, 0)
         if type(outcome) is bytes or type(outcome) is Reply or not inspect.isawaitable(outcome):
-            self._observe(ctx, began)
+            self.request_times.observe(  # type: ignore[union-attr]
+                getattr(ctx, "route", None), perf_counter() - began
+            )
             return outcome
         return self._timed_async(ctx, outcome, began)
 
@@ -145,14 +150,8 @@ class App:
         try:
             return await pending
         finally:
-            self._observe(ctx, began)
-
-    def _observe(self, ctx: _Context, began: float) -> None:
-        times = self.request_times
-        if times is not None:
-            route = getattr(ctx, "route", None)  # the last route that matched the path
-            times.observe(
-                route.pattern.path if route is not None else "", time.perf_counter() - began
+            self.request_times.observe(  # type: ignore[union-attr]
+                getattr(ctx, "route", None), perf_counter() - began
             )
 
     # -- lifecycle (called by the server) ---------------------------------------------------
@@ -467,6 +466,10 @@ class _Pending:
 
     def __await__(self) -> Any:
         return self.awaitable.__await__()
+
+
+#: The routing that :meth:`App.time_requests` wraps.
+_untimed_route_from = App._route_from
 
 
 def _answer_subprotocol(inst: Controller, offered: str) -> None:

@@ -12,7 +12,7 @@ not the network's. A request no route answered is counted under the route ``""``
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from typing import Any, Final
 
 __all__ = ["BUCKETS", "RequestTimes"]
@@ -45,26 +45,33 @@ class RequestTimes:
     __slots__ = ("routes",)
 
     def __init__(self) -> None:
-        #: Route path -> ``[count per bucket (the last one: +Inf)..., sum of seconds]``.
-        self.routes: dict[str, list[float]] = {}
+        #: Route (a :class:`~.routes.ControllerRoute`, ``None``: no route matched) ->
+        #: ``[count per bucket (the last one: +Inf)..., sum of seconds]``. PERF: keyed by the
+        #: object, labelled by its path only when read.
+        self.routes: dict[Any, list[float]] = {}
 
-    def observe(self, route: str, seconds: float) -> None:
+    def observe(self, route: Any, seconds: float) -> None:
         """Count one request of ``route`` that took ``seconds``."""
         counts = self.routes.get(route)
         if counts is None:
             counts = self.routes[route] = [0] * (len(BUCKETS) + 2)
-        counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        counts[bisect_left(BUCKETS, seconds)] += 1
         counts[-1] += seconds
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Per route: ``buckets`` (cumulative counts, one per bound of :data:`BUCKETS`, then
-        ``+Inf``), ``count`` and ``sum`` (seconds), the shape of a Prometheus histogram."""
+        """Per route path (routes with the same path added up): ``buckets`` (cumulative
+        counts, one per bound of :data:`BUCKETS`, then ``+Inf``), ``count`` and ``sum``
+        (seconds), the shape of a Prometheus histogram."""
         result: dict[str, dict[str, Any]] = {}
         for route, counts in list(self.routes.items()):
-            cumulative: list[int] = []
+            label = route.pattern.path if route is not None else ""
+            found = result.setdefault(
+                label, {"buckets": [0] * (len(BUCKETS) + 1), "count": 0, "sum": 0.0}
+            )
             total = 0
-            for count in counts[:-1]:
+            for index, count in enumerate(counts[:-1]):
                 total += int(count)
-                cumulative.append(total)
-            result[route] = {"buckets": cumulative, "count": total, "sum": counts[-1]}
+                found["buckets"][index] += total
+            found["count"] += total
+            found["sum"] += counts[-1]
         return result
