@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from promclient import scrape, value
 from wsclient import Echo, connect
 
 import plezi
 from helpers import UNIT
 from plezi.asgi import ASGIApp
+from promclient import scrape, value
 
 
 def test_metrics_under_uvicorn(uvicorn_serve: Any) -> None:
