@@ -30,6 +30,7 @@ from .web import app as _app
 from .web.app import App
 from .web.controller import Controller
 from .web.routes import ControllerRoute
+from .web.tokens import Tokens
 
 __all__ = [
     "App",
@@ -47,6 +48,7 @@ __all__ = [
     "app",
     "app_name",
     "channel",
+    "cluster_stats",
     "no_autostart",
     "presence",
     "presence_channel",
@@ -54,7 +56,9 @@ __all__ = [
     "pubsub_status",
     "route",
     "run",
+    "stats",
     "subscribe",
+    "tokens",
     "unsubscribe",
     "url_for",
     "write_to",
@@ -243,6 +247,34 @@ def pubsub_status() -> dict[str, object]:
     from .pubsub.hub import hub
 
     return hub.status()
+
+
+def stats() -> dict[str, Any]:
+    """This process's figures, the ones ``plezi.route("/metrics", "metrics")`` serves: open
+    connections by kind, messages received and sent, bytes sent, refused connections,
+    publishes, deliveries, slow consumers, the pub/sub engine's state, request latency per
+    route (see docs/metrics.md). Cheap to call; under ``--workers``, see
+    :func:`cluster_stats`."""
+    from .web.metrics import local_stats
+
+    return local_stats(_app.default_app())
+
+
+async def cluster_stats() -> dict[str, Any]:
+    """The figures of :func:`stats` added up over every worker of the cluster (``--workers``);
+    in a single process, the same as :func:`stats`."""
+    from .web.metrics import cluster_stats as _cluster_stats
+
+    return await _cluster_stats()
+
+
+def tokens(secret: str | bytes, *, ttl: float = 60.0) -> Tokens:
+    """A signer of short-lived tokens (HMAC-SHA256, an expiry, base64url), for instance for a
+    browser to send in ``new PleziClient(url, {token})``, read in ``pre_connect`` as
+    ``self.token``. See :class:`plezi.web.tokens.Tokens` and docs/security.md."""
+    from .web.tokens import Tokens
+
+    return Tokens(secret, ttl=ttl)
 
 
 def no_autostart() -> None:

@@ -15,6 +15,7 @@ An unmarked block fails the test, so a new example cannot go untested by acciden
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 from wsclient import connect as ws_connect
 
@@ -162,6 +165,29 @@ def check_sse(s: Script) -> None:
         assert _event(lines) == {"data": "extra"}
 
 
+def check_tokens(s: Script) -> None:
+    token = s.get("/login").json()["token"]
+    carrier = "base64url.bearer.plezi." + base64.urlsafe_b64encode(token.encode()).decode()
+    with ws_connect(s.ws_url + "/chat", subprotocols=["plezi", carrier.rstrip("=")]) as conn:
+        assert conn.subprotocol == "plezi"
+        assert conn.recv(timeout=5 * UNIT) == "welcome ann"
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(s.ws_url + "/chat", subprotocols=["plezi"])
+    assert refused.value.response.status_code == 403
+
+
+def check_metrics(s: Script) -> None:
+    with ws(s) as conn:
+        conn.send("hi")
+        assert conn.recv(timeout=5 * UNIT) == "hi"
+        families = {f.name: f for f in text_string_to_metric_families(s.get("/metrics").text)}
+    received = families["plezi_messages_received"].samples
+    assert [(x.labels, x.value) for x in received if x.name.endswith("_total")] == [
+        ({"kind": "websocket"}, 1.0),
+        ({"kind": "sse"}, 0.0),
+    ]
+
+
 def _event(lines: Iterator[str]) -> dict[str, str]:
     """The next SSE event's fields (comments skipped)."""
     fields: dict[str, str] = {}
@@ -216,6 +242,8 @@ CHECKS: dict[str, Callable[[Script], None]] = {
     "pubsub": check_pubsub,
     "presence": check_presence,
     "sse": check_sse,
+    "tokens": check_tokens,
+    "metrics": check_metrics,
 }
 
 #: Blocks about ASGI run under uvicorn, as the page tells the reader to.

@@ -16,6 +16,7 @@ import DefaultExport, {
   PleziClient,
   reconnectDelay,
   resolveUrl,
+  subprotocols,
 } from "../../src/plezi/web/client/plezi-client.mjs";
 
 const CLIENT_DIR = new URL("../../src/plezi/web/client/", import.meta.url);
@@ -534,5 +535,43 @@ describe("builds", () => {
     assert.deepEqual(WS.instances[0].messages, [{ event: "chat", text: "classic" }]);
     assert.deepEqual(seen, ["back"]);
     client.close();
+  });
+});
+
+describe("token", () => {
+  const decode = (name) =>
+    Buffer.from(name.slice("base64url.bearer.plezi.".length), "base64url").toString("utf8");
+
+  test("without a token the protocols are the caller's, untouched", () => {
+    assert.equal(subprotocols({}), undefined);
+    assert.deepEqual(subprotocols({ protocols: ["chat"] }), ["chat"]);
+    const { socket } = makeClient();
+    assert.equal(socket().protocols, undefined);
+  });
+
+  test("a token is offered as plezi plus base64url.bearer.plezi.<its UTF-8 in base64url>", () => {
+    const token = "user 42.é✓/+=";
+    const { socket } = makeClient({ token });
+    const [plezi, carrier, ...rest] = socket().protocols;
+    assert.equal(plezi, "plezi");
+    assert.deepEqual(rest, []);
+    assert.match(carrier, /^base64url\.bearer\.plezi\.[A-Za-z0-9_-]+$/); // an HTTP token
+    assert.equal(decode(carrier), token);
+  });
+
+  test("the caller's protocols come first, and plezi is offered once", () => {
+    const offered = subprotocols({ protocols: ["chat", "plezi"], token: "t" });
+    assert.deepEqual(offered.slice(0, 2), ["chat", "plezi"]);
+    assert.equal(offered.length, 3);
+    assert.deepEqual(subprotocols({ protocols: "chat", token: "t" }).slice(0, 2), ["chat", "plezi"]);
+  });
+
+  test("a token function is asked again before each reconnect", () => {
+    let issued = 0;
+    const { socket } = makeClient({ token: () => `t${++issued}` });
+    assert.equal(decode(socket().protocols[1]), "t1");
+    socket().drop();
+    mock.timers.tick(100);
+    assert.equal(decode(socket().protocols[1]), "t2");
   });
 });

@@ -330,6 +330,7 @@ class ASGIWebSocket(WebSocketConnection):
             message = {"type": "websocket.send", "bytes": payload}
         else:
             raise TypeError(f"write() takes str or bytes-like data, not {type(data).__name__}")
+        self._sent += 1
         self.queue_frame(message, size)
         return True
 

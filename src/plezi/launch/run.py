@@ -15,6 +15,8 @@ from ..config import ServerConfig
 from ..errors import PleziError
 from ..server.server import Server, bind_sockets
 from ..server.tls import server_context
+from ..web.metrics import local_stats
+from ..web.stats_peers import PeerStats
 from .devcert import with_dev_certificate
 from .flags import config_from_args, script_help, wants_help
 from .reload import Reloader, reload_child_fd
@@ -157,10 +159,26 @@ def _serve_worker(
         hub.use_engine(ClusterEngine(hub, relay, on_lost=server.request_shutdown))
     if relay is None:
         log.info("server ready (pid %d); it restarts when a file changes", os.getpid())
+        code = _run_loop(server.serve(sock), inline_fallback)
     else:
         log.info("worker %d ready (pid %d)", index, os.getpid())
-    code = _run_loop(server.serve(sock), inline_fallback)
+        peers = PeerStats(os.path.dirname(relay), index, local_stats)
+        code = _run_loop(_answering_peers(peers, server.serve(sock)), inline_fallback)
     return code or 0
+
+
+async def _answering_peers(peers: PeerStats, main: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` while this worker answers the others' questions for figures
+    (``/metrics`` covers the whole cluster: see :mod:`plezi.web.stats_peers`)."""
+    try:
+        await peers.start()
+    except BaseException:
+        main.close()
+        raise
+    try:
+        return await main
+    finally:
+        await peers.stop()
 
 
 def _install_public(app: Any, config: ServerConfig) -> None:

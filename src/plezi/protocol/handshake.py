@@ -16,14 +16,19 @@ from collections.abc import Iterable, Mapping
 
 __all__ = [
     "GUID",
+    "SUBPROTOCOL",
+    "TOKEN_PROTOCOL",
     "HandshakeError",
     "OriginPolicy",
     "accept_key",
     "check_header",
+    "choose_subprotocol",
     "handshake_response",
     "header_line",
     "is_upgrade_request",
+    "offered_subprotocols",
     "parse_origin",
+    "subprotocol_token",
     "validate_upgrade",
 ]
 
@@ -248,3 +253,47 @@ class OriginPolicy:
         return any(
             scheme == s and port == p and host.endswith(suffix) for s, suffix, p in self._suffixes
         )
+
+
+# -- subprotocols: the browser client's token ---------------------------------------------------
+
+#: The subprotocol the browser client offers and the server answers with (RFC 6455 section
+#: 4.2.2: the server's ``Sec-WebSocket-Protocol`` must be one of those offered).
+SUBPROTOCOL = "plezi"
+#: The prefix of the offered subprotocol that carries a token: the token's UTF-8 bytes follow
+#: as base64url without padding (a subprotocol is an HTTP token: no ``=``, ``/`` or space).
+#: The client offers ``["plezi", "base64url.bearer.plezi.<token>"]``, as Phoenix does
+#: (``phoenix`` and ``base64url.bearer.phx.``); the server never echoes the token.
+TOKEN_PROTOCOL = "base64url.bearer.plezi."
+#: The longest token read from a handshake (its base64url text); a longer one is ignored.
+_MAX_TOKEN_PROTOCOL = 8192
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def offered_subprotocols(header: str | None) -> list[str]:
+    """The subprotocols a client offered in ``Sec-WebSocket-Protocol`` (comma-separated,
+    repeated headers already joined), in its order."""
+    if not header:
+        return []
+    return [name for name in (part.strip() for part in header.split(",")) if name]
+
+
+def subprotocol_token(header: str | None) -> str | None:
+    """The token a client offered as a :data:`TOKEN_PROTOCOL` subprotocol, decoded; ``None``
+    when there is none, or it is not base64url of UTF-8 text."""
+    for name in offered_subprotocols(header):
+        if name.startswith(TOKEN_PROTOCOL) and len(name) <= _MAX_TOKEN_PROTOCOL:
+            text = name[len(TOKEN_PROTOCOL) :]
+            if not _BASE64URL.fullmatch(text):  # (the decoder would skip stray characters)
+                return None
+            try:
+                return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+    return None
+
+
+def choose_subprotocol(header: str | None) -> str | None:
+    """The subprotocol to answer with when the application chose none: :data:`SUBPROTOCOL`
+    when the client offered it, else ``None`` (no ``Sec-WebSocket-Protocol`` in the 101)."""
+    return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(header) else None

@@ -43,6 +43,10 @@ class Hub:
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
+        #: Messages published from this process, and handed to its subscribers (one per
+        #: subscriber: counted once per message, from the registry's total). ``plezi.stats()``.
+        self.published = 0
+        self.delivered = 0
 
     # -- binding to a running server --------------------------------------------------------
 
@@ -100,6 +104,7 @@ class Hub:
     def publish(self, channel: str, data: Any) -> None:
         """Publish ``data`` (str, bytes, dict or list) on ``channel``, from any thread."""
         _check_name(channel)
+        self.published += 1
         self._send(Message.of(channel, data))
 
     def write_to(self, conn_id: str, data: Any) -> bool:
@@ -133,7 +138,7 @@ class Hub:
         if message.channel.startswith(DIRECT_PREFIX):
             self._direct(message)
         else:
-            self.registry.deliver(message)
+            self.delivered += self.registry.deliver(message)
 
     def flush(self) -> None:
         """The end of a read from another process (Redis): fan out the batch that the messages

@@ -318,6 +318,7 @@ class RedisEngine(Engine):
         #: When the current outage was noticed (wall clock).
         self._noticed = self._since
         self._outages = 0
+        self._reconnects = 0
         self._sync_client: Any = None
         self._stopping = False
         #: The other processes of this app (their tokens), known through the presence channel,
@@ -964,6 +965,7 @@ class RedisEngine(Engine):
                     len(self._channels),
                     len(self._patterns),
                 )
+                self._reconnects += 1
                 self._hold()
                 return
         finally:
@@ -1003,6 +1005,7 @@ class RedisEngine(Engine):
             "connected": self._connected,
             "since": self._since,
             "outages": self._outages,
+            "reconnects": self._reconnects,
             "queued": len(self._queue),
             "peers": len(self._peers),
             "waiting_for": len(self._waiting),

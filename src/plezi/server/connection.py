@@ -107,6 +107,8 @@ SLOTS = (
     "_last",
     "_queue",
     "_paused_for",
+    "_received",
+    "_sent",
     "_serial",
     "_write_paused",
     "handler",
@@ -215,6 +217,9 @@ class StreamConnection(asyncio.Protocol):
         #: kernel at the last reaper tick (progress of a client we stopped reading from).
         self._flushed = 0
         self._drained = 0
+        #: Messages from the client and messages the application wrote (``plezi.stats()``).
+        self._received = 0
+        self._sent = 0
         self._paused_for = 0
         self._write_paused = False
         self._serial = next(_counter)
@@ -257,7 +262,8 @@ class StreamConnection(asyncio.Protocol):
         first = self.state != CLOSED
         self.connection_closed()
         self.server.connections.discard(self)
-        self.server.streams.pop(self._serial, None)
+        if self.server.streams.pop(self._serial, None) is not None:
+            self.server.stats.fold(self)
         cleanup, self._cleanup = self._cleanup, None
         for func in cleanup or ():
             try:
@@ -357,6 +363,8 @@ class StreamConnection(asyncio.Protocol):
         if size <= limit:
             return False
         if self.server.limits.slow_consumer == "drop":
+            if queuing:
+                self.server.stats.slow_dropped += 1
             if queuing and not self._dropping:
                 self._dropping = True
                 log.warning(
@@ -369,6 +377,7 @@ class StreamConnection(asyncio.Protocol):
                 )
             return queuing
         if not self.transport.is_closing():
+            self.server.stats.slow_disconnected += 1
             log.warning(
                 "%s %s: %d bytes queued (limit %d): the client is not reading; dropping it",
                 self.kind,

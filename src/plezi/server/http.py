@@ -287,6 +287,7 @@ class HttpProtocol(asyncio.Protocol):
         """503 and close: the server holds ``max_connections`` already (logged once a second
         at most, so that a flood of connections cannot flood the log too)."""
         self._no_more = True
+        self.server.stats.refuse("capacity")
         self.server.throttle("capacity").log(
             log,
             logging.WARNING,

@@ -129,6 +129,7 @@ class SseConnection(StreamConnection):
         """Queue ``data`` as one event (``data:`` lines). ``False`` once closing."""
         if self.state != OPEN:
             return False
+        self._sent += 1
         self.queue_frame(sse_event(data if type(data) is str else _text(data)))
         return True
 
@@ -148,6 +149,7 @@ class SseConnection(StreamConnection):
             return False
         text = data if type(data) is str else _text(data)
         ident = id if id is None or type(id) is str else str(id)
+        self._sent += 1
         self.queue_frame(sse_event(text, event=event, id=ident, retry=retry))
         return True
 

@@ -18,6 +18,7 @@ from ..config import ServerConfig
 from ..http.request import Request
 from ..protocol.handshake import OriginPolicy
 from ..throttle import LogThrottle
+from .stats import ServerStats
 
 if TYPE_CHECKING:
     from .types import Application
@@ -64,6 +65,8 @@ class ServerState:
         self.body_buffered = 0
         #: Refusal lines a client can trigger at will, by kind: at most one a second each.
         self.log_throttles: dict[str, LogThrottle] = {}
+        #: What the server counts (``plezi.stats()``): plain ints, see :mod:`.stats`.
+        self.stats = ServerStats()
         #: A cluster worker's master: when it is gone (we were re-parented), shut down.
         self.master_pid: int | None = None
         self._dirty: list[_Flushable] = []
@@ -129,6 +132,7 @@ class ServerState:
         origin = request.headers.get("origin")
         if _origin_policy(tuple(allowed)).allows(origin):
             return False
+        self.stats.refuse("origin")
         self.throttle("origin").log(
             log,
             logging.WARNING,

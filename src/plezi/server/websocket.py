@@ -157,6 +157,7 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
             frame = binary_frame(data)
         else:
             frame = _frame_of(data)
+        self._sent += 1
         self.queue_frame(frame)
         return True
 
@@ -217,6 +218,7 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
     # -- sans-I/O reader callbacks ----------------------------------------------------------
 
     def on_ws_message(self, data: str | bytes) -> None:
+        self._received += 1
         cb = self._on_message
         if cb is None or self.state == CLOSED:
             return

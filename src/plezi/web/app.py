@@ -21,7 +21,8 @@ import logging
 import os
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 
@@ -29,10 +30,19 @@ from ..errors import ConnectionRequiredError, HTTPError, RouteError, report_erro
 from ..http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
 from ..http.request import Request
 from ..http.response import Accept, Outcome, Reply, Response, Upgrade, error_reply
-from ..protocol.handshake import HandshakeError, is_upgrade_request, validate_upgrade
+from ..protocol.handshake import (
+    HandshakeError,
+    choose_subprotocol,
+    is_upgrade_request,
+    validate_upgrade,
+)
 from .controller import Controller
+from .latency import RequestTimes
 from .patterns import normalize_path
 from .routes import HTTP_METHODS, ControllerRoute, new_instance
+
+if TYPE_CHECKING:
+    from ..server.state import ServerState
 
 __all__ = ["Accept", "App", "Outcome", "Reply", "Upgrade"]
 
@@ -55,9 +65,14 @@ class _Context:
         "path",
         "refused",
         "request",
+        "route",
         "sse",
         "upgrade_key",
     )
+
+    #: The last route whose pattern matched the path (set only then: PERF, and read by the
+    #: request timing with ``getattr``).
+    route: ControllerRoute
 
     def __init__(self, request: Request, path: str) -> None:
         self.request = request
@@ -77,12 +92,20 @@ class App:
 
     def __init__(self) -> None:
         self.routes: list[ControllerRoute] = []
+        #: Request latency per route, once a metrics route exists (see :meth:`time_requests`).
+        self.request_times: RequestTimes | None = None
 
     def route(self, path: str, handler: Any) -> ControllerRoute:
-        """Add a route (see :func:`plezi.route`); ``handler`` is a controller class, or
-        ``"client"`` for the browser client (see :mod:`plezi.web.client`)."""
+        """Add a route (see :func:`plezi.route`); ``handler`` is a controller class,
+        ``"client"`` for the browser client (see :mod:`plezi.web.client`), or ``"metrics"``
+        for the Prometheus figures (see :mod:`plezi.web.metrics`)."""
         if isinstance(handler, type):
             route = ControllerRoute(path, handler)
+        elif handler == "metrics":
+            from .metrics import metrics_route
+
+            route = metrics_route(path)
+            self.time_requests()
         elif handler == "client":
             # The browser client: the classic build at ``path``, the ES module beside it.
             from .client import client_routes
@@ -94,6 +117,42 @@ class App:
             raise RouteError(f"route {path!r}: unsupported handler {handler!r}")
         self.routes.append(route)
         return route
+
+    def time_requests(self) -> None:
+        """Record each request's latency per route (``plezi_request_duration_seconds``).
+
+        PERF: the timed routing replaces :meth:`_route_from` on this instance, so that an
+        application without metrics does not even test a flag per request."""
+        if self.request_times is None:
+            self.request_times = RequestTimes()
+            self._route_from = self._timed_route_from  # type: ignore[method-assign]
+
+    def _timed_route_from(
+        self, ctx: _Context, start: int
+    ) -> Outcome | Coroutine[Any, Any, Outcome]:
+        """:meth:`_route_from`, timed. PERF: two clock reads and one call per request; the
+        route object is the key (the last route that matched the path, ``None`` if none did),
+        its label is looked up at scrape time."""
+        if start:  # the rest of a request already being timed (an async route fell through)
+            return _untimed_route_from(self, ctx, start)
+        began = perf_counter()
+        outcome = _untimed_route_from(self, ctx, 0)
+        if type(outcome) is bytes or type(outcome) is Reply or not inspect.isawaitable(outcome):
+            self.request_times.observe(  # type: ignore[union-attr]
+                getattr(ctx, "route", None), perf_counter() - began
+            )
+            return outcome
+        return self._timed_async(ctx, outcome, began)
+
+    async def _timed_async(
+        self, ctx: _Context, pending: Awaitable[Outcome], began: float
+    ) -> Outcome:
+        try:
+            return await pending
+        finally:
+            self.request_times.observe(  # type: ignore[union-attr]
+                getattr(ctx, "route", None), perf_counter() - began
+            )
 
     # -- lifecycle (called by the server) ---------------------------------------------------
 
@@ -138,6 +197,7 @@ class App:
             return self._route_from(ctx, 0)
         except HandshakeError as exc:
             log.info("refused WebSocket handshake for %s: %s", request.path, exc)
+            _count_refusal("handshake")
             request.keep_alive = False  # the server closes as the reply says
             return error_reply(exc.status, "Bad WebSocket handshake", list(exc.headers))
         except Exception as exc:  # noqa: BLE001 - a request must never crash the server
@@ -178,6 +238,7 @@ class App:
         match = route.pattern.match(ctx.path)
         if match is None:
             return _FALL
+        ctx.route = route
         base = self._params(ctx)
         # Each route gets its own copy: a handler that changes `params` and then falls through
         # must not change what the next route sees. PERF: no copy when there is nothing to copy.
@@ -227,6 +288,8 @@ class App:
             ctx.refused = True
             return _FALL
         assert ctx.upgrade_key is not None
+        if not ctx.sse and "sec-websocket-protocol" in ctx.request.headers:
+            _answer_subprotocol(inst, ctx.request.headers["sec-websocket-protocol"])
         return Accept(inst, route, ctx.upgrade_key, ctx.sse)
 
     async def _finish_async(
@@ -293,13 +356,13 @@ class App:
     def _no_route(self, ctx: _Context) -> Reply:
         if ctx.sse:
             if ctx.refused:
-                return error_reply(403, "Forbidden")
+                return _refused(ctx)
         elif ctx.upgrade_key is not None:
             # A refused upgrade ends the connection (the parser cannot go on after one), so
             # the request is marked as closing and the reply says so.
             ctx.request.keep_alive = False
             if ctx.refused:
-                return error_reply(403, "Forbidden")
+                return _refused(ctx)
             if any(r.pattern.match(ctx.path) is not None for r in self.routes):
                 return error_reply(
                     400, "Bad Request: this path does not accept WebSocket connections"
@@ -403,6 +466,51 @@ class _Pending:
 
     def __await__(self) -> Any:
         return self.awaitable.__await__()
+
+
+#: The routing that :meth:`App.time_requests` wraps.
+_untimed_route_from = App._route_from
+
+
+def _answer_subprotocol(inst: Controller, offered: str) -> None:
+    """Answer the subprotocols a client offered with ``plezi`` when it offered it and
+    ``pre_connect`` chose none (RFC 6455: the answer must be one of those offered; a browser
+    that offered some fails a 101 without one). The token is never echoed."""
+    response = inst._pl_response
+    if response is not None and response.has_header("sec-websocket-protocol"):
+        return
+    chosen = choose_subprotocol(offered)
+    if chosen is not None:
+        inst.response.headers["Sec-WebSocket-Protocol"] = chosen
+
+
+def _count_refusal(reason: str) -> ServerState | None:
+    """Count a refused connection in the serving server's figures (``plezi.stats()``);
+    returns that server (``None`` when none serves)."""
+    from ..pubsub.hub import hub
+
+    server = hub.server
+    if server is not None:
+        server.stats.refuse(reason)
+    return server
+
+
+def _refused(ctx: _Context) -> Reply:
+    """The 403 of a connection every ``pre_connect`` refused: counted, and one log line
+    (throttled: a client can repeat it at will) that names the path, never the request's
+    credentials (cookies, a token)."""
+    server = _count_refusal("pre_connect")
+    if server is not None:
+        client = ctx.request.client
+        server.throttle("pre_connect").log(
+            log,
+            logging.INFO,
+            "%s: 403 %s to %r refused by pre_connect",
+            client[0] if client else "-",
+            "event stream" if ctx.sse else "WebSocket",
+            ctx.request.path[:200],
+        )
+    return error_reply(403, "Forbidden")
 
 
 #: The application :func:`plezi.route` adds to (``plezi.app``), made at first use.

@@ -16,6 +16,7 @@ import orjson
 from ..errors import ConnectionRequiredError
 from ..http.cookies import format_delete_cookie, format_set_cookie
 from ..http.response import Response
+from ..protocol.handshake import subprotocol_token
 
 if TYPE_CHECKING:
     from ..http.request import Request
@@ -114,6 +115,13 @@ class Controller:
         """The HTTP request (for a WebSocket: the upgrade request; for SSE: the request that
         opened the stream, its ``last-event-id`` header included)."""
         return self._pl_request
+
+    @property
+    def token(self) -> str | None:
+        """The token the client sent in ``Sec-WebSocket-Protocol`` (the browser client's
+        ``new PleziClient(url, {token})``), for ``pre_connect`` to check; ``None`` when it sent
+        none. See docs/security.md and :func:`plezi.tokens`."""
+        return subprotocol_token(self._pl_request.headers.get("sec-websocket-protocol"))
 
     @property
     def params(self) -> dict[str, Any]:

@@ -39,7 +39,30 @@ const DEFAULTS = Object.freeze({
   /** WebSocket subprotocols, and the WebSocket class (the global one by default). */
   protocols: undefined,
   WebSocket: undefined,
+  /** A token for the server's `pre_connect` (`self.token`): a string, or a function that
+   * returns one, called before each connection (so that a reconnect can use a fresh one). */
+  token: undefined,
 });
+
+/** The subprotocol that carries the token (see `subprotocols`). */
+const TOKEN_PROTOCOL = "base64url.bearer.plezi.";
+
+/**
+ * The subprotocols a connection offers: `options.protocols`, and with a `token`, `"plezi"` and
+ * the token as `base64url.bearer.plezi.<base64url of its UTF-8 bytes>`. A browser cannot set
+ * a header on a WebSocket, so the token travels in `Sec-WebSocket-Protocol` (Phoenix does the
+ * same); the server answers with `"plezi"`, never with the token.
+ */
+function subprotocols(options) {
+  const token = typeof options.token === "function" ? options.token() : options.token;
+  if (token === undefined || token === null || token === "") return options.protocols;
+  const bytes = new TextEncoder().encode(String(token));
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  const encoded = btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const own = options.protocols === undefined ? [] : [].concat(options.protocols);
+  return [...own.filter((name) => name !== "plezi"), "plezi", TOKEN_PROTOCOL + encoded];
+}
 
 /** Lifecycle properties: never called for a server event of the same name. */
 const LIFECYCLE = new Set(["onopen", "onclose", "onerror"]);
@@ -244,7 +267,7 @@ class PleziClient {
     const WS = this.options.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
-      ws = new WS(this.url, this.options.protocols);
+      ws = new WS(this.url, subprotocols(this.options));
     } catch (err) {
       this.#call(this.onerror, err);
       this.#retry();
@@ -334,6 +357,7 @@ class PleziClient {
 
 
 PleziClient.DEFAULTS = DEFAULTS;
+PleziClient.subprotocols = subprotocols;
 PleziClient.reconnectDelay = reconnectDelay;
 PleziClient.resolveUrl = resolveUrl;
 PleziClient.EmitError = EmitError;
