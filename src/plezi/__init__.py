@@ -45,6 +45,7 @@ __all__ = [
     "app",
     "app_name",
     "channel",
+    "history",
     "no_autostart",
     "publish",
     "pubsub_status",
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .pubsub.history import HistoryPage
+
     #: The application that :func:`route` adds to and :func:`run` serves.
     app: App
     #: The application's shared pub/sub namespace on Redis: apps with the same ``app_name``
@@ -178,6 +181,23 @@ def channel(
         presence=presence,
         presence_ttl=presence_ttl,
     )
+
+
+async def history(
+    channel: str, *, since: int | None = None, limit: int | None = None
+) -> HistoryPage:
+    """Read the history of a channel configured with ``history=`` (await it on the server's
+    loop, in a controller or a handler; or in a script's own loop when no server runs here).
+
+    ``since``: an offset; the messages after it, oldest first (``None``: the newest ones).
+    ``limit``: at most that many. The :class:`~plezi.pubsub.history.HistoryPage` has the
+    stream's ``epoch`` and current ``offset``, the ``messages`` (each with ``.value``,
+    ``.offset``) and ``complete`` (``False`` when messages after ``since`` are gone). Raises
+    ``ValueError`` for a channel without history. See docs/delivery.md.
+    """
+    from .pubsub.hub import hub
+
+    return await hub.history(channel, since, limit)
 
 
 def subscribe(channel: str, handler: Callable[..., Any], *, pattern: bool = False) -> None:

@@ -19,6 +19,7 @@ from ..http.response import Response
 
 if TYPE_CHECKING:
     from ..http.request import Request
+    from ..pubsub.history import Position
     from ..server.connection import StreamConnection
 
 
@@ -104,6 +105,8 @@ class Controller:
     _pl_cookies: Cookies | None
     _pl_conn: StreamConnection | None
     _pl_subs: set[tuple[str, bool]] | None = None
+    #: The positions a reconnecting client sent (``_recover``), parsed on first subscribe.
+    _pl_positions: dict[str, Position] | None = None
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -316,7 +319,9 @@ class Controller:
         if not conn.is_open:
             return
         registry = hub.registry
-        if handler is None:
+        if not pattern and self._pl_recover(channel, handler, binary):
+            pass  # subscribed once the history is read (docs/delivery.md)
+        elif handler is None:
             registry.forward(channel, conn, binary=binary, pattern=pattern, sse=conn.is_sse)
         else:
             registry.handle(channel, handler, owner=conn, pattern=pattern)
@@ -325,6 +330,23 @@ class Controller:
             subs = self._pl_subs = set()
             conn.add_cleanup(self._pl_unsubscribe_all)
         subs.add((channel, pattern))
+
+    def _pl_recover(self, channel: str, handler: Callable[..., Any] | None, binary: bool) -> bool:
+        """Start recovering ``channel`` when the client came back with a position on it
+        (the ``_recover`` query parameter): ``True`` when started (see
+        :mod:`plezi.pubsub.recovery`)."""
+        positions = self._pl_positions
+        if positions is None:
+            from ..pubsub.recovery import parse_positions
+
+            positions = self._pl_positions = parse_positions(self.request.query_string) or {}
+        if not positions or channel not in positions:
+            return False
+        from ..pubsub.recovery import start_recovery
+
+        # One recovery per channel and connection: a later subscribe is a plain one.
+        since = positions.pop(channel)
+        return start_recovery(self, self._pl_conn, channel, since, handler, binary)
 
     def unsubscribe(self, channel: str, *, pattern: bool = False) -> bool:
         """End this connection's subscription to ``channel``; ``False`` if there was none."""
