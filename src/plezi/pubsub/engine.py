@@ -28,6 +28,10 @@ class Engine:
     """
 
     name = "base"
+    #: A history read answers after every message published before it has been delivered here
+    #: (the history and the live flow come the same way); ``False`` for Redis, where a read
+    #: may overtake the live flow (see :mod:`.recovery`).
+    history_in_order = True
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink

@@ -139,13 +139,28 @@ async def recover(
             replay(replayed)
         epoch = page.epoch
         last = page.messages[-1].offset if page.messages else since.offset
+    caught_up = not recovered or hub.engine.history_in_order
     for message in held:
         # Live messages the history brought already are dropped; the rest follow, in order.
         if not isinstance(message, Positioned) or message.epoch != epoch or message.offset > last:
             replay(message)
-    subscribe()
-    if recovered and page is not None and page.messages:
-        log.debug("%s recovered %d message(s) on %r", conn, len(page.messages), channel)
+            caught_up = True
+        elif message.offset == last:
+            caught_up = True
+    if caught_up:
+        subscribe()
+        return
+
+    # The history was read on another connection than the live flow (Redis) and came back
+    # first: the live flow has still to bring some of the replayed messages. Keep dropping
+    # them; the first newer one ends the recovery.
+    def behind(message: Message) -> None:
+        if isinstance(message, Positioned) and message.epoch == epoch and message.offset <= last:
+            return
+        subscribe()  # replaces this holder: the next messages go the usual way
+        replay(message)
+
+    holder.call = behind
 
 
 class _Call:
