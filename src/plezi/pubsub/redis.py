@@ -88,10 +88,10 @@ from .history import new_epoch
 from .message import DIRECT_PREFIX, Message
 from .patterns import compile_glob
 from .redis_history import (
-    META_TTL,
     POSITIONED_TAGS,
     PUBLISH_SCRIPT,
     READ_SCRIPT,
+    common_args,
     decode_positioned,
     history_keys,
     page_of,
@@ -427,15 +427,8 @@ class RedisEngine(Engine):
         if len(self._queue) >= self.max_backlog:
             self._backlog_full()
         head = self._script_heads.get(message.channel) or self._script_head(message.channel)
-        kind = b"r" if message.is_text else b"s"
-        args = (
-            kind,
-            message.payload,
-            b"%d" % options.history,
-            b"%d" % max(1, round(options.history_ttl * 1000)),
-            self._epoch,
-            b"%d" % max(META_TTL, math.ceil(2 * options.history_ttl)),
-        )
+        args = common_args(options, self._epoch)
+        args += (b"r" if message.is_text else b"s", message.payload)
         self._queue.append(head + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
         if self._live and not self._flush_pending:
             self._write_unsent()
@@ -464,12 +457,9 @@ class RedisEngine(Engine):
             self._sync_client.register_script(PUBLISH_SCRIPT)(
                 keys=[stream, meta, self._prefix_bytes + message.channel.encode()],
                 args=[
+                    *common_args(options, self._epoch),
                     b"r" if message.is_text else b"s",
                     message.payload,
-                    options.history,
-                    max(1, round(options.history_ttl * 1000)),
-                    self._epoch,
-                    max(META_TTL, math.ceil(2 * options.history_ttl)),
                 ],
             )
         except redis.RedisError as exc:
@@ -486,14 +476,8 @@ class RedisEngine(Engine):
         import redis.asyncio as aioredis
 
         stream, meta = history_keys(self.prefix, channel)
-        args = [
-            -1 if since is None else since,
-            -1 if limit is None else limit,
-            options.history,
-            max(1, round(options.history_ttl * 1000)),
-            self._epoch,
-            max(META_TTL, math.ceil(2 * options.history_ttl)),
-        ]
+        args = common_args(options, self._epoch)
+        args += (b"%d" % (-1 if since is None else since), b"%d" % (-1 if limit is None else limit))
         if self._loop is not None and self._loop is asyncio.get_running_loop():
             if self._reader is None:
                 self._reader = aioredis.Redis.from_url(

@@ -25,15 +25,20 @@ The published message is ``\\x00plz:r`` (text) or ``\\x00plz:s`` (binary), then
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 from .history import HistoryPage, Positioned, select
+
+if TYPE_CHECKING:
+    from .channels import ChannelOptions
 
 __all__ = [
     "META_TTL",
     "POSITIONED_TAGS",
     "PUBLISH_SCRIPT",
     "READ_SCRIPT",
+    "common_args",
     "decode_positioned",
     "history_keys",
     "page_of",
@@ -45,40 +50,44 @@ META_TTL = 7 * 24 * 3600
 #: Tags of a positioned message on Redis pub/sub: text, binary.
 POSITIONED_TAGS = (b"\x00plz:r", b"\x00plz:s")
 
-# KEYS: stream, meta, pub/sub channel. ARGV: kind (r: text, s: binary), payload, history,
-# history_ttl in ms, this process's epoch prefix, the meta key's TTL in seconds. A new stream's
-# epoch is that prefix and Redis's clock: a Redis that lost the meta key never gives an old one.
-PUBLISH_SCRIPT = b"""
+# Both scripts start the same way. KEYS[1], KEYS[2]: the stream, the meta key. ARGV[1] to [4]:
+# history, history_ttl in ms, this process's epoch prefix, the meta key's TTL in seconds (see
+# :func:`common_args`). A new stream's epoch is that prefix and Redis's clock: a Redis that lost
+# the meta key never gives an old epoch again; the old entries of the stream are dropped.
+_PREAMBLE = b"""
 local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
-  epoch = ARGV[5] .. string.format('%x%05x', tonumber(now[1]), tonumber(now[2]))
+  epoch = ARGV[3] .. string.format('%x%05x', tonumber(now[1]), tonumber(now[2]))
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', epoch)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
-local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'k', ARGV[1], 'd', ARGV[2])
-redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(ms - tonumber(ARGV[4])))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', KEYS[3], '\\0plz:' .. ARGV[1] .. epoch .. ':' .. offset .. '\\n' .. ARGV[2])
-return offset
 """
 
-# KEYS: stream, meta. ARGV: since (-1: none), limit (-1: none), history, history_ttl in ms, the
-# epoch prefix, the meta key's TTL. Returns {epoch, last offset, newest entries first}.
-READ_SCRIPT = b"""
-local now = redis.call('TIME')
-local epoch = redis.call('HGET', KEYS[2], 'e')
-if not epoch then
-  epoch = ARGV[5] .. string.format('%x%05x', tonumber(now[1]), tonumber(now[2]))
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch)
-  redis.call('EXPIRE', KEYS[2], ARGV[6])
-end
+# KEYS[3]: the pub/sub channel. ARGV[5]: kind (r: text, s: binary), ARGV[6]: the payload.
+# Returns the offset.
+PUBLISH_SCRIPT = (
+    _PREAMBLE
+    + b"""
+local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'o', offset, 'k', ARGV[5], 'd', ARGV[6])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(ms - tonumber(ARGV[2])))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[3], '\\0plz:' .. ARGV[5] .. epoch .. ':' .. offset .. '\\n' .. ARGV[6])
+return offset
+"""
+)
+
+# ARGV[5]: since (-1: none), ARGV[6]: limit (-1: none). Returns {epoch, last offset, the
+# entries a read needs, newest first}.
+READ_SCRIPT = (
+    _PREAMBLE
+    + b"""
 local top = tonumber(redis.call('HGET', KEYS[2], 'o') or '0')
-local since, limit, size = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local size, since, limit = tonumber(ARGV[1]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local want = size
 if since >= 0 then
   want = top - since
@@ -88,12 +97,22 @@ elseif limit >= 0 and limit < size then
 end
 local entries = {}
 if want > 0 then
-  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  local oldest = tostring(ms - tonumber(ARGV[4]))
+  local oldest = tostring(ms - tonumber(ARGV[2]))
   entries = redis.call('XREVRANGE', KEYS[1], '+', oldest, 'COUNT', want)
 end
 return {epoch, top, entries}
 """
+)
+
+
+def common_args(options: ChannelOptions, epoch: bytes) -> list[bytes]:
+    """ARGV[1] to ARGV[4] of both scripts for a channel with ``options``."""
+    return [
+        b"%d" % options.history,
+        b"%d" % max(1, round(options.history_ttl * 1000)),
+        epoch,
+        b"%d" % max(META_TTL, math.ceil(2 * options.history_ttl)),
+    ]
 
 
 def history_keys(prefix: str, channel: str) -> tuple[bytes, bytes]:

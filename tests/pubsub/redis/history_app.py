@@ -1,7 +1,7 @@
 """The app of the Redis history tests: a recoverable channel ``chat`` (``HISTORY`` messages for
 ``HISTORY_TTL`` seconds), subscribers on ``/sub/<channel>``, publishers on demand.
 
-A connection subscribes to the channel named by the path and says ``ready``; ``on_recover`` is
+A connection subscribes to the channel named by the path and says ``ready <pid>``; ``on_recover`` is
 reported to the client as ``{"event": "on_recover", ...}``. A message ``pub <channel> <count>
 <start>`` publishes ``{"n": start}`` ... ``{"n": start + count - 1}`` on the channel.
 """
@@ -20,7 +20,7 @@ plezi.channel(
 class Sub:
     def on_open(self):
         self.subscribe(self.params["id"])
-        self.write("ready")
+        self.write(f"ready {os.getpid()}")
 
     def on_recover(self, channel, recovered):
         self.write({"event": "on_recover", "channel": channel, "recovered": recovered})

@@ -55,7 +55,10 @@ class Client:
             since = [position["epoch"], position["offset"]]
             url += "?_recover=" + urllib.parse.quote(json.dumps({"chat": since}))
         self.ws: ClientConnection = stack.enter_context(connect(url))
-        assert self.ws.recv(timeout=10 * UNIT) == "ready"
+        ready, pid = str(self.ws.recv(timeout=10 * UNIT)).split()
+        assert ready == "ready"
+        #: The process that serves this client.
+        self.pid = int(pid)
         self.notices: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
 
@@ -90,7 +93,7 @@ class Client:
 
 def publisher(server: Script, stack: contextlib.ExitStack) -> ClientConnection:
     ws = stack.enter_context(connect(server.ws_url + "/sub/control"))
-    assert ws.recv(timeout=10 * UNIT) == "ready"
+    assert str(ws.recv(timeout=10 * UNIT)).startswith("ready ")
     return ws
 
 
