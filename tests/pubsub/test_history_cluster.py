@@ -4,7 +4,6 @@ outlives a worker killed with SIGKILL."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers import UNIT, start_script
+from helpers import start_script
 
 from .redis.test_history_redis import APP, Client, assert_exact, publisher
 from .test_cluster import MAX_CLIENTS, NO_REDIS, Cluster
@@ -26,21 +25,7 @@ def two_workers() -> Iterator[Cluster]:
             c.wait_for(rf"worker {index} ready \(pid \d+\)")
         yield c
     finally:
-        c.clients.close()
-        if c.script.proc.poll() is None:
-            c.script.proc.send_signal(signal.SIGTERM)
-            try:
-                c.script.proc.wait(20 * UNIT)
-            except Exception:  # noqa: BLE001 - then the hard way
-                c.script.proc.kill()
-                c.script.proc.wait()
-        for pid in c.worker_pids().values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        c.reader.join(10 * UNIT)
-        for stream in (c.script.proc.stdout, c.script.proc.stderr):
-            if stream is not None:
-                stream.close()
+        c.kill()
 
 
 def on_each_worker(c: Cluster, pids: set[int], **kwargs: Any) -> dict[int, Client]:
