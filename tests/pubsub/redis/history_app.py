@@ -4,6 +4,9 @@
 A connection subscribes to the channel named by the path and says ``ready <pid>``; ``on_recover`` is
 reported to the client as ``{"event": "on_recover", ...}``. A message ``pub <channel> <count>
 <start>`` publishes ``{"n": start}`` ... ``{"n": start + count - 1}`` on the channel.
+
+``/page`` is a page whose browser client subscribes through ``/sub/chat`` and records, in
+``window.got``, the ``n`` of each message and, in ``window.outcomes``, each recovery's outcome.
 """
 
 import os
@@ -31,4 +34,25 @@ class Sub:
             plezi.publish(channel, {"n": n})
 
 
+PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<script src="/client.js"></script>
+<script>
+window.got = [];
+window.outcomes = [];
+window.opens = 0;
+const client = new PleziClient("/sub/chat", { minDelay: 100, maxDelay: 400 });
+client.onopen = () => { window.opens += 1; };
+client.unknown = (msg) => { if (msg && msg._pos) window.got.push(msg.n); };
+client.onrecover = (outcome) => window.outcomes.push(outcome);
+</script></head></html>"""
+
+
+class Page:
+    def index(self):
+        self.response.headers["content-type"] = "text/html; charset=utf-8"
+        return PAGE
+
+
+plezi.route("/client.js", "client")
+plezi.route("/page", Page)
 plezi.route("/sub/:id", Sub)
