@@ -10,9 +10,11 @@ names): ``<app>:\\x00plz:meta:<channel>``, a hash with the epoch (``e``) and the
 :data:`PUBLISH_SCRIPT` runs for each message, atomically and in one round trip (``EVALSHA`` on
 the engine's publishing connection; the script is loaded there whenever it connects): it reads
 the epoch (creating it when the meta key is missing: a new stream, whose old entries are
-dropped), increments the offset, appends the message (``MAXLEN ~ history``; entries older than
-``history_ttl`` trimmed with ``MINID``; the stream expires ``history_ttl`` after its last
-message), and publishes it on the channel with its position. So every server and every script
+dropped), increments the offset, appends the message (``MAXLEN ~ history``: Redis trims whole
+nodes, so a stream holds at most about 100 entries more; the stream expires ``history_ttl``
+after its last message), and publishes it on the channel with its position. Entries older than
+``history_ttl`` in a busy stream are left to ``MAXLEN`` (no ``MINID`` trim on every publish: less
+work per message); reads skip them. So every server and every script
 on the Redis sees the same positions, and a Redis that lost its data (a flush, a restart without
 persistence) gives a new epoch: a client's old position is never trusted.
 
@@ -74,7 +76,6 @@ PUBLISH_SCRIPT = (
 local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'o', offset, 'k', ARGV[5], 'd', ARGV[6])
-redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(ms - tonumber(ARGV[2])))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[3], '\\0plz:' .. ARGV[5] .. epoch .. ':' .. offset .. '\\n' .. ARGV[6])
 return offset
