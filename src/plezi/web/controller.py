@@ -304,6 +304,11 @@ class Controller:
         glob (``"chat.*"``). Subscribing again to the same channel replaces the earlier
         subscription; a channel and a matching pattern are two subscriptions, and each delivers
         the message (as in Redis).
+
+        On a channel with history (``plezi.channel(name, history=N)``), a client that came back
+        with its position there (the ``_recover`` query parameter) first gets what it missed,
+        then the live messages; the controller's ``on_recover(channel, recovered)`` tells how it
+        went (docs/delivery.md).
         """
         from ..pubsub.hub import _check_name, hub
 
