@@ -236,3 +236,32 @@ def test_positioned_messages_frame_once_per_process() -> None:
     assert message.sse_frame() is message.sse_frame()
     assert b'"_pos"' in (message.sse_frame() or b"")
     assert message.value == '{"a":1}'
+
+
+def test_an_event_stream_recovers_too(serve: Any) -> None:
+    """SSE: positions come in the query string of the new stream's URL (as the EventSource
+    URL a page builds); the notice and the missed messages are events."""
+    from sseclient import EventStream
+
+    plezi.channel("chat", history=10)
+    running = serve(app_of(("/sub/:id", Sub)))
+    publish(running, "chat", *({"n": i} for i in range(4)))
+    epoch = hub.engine.local_history.epoch
+    target = "/sub/chat?_recover=" + urllib.parse.quote(json.dumps({"chat": [epoch, 1]}))
+    with EventStream(running.port, target) as stream:
+        assert stream.open().status == 200
+        assert stream.event().data == "ready"
+        notice = json.loads(stream.event().data)
+        assert notice["event"] == "_recover_" and notice["recovered"] is True
+        got = [json.loads(stream.event().data) for _ in range(3)]
+        assert [(m["n"], m["_pos"]["offset"]) for m in got] == [(1, 2), (2, 3), (3, 4)]
+
+
+def test_publishing_from_another_thread_positions_in_publish_order(serve: Any) -> None:
+    plezi.channel("chat", history=10)
+    running = serve(app_of(("/sub/:id", Sub)))
+    with subscribed(f"{running.ws_url}/sub/chat") as ws:
+        for i in range(5):  # this thread is not the server's
+            plezi.publish("chat", {"n": i})
+        got = [recv_json(ws) for _ in range(5)]
+    assert [(m["n"], m["_pos"]["offset"]) for m in got] == [(i, i + 1) for i in range(5)]
