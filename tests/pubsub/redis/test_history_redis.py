@@ -245,3 +245,29 @@ def test_a_client_away_longer_than_history_ttl_does_not_recover(
         "offset": 2,
     }
     assert back.notice("on_recover")["recovered"] is False
+
+
+def test_the_history_on_redis_is_bounded_by_size_and_ttl(
+    redis: RedisProcess, script: Any, clients: contextlib.ExitStack
+) -> None:
+    """``history=50``: after 1,000 messages the stream holds about 50 (Redis trims whole nodes
+    of up to 100 entries), and a read gives exactly the last 50; ``history_ttl``: the stream
+    is gone that long after the last message, and a client behind it does not recover."""
+    stream = "history_app_app:\x00plz:stream:chat"
+    env = {"HISTORY": "50", "HISTORY_TTL": str(UNIT)}
+    server = script(APP, "--redis", redis.url, env=env)
+    sub = Client(server, clients)
+    wait_for(lambda: subscribers(redis) == 1, "subscribed on Redis")
+    publisher(server, clients).send("pub chat 1000 0")
+    sub.until(999)
+    length = int(redis.command("XLEN", stream).strip().lstrip(":"))
+    assert 50 <= length <= 150, length
+    assert 0 < int(redis.command("PTTL", stream).strip().lstrip(":")) <= 1000 * UNIT
+    back = Client(server, clients, {"epoch": sub.position["epoch"], "offset": 950})
+    assert back.notice()["recovered"] is True
+    back.until(999)
+    assert_exact(back.messages, 951, 1000)
+    too_far = Client(server, clients, {"epoch": sub.position["epoch"], "offset": 940})
+    assert too_far.notice()["recovered"] is False  # 60 behind, 50 kept
+    wait_for(lambda: redis.command("EXISTS", stream).strip() == ":0", "the stream to expire")
+    assert top_offset(redis) == 1000  # the meta key stays: the next message is 1001
