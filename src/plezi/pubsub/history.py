@@ -235,11 +235,18 @@ class MemoryHistory:
             if old is not None:  # the size changed: keep the offset and what fits
                 stream.offset = old.offset
                 stream.entries.extend(old.entries)
-        stream.offset += 1
-        positioned = Positioned.at(message, self.epoch, stream.offset)
+        offset = stream.offset = stream.offset + 1
+        if isinstance(message, Positioned) and not message.offset:
+            positioned = message  # made unpositioned by the hub: one object, not two
+            positioned.epoch = self.epoch
+            positioned.offset = offset
+        else:
+            positioned = Positioned.at(message, self.epoch, offset)
         now = time.monotonic()
-        stream.trim(options.history_ttl, now)
-        stream.entries.append((now, positioned))
+        entries = stream.entries
+        if entries and entries[0][0] < now - options.history_ttl:
+            stream.trim(options.history_ttl, now)
+        entries.append((now, positioned))
         return positioned
 
     def read(

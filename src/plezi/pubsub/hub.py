@@ -20,7 +20,8 @@ from ..config import redis_url_from_env
 from ..server.connection import OUTBOX, PROCESS_TOKEN
 from .channels import options_for
 from .engine import Engine, MemoryEngine
-from .message import DIRECT_PREFIX, Message
+from .history import Positioned
+from .message import DIRECT_PREFIX, Message, encode_payload
 from .registry import Handler, Registry
 
 if TYPE_CHECKING:
@@ -103,7 +104,10 @@ class Hub:
         if options is None or not options.history:
             self._send(Message.of(channel, data))
             return
-        message = Message.of(channel, data)
+        # A Positioned without a position yet: the engine's history fills it in (memory), or
+        # sends it on (the position comes back from the master or Redis).
+        payload, is_text = encode_payload(data)
+        message = Positioned(channel, payload, is_text, "", 0)
         loop = self._loop
         if loop is not None and threading.get_ident() != self._thread:
             loop.call_soon_threadsafe(self.engine.publish_recoverable, message, options)
