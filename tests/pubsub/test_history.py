@@ -265,3 +265,51 @@ def test_publishing_from_another_thread_positions_in_publish_order(serve: Any) -
             plezi.publish("chat", {"n": i})
         got = [recv_json(ws) for _ in range(5)]
     assert [(m["n"], m["_pos"]["offset"]) for m in got] == [(i, i + 1) for i in range(5)]
+
+
+class Handled:
+    """Subscribes with a handler that writes each message back, tagged."""
+
+    def on_open(self) -> None:
+        self.subscribe("chat", self.got)  # type: ignore[attr-defined]
+        self.write("ready")  # type: ignore[attr-defined]
+
+    def got(self, message: str) -> None:
+        self.write("got " + message)  # type: ignore[attr-defined]
+
+    def on_message(self, data: str) -> None:
+        pass
+
+
+class Twice(Sub):
+    """Subscribes twice in a row: the second subscription replaces the recovering one."""
+
+    def on_open(self) -> None:
+        self.subscribe("chat")  # type: ignore[attr-defined]
+        self.subscribe("chat")  # type: ignore[attr-defined]
+        self.write("ready")  # type: ignore[attr-defined]
+
+
+def test_a_handler_subscription_gets_the_replayed_messages_in_order(serve: Any) -> None:
+    plezi.channel("chat", history=10)
+    running = serve(app_of(("/h", Handled)))
+    publish(running, "chat", *({"n": i} for i in range(3)))
+    epoch = hub.engine.local_history.epoch
+    with connect(recover_url(f"{running.ws_url}/h", {"chat": [epoch, 1]})) as ws:
+        assert ws.recv(timeout=5 * UNIT) == "ready"
+        assert recv_json(ws)["recovered"] is True
+        publish(running, "chat", {"n": 3})
+        got = [ws.recv(timeout=5 * UNIT) for _ in range(3)]
+    assert got == ['got {"n":1}', 'got {"n":2}', 'got {"n":3}']  # as published: no _pos
+
+
+def test_subscribing_again_during_a_recovery_says_recovered_false(serve: Any) -> None:
+    plezi.channel("chat", history=10)
+    running = serve(app_of(("/twice", Twice)))
+    publish(running, "chat", *({"n": i} for i in range(3)))
+    epoch = hub.engine.local_history.epoch
+    with connect(recover_url(f"{running.ws_url}/twice", {"chat": [epoch, 1]})) as ws:
+        assert ws.recv(timeout=5 * UNIT) == "ready"
+        assert recv_json(ws)["recovered"] is False  # never a silent gap
+        publish(running, "chat", {"n": 3})
+        assert recv_json(ws)["n"] == 3

@@ -110,27 +110,34 @@ async def recover(
     since: Position,
     options: ChannelOptions,
     *,
+    held: list[Message],
+    holder: Handler,
     replay: Callable[[Message], object],
     subscribe: Callable[[], object],
     done: Callable[[bool, HistoryPage | None], object],
 ) -> None:
-    """Recover ``channel`` for ``conn`` from ``since`` (see the module docstring).
+    """Recover ``channel`` for ``conn`` from ``since`` (see the module docstring), once
+    ``conn`` holds the channel (:meth:`.registry.Registry.hold`: ``holder``, taking live
+    messages into ``held``; done before this runs, at the subscribe itself).
 
     ``replay(message)`` sends one message the way the final subscription will; ``subscribe()``
     makes the final subscription; ``done(recovered, page)`` announces the outcome (``page`` is
-    ``None`` when the history could not be read). Nothing happens if the connection closes or
-    subscribes again meanwhile."""
+    ``None`` when the history could not be read). Nothing happens if the connection closes; if
+    it subscribes again (or unsubscribes) meanwhile, the outcome is ``recovered`` false."""
     registry = hub.registry
-    held: list[Message] = []
-    holder = registry.hold(channel, conn, held.append)
     page: HistoryPage | None = None
     try:
         await hub.engine.subscription_live(channel)
         page = await hub.engine.history(channel, options, since.offset, None)
     except Exception as exc:  # noqa: BLE001 - Redis down, for one: recovered is False
         log.warning("could not read the history of %r to recover a connection: %s", channel, exc)
-    if not conn.is_open or not registry.holding(channel, conn, holder):
-        return  # closed (its cleanup removed the subscription), or subscribed again
+    if not conn.is_open:
+        return  # its cleanup removed the subscription
+    if not registry.holding(channel, conn, holder):
+        # Subscribed again (or unsubscribed) meanwhile: nothing is replayed, and the client
+        # must know it, or the gap would be silent.
+        done(False, page)
+        return
     recovered = page is not None and page.recovers(since)
     done(recovered, page)
     epoch, last = "", -1
@@ -230,9 +237,23 @@ def start_recovery(
         conn.send(recovery_notice(channel, recovered, page))
         _tell_controller(controller, conn, channel, recovered)
 
-    hub.server.spawn(
-        recover(hub, conn, channel, since, options, replay=replay, subscribe=subscribe, done=done)
+    # Held from now on, not from when the task starts: a subscribe that follows in the same
+    # callback must replace this one, not be replaced by it.
+    held: list[Message] = []
+    holder = registry.hold(channel, conn, held.append)
+    task = recover(
+        hub,
+        conn,
+        channel,
+        since,
+        options,
+        held=held,
+        holder=holder,
+        replay=replay,
+        subscribe=subscribe,
+        done=done,
     )
+    hub.server.spawn(task)
     return True
 
 
