@@ -364,7 +364,7 @@ class RedisEngine(Engine):
         #: recoveries waiting for a subscription's confirmation, and the client that reads.
         self._script_sha = hashlib.sha1(PUBLISH_SCRIPT).hexdigest().encode()
         self._epoch = new_epoch().encode()
-        self._script_heads: dict[str, bytes] = {}
+        self._script_heads: dict[str, tuple[ChannelOptions, bytes]] = {}
         self._sub_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._reader: Any = None
 
@@ -426,23 +426,29 @@ class RedisEngine(Engine):
             return
         if len(self._queue) >= self.max_backlog:
             self._backlog_full()
-        head = self._script_heads.get(message.channel) or self._script_head(message.channel)
-        args = common_args(options, self._epoch)
-        args += (b"r" if message.is_text else b"s", message.payload)
-        self._queue.append(head + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+        known = self._script_heads.get(message.channel)
+        head = known[1] if known is not None and known[0] is options else None
+        if head is None:
+            head = self._script_head(message.channel, options)
+        payload = message.payload
+        kind = b"$1\r\nr\r\n" if message.is_text else b"$1\r\ns\r\n"
+        self._queue.append(b"%s%s$%d\r\n%s\r\n" % (head, kind, len(payload), payload))
         if self._live and not self._flush_pending:
             self._write_unsent()
             self._flush_pending = True
             self._loop.call_soon(self._flush)
 
-    def _script_head(self, channel: str) -> bytes:
+    def _script_head(self, channel: str, options: ChannelOptions) -> bytes:
+        """``EVALSHA``, the script, the keys and the channel's arguments, packed once per
+        channel (and again if its options change)."""
         if len(self._script_heads) >= 1024:
             self._script_heads.clear()
         stream, meta = history_keys(self.prefix, channel)
         remote = self._prefix_bytes + channel.encode()
+        parts = [stream, meta, remote, *common_args(options, self._epoch)]
         head = b"*12\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n3\r\n" % self._script_sha
-        head += b"".join(b"$%d\r\n%s\r\n" % (len(k), k) for k in (stream, meta, remote))
-        self._script_heads[channel] = head
+        head += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+        self._script_heads[channel] = (options, head)
         return head
 
     def _publish_script_sync(self, message: Message, options: ChannelOptions) -> None:

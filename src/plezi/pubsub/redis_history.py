@@ -57,10 +57,9 @@ POSITIONED_TAGS = (b"\x00plz:r", b"\x00plz:s")
 # :func:`common_args`). A new stream's epoch is that prefix and Redis's clock: a Redis that lost
 # the meta key never gives an old epoch again; the old entries of the stream are dropped.
 _PREAMBLE = b"""
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
+  local now = redis.call('TIME')
   epoch = ARGV[3] .. string.format('%x%05x', tonumber(now[1]), tonumber(now[2]))
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', epoch)
@@ -98,6 +97,8 @@ elseif limit >= 0 and limit < size then
 end
 local entries = {}
 if want > 0 then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local oldest = tostring(ms - tonumber(ARGV[2]))
   entries = redis.call('XREVRANGE', KEYS[1], '+', oldest, 'COUNT', want)
 end
