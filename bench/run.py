@@ -2,6 +2,7 @@
 
     bash bench/setup.sh              # once: bench/.venv with plezi and the peers
     bench/.venv/bin/python bench/run.py --runs 3
+    bench/.venv/bin/python bench/run.py --runs 3 --servers plezi-tls,uvicorn-tls   # over TLS
 
 Each server is pinned to core 0 and each load generator to core 1 (``taskset``). For every
 measurement the server's and the load generator's CPU use are printed: a server below ~90% of a
@@ -11,14 +12,18 @@ core means the load generator (or something else) was the bottleneck, and the ru
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
 import json
 import os
 import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +37,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@functools.cache
+def tls_files() -> tuple[str, str]:
+    """A throwaway certificate and key for the TLS servers (plezi's --tls-self-signed code)."""
+    from plezi.launch.devcert import make_certificate
+
+    folder = tempfile.mkdtemp(prefix="bench-tls-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return make_certificate(folder)
 
 
 SERVERS: dict[str, Callable[[int], list[str]]] = {
@@ -90,8 +105,18 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     "websockets": lambda port: [PY, str(HERE / "servers/websockets_echo.py"), "--port", str(port)],
     "picows": lambda port: [PY, str(HERE / "servers/picows_echo.py"), "--port", str(port)],
 }
+# The same apps over TLS (the https and wss scenarios only; not run unless named in --servers).
+SERVERS["plezi-tls"] = lambda port: [
+    *SERVERS["plezi"](port),
+    *("--tls-cert", tls_files()[0], "--tls-key", tls_files()[1]),
+]
+SERVERS["uvicorn-tls"] = lambda port: [
+    *SERVERS["uvicorn+starlette"](port),
+    *("--ssl-certfile", tls_files()[0], "--ssl-keyfile", tls_files()[1]),
+]
 HTTP_ONLY = {"granian", "bare uvloop+httptools"}
 WS_ONLY = {"websockets", "picows"}
+TLS = {"plezi-tls", "uvicorn-tls"}
 
 
 def descendants(pid: int) -> list[int]:
@@ -146,13 +171,10 @@ def measure(server_pid: int, cmd: list[str]) -> tuple[str, float, float]:
     return out, (cpu_seconds(server_pid) - s0) / elapsed, (children_cpu() - c0) / elapsed
 
 
-def http_hello(port: int, pid: int, seconds: float) -> dict[str, float]:
-    subprocess.run(
-        ["wrk", "-t1", "-c50", "-d1s", f"http://127.0.0.1:{port}/"], capture_output=True, check=True
-    )  # warm-up
-    out, server_cpu, client_cpu = measure(
-        pid, ["wrk", "-t1", "-c50", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"]
-    )
+def http_hello(port: int, pid: int, seconds: float, scheme: str = "http") -> dict[str, float]:
+    url = f"{scheme}://127.0.0.1:{port}/"
+    subprocess.run(["wrk", "-t1", "-c50", "-d1s", url], capture_output=True, check=True)  # warm-up
+    out, server_cpu, client_cpu = measure(pid, ["wrk", "-t1", "-c50", f"-d{seconds:g}s", url])
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m or "Non-2xx" in out or ("Socket errors" in out and "timeout" in out):
         raise RuntimeError(f"wrk failed:\n{out}")
@@ -164,14 +186,15 @@ def wsload() -> str:
     source, binary = HERE / "wsload.c", HERE / ".build/wsload"
     if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
         binary.parent.mkdir(exist_ok=True)
-        subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True)
+        subprocess.run(
+            ["gcc", "-O2", "-o", str(binary), str(source), "-lssl", "-lcrypto"], check=True
+        )
     return str(binary)
 
 
-def ws_echo(port: int, pid: int, seconds: float, size: int) -> dict[str, float]:
-    out, server_cpu, _ = measure(
-        pid, [wsload(), "--port", str(port), "--size", str(size), "--seconds", str(seconds)]
-    )
+def ws_echo(port: int, pid: int, seconds: float, size: int, tls: bool = False) -> dict[str, float]:
+    cmd = [wsload(), "--port", str(port), "--size", str(size), "--seconds", str(seconds)]
+    out, server_cpu, _ = measure(pid, [*cmd, "--tls"] if tls else cmd)
     result = json.loads(out.strip().splitlines()[-1])
     return {
         "value": result["msgs_per_s"],
@@ -184,10 +207,16 @@ SCENARIOS: dict[str, Callable[[int, int, float], dict[str, float]]] = {
     "http hello (req/s, wrk -c50)": http_hello,
     "ws echo 32 B (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 32),
     "ws echo 4 KiB (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 4096),
+    "https hello (req/s, wrk -c50)": lambda p, pid, s: http_hello(p, pid, s, "https"),
+    "wss echo 32 B (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 32, tls=True),
+    "wss echo 4 KiB (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 4096, tls=True),
 }
 
 
 def applies(name: str, scenario: str) -> bool:
+    over_tls = scenario.startswith(("https", "wss"))
+    if name in TLS or over_tls:
+        return name in TLS and over_tls
     if name in HTTP_ONLY:
         return scenario.startswith("http")
     if name in WS_ONLY:
@@ -215,7 +244,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5)
-    p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument("--servers", default=",".join(n for n in SERVERS if n not in TLS))
     p.add_argument(
         "--scenarios",
         help="comma-separated substrings; run only the scenarios whose name contains one "

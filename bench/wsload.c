@@ -11,7 +11,11 @@
  * --warmup seconds. Exits non-zero with a message on any error (refused handshake, a reset,
  * more bytes than one echo, a server that closes).
  *
- * Build: gcc -O2 -o bench/.build/wsload bench/wsload.c  (bench/setup.sh does it)
+ * --tls speaks wss:// (OpenSSL, TLS 1.2 or 1.3, the server's certificate not checked: the
+ * bench makes its own): each connection's TLS and WebSocket handshakes are done before the
+ * clock starts, so the figure is the echo over TLS records.
+ *
+ * Build: gcc -O2 -o bench/.build/wsload bench/wsload.c -lssl -lcrypto  (bench/run.py does it)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -19,6 +23,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +36,7 @@
 
 typedef struct {
     int fd;
+    SSL *ssl;          /* --tls: the connection's TLS state; NULL for plain TCP */
     int handshaking;
     size_t head_len;   /* bytes of the handshake reply read so far */
     char head[1024];
@@ -41,6 +48,7 @@ static unsigned char *frame;
 static size_t frame_len, expect;
 static long long count;
 static int ep;
+static SSL_CTX *tls; /* --tls */
 
 static void die(const char *what) {
     fprintf(stderr, "wsload: %s: %s\n", what, errno ? strerror(errno) : "error");
@@ -53,10 +61,34 @@ static double now(clockid_t clock) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* read() and write(), through TLS for a --tls connection: -1 with EAGAIN when TLS needs the
+ * socket to be readable or writable first, 0 at the end of the stream. */
+static ssize_t tls_result(conn_t *c, int r) {
+    if (r > 0) return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) { errno = EAGAIN; return -1; }
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) return 0;
+    ERR_print_errors_fp(stderr);
+    if (errno == 0 || errno == EAGAIN) errno = EIO;
+    return -1;
+}
+
+static ssize_t io_read(conn_t *c, void *buf, size_t n) {
+    if (!c->ssl) return read(c->fd, buf, n);
+    errno = 0;
+    return tls_result(c, SSL_read(c->ssl, buf, (int)n));
+}
+
+static ssize_t io_write(conn_t *c, const void *buf, size_t n) {
+    if (!c->ssl) return write(c->fd, buf, n);
+    errno = 0;
+    return tls_result(c, SSL_write(c->ssl, buf, (int)n));
+}
+
 /* Write what is left of the frame; wait for EPOLLOUT if the socket is full. */
 static void send_frame(conn_t *c) {
     while (c->sent < frame_len) {
-        ssize_t n = write(c->fd, frame + c->sent, frame_len - c->sent);
+        ssize_t n = io_write(c, frame + c->sent, frame_len - c->sent);
         if (n < 0) {
             if (errno == EAGAIN) {
                 struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
@@ -87,7 +119,7 @@ static void received(conn_t *c, size_t n) {
 static void on_readable(conn_t *c) {
     static char buf[1 << 16];
     for (;;) {
-        ssize_t n = read(c->fd, buf, sizeof buf);
+        ssize_t n = io_read(c, buf, sizeof buf);
         if (n == 0) {
             fprintf(stderr, "wsload: the server closed a connection\n");
             exit(1);
@@ -98,7 +130,8 @@ static void on_readable(conn_t *c) {
         }
         if (!c->handshaking) {
             received(c, (size_t)n);
-            if ((size_t)n < sizeof buf) return; /* drained: skip the EAGAIN read */
+            /* drained: skip the EAGAIN read (unless TLS holds decrypted bytes epoll cannot see) */
+            if ((size_t)n < sizeof buf && !(c->ssl && SSL_pending(c->ssl))) return;
             continue;
         }
         size_t room = sizeof c->head - 1 - c->head_len;
@@ -179,6 +212,12 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--binary")) { binary = 1; continue; }
+        if (!strcmp(a, "--tls")) {
+            tls = SSL_CTX_new(TLS_client_method());
+            if (!tls) die("SSL_CTX_new");
+            SSL_CTX_set_verify(tls, SSL_VERIFY_NONE, NULL);
+            continue;
+        }
         if (!v) { fprintf(stderr, "wsload: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--host")) host = v;
         else if (!strcmp(a, "--port")) port = atoi(v);
@@ -206,6 +245,12 @@ int main(int argc, char **argv) {
         int one = 1;
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+        if (tls) { /* the TLS handshake, blocking, before the WebSocket one */
+            c->ssl = SSL_new(tls);
+            if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) die("SSL_new");
+            SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+            if (SSL_connect(c->ssl) != 1) { ERR_print_errors_fp(stderr); die("TLS handshake"); }
+        }
         char req[256];
         unsigned char key[16];
         for (int k = 0; k < 16; k++) key[k] = (unsigned char)rand();
@@ -225,7 +270,7 @@ int main(int argc, char **argv) {
                            "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                            "Sec-WebSocket-Version: 13\r\n\r\n",
                            host, port, k64);
-        if (write(c->fd, req, (size_t)len) != len) die("write handshake");
+        if (io_write(c, req, (size_t)len) != len) die("write handshake");
         if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0) die("fcntl");
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");

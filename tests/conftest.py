@@ -56,6 +56,15 @@ def script() -> Iterator[Callable[..., Script]]:
             s.proc.communicate()
 
 
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """``(cert, key)``: a self-signed certificate for localhost, 127.0.0.1 and ::1 (made by
+    ``--tls-self-signed``'s own code), shared by the TLS tests."""
+    from plezi.launch.devcert import make_certificate
+
+    return make_certificate(str(tmp_path_factory.mktemp("tls")))
+
+
 @pytest.fixture
 def clients() -> Iterator[contextlib.ExitStack]:
     """Every client a test enters into this stack is closed at its end."""

@@ -70,11 +70,13 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.server.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        scheme = "wss" if self.server.ssl_context is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def call(self, func: Callable[[], Any]) -> Any:
         """Run ``func`` on the server's loop and return its result."""
@@ -99,10 +101,17 @@ class Running:
 
 
 def start_server(app: App, **limits: Any) -> Running:
-    """Serve ``app`` on 127.0.0.1, port 0, in a thread; returns once it accepts connections."""
+    """Serve ``app`` on 127.0.0.1, port 0, in a thread; returns once it accepts connections.
+    ``limits`` are :class:`Limits` fields, plus ``shutdown_timeout``, ``tls_cert`` and
+    ``tls_key``."""
     shutdown_timeout = limits.pop("shutdown_timeout", 5.0 * UNIT)
+    tls = {k: limits.pop(k) for k in ("tls_cert", "tls_key") if k in limits}
     config = ServerConfig(
-        port=0, bind="127.0.0.1", limits=Limits(**limits), shutdown_timeout=shutdown_timeout
+        port=0,
+        bind="127.0.0.1",
+        limits=Limits(**limits),
+        shutdown_timeout=shutdown_timeout,
+        **tls,
     )
     server = Server(app, config)
     loop = new_event_loop()

@@ -8,6 +8,7 @@ so the server's framing is checked against a second implementation.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ class EventStream(RawHTTP):
         rcvbuf: int | None = None,
         before: bytes = b"",
         after: bytes = b"",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before the connection: it sets the TCP window
@@ -49,6 +51,8 @@ class EventStream(RawHTTP):
         self.timeout = 5 * UNIT
         self.sock.settimeout(self.timeout)
         self.sock.connect(("127.0.0.1", port))
+        if tls is not None:  # an event stream over TLS: the same bytes inside
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.buf = b""
         self.eof = False
         #: Comment blocks (keep-alives) seen so far.

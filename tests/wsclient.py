@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ class RawClient:
         extra: bytes = b"",
         rcvbuf: int = 0,
         timeout: float = 5 * UNIT,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
@@ -98,6 +100,8 @@ class RawClient:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
+        if tls is not None:  # the same frames inside TLS records
+            sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
         self.sock = sock
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()

@@ -24,6 +24,7 @@ from .config import Limits, ServerConfig
 from .errors import ConfigError, HTTPError, PleziError, PleziWarning, RouteError, ServerStartError
 from .launch import autostart as _autostart
 from .pubsub import hub as _hub
+from .pubsub.presence import PresenceError
 from .version import __version__ as __version__
 from .web import app as _app
 from .web.app import App
@@ -38,6 +39,7 @@ __all__ = [
     "Limits",
     "PleziError",
     "PleziWarning",
+    "PresenceError",
     "RouteError",
     "ServerConfig",
     "ServerStartError",
@@ -47,6 +49,8 @@ __all__ = [
     "channel",
     "history",
     "no_autostart",
+    "presence",
+    "presence_channel",
     "publish",
     "pubsub_status",
     "route",
@@ -198,6 +202,30 @@ async def history(
     from .pubsub.hub import hub
 
     return await hub.history(channel, since, limit)
+
+
+async def presence(channel: str) -> dict[str, Any]:
+    """Who is in the presence channel ``channel``: ``{connection_id: info}`` for every
+    connection subscribed to it in the whole cluster (every worker, every server on the Redis).
+
+    ``channel`` must be a presence channel (``plezi.channel(name_or_glob, presence=True)``),
+    else :class:`PresenceError`. Entries of a server that died without a goodbye are left out
+    once it has been silent for ``presence_ttl`` seconds. From a thread or loop other than the
+    server's, the question is asked on the server's loop (``asyncio.run(plezi.presence(...))``
+    works from a plain thread). See docs/delivery.md.
+    """
+    from .pubsub.hub import hub
+
+    return await hub.presence(channel)
+
+
+def presence_channel(channel: str) -> str:
+    """The channel where the joins and leaves of the presence channel ``channel`` are
+    published (``"presence:" + channel``): ``self.subscribe(plezi.presence_channel("room"))``
+    forwards them to a browser client as ``{"event": "presence", ...}`` messages."""
+    from .pubsub.presence import presence_channel as _name
+
+    return _name(channel)
 
 
 def subscribe(channel: str, handler: Callable[..., Any], *, pattern: bool = False) -> None:

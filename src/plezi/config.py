@@ -127,6 +127,19 @@ class ServerConfig:
     #: ``/dir/``. ``None`` (the default): no static files, and no cost. See
     #: :mod:`plezi.http.static` and ``docs/security.md``.
     public: str | None = None
+    #: TLS (``--tls-cert``, ``--tls-key``): the certificate chain and its private key, PEM
+    #: files read at start; the key may sit in the certificate's file (``tls_key`` ``None``).
+    #: ``None`` (the default): plain HTTP. See :mod:`plezi.server.tls` and ``docs/tls.md``.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Serve TLS with a throwaway self-signed certificate for localhost, made at start
+    #: (``--tls-self-signed``, Iodine's ``-tls`` without files): development only.
+    tls_self_signed: bool = False
+    #: Restart the server when the application's files change (``--reload``): development
+    #: only, one process. See :mod:`plezi.launch.reload`.
+    reload: bool = False
+    #: More folders whose files restart the server under ``reload`` (``--reload-dir``).
+    reload_dirs: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -147,6 +160,43 @@ class ServerConfig:
                 OriginPolicy(self.allowed_origins)
             except ValueError as exc:
                 raise ConfigError(f"allowed_origins: {exc}") from None
+        self._check_tls()
+        self._check_reload()
+
+    def _check_tls(self) -> None:
+        from .errors import ConfigError
+
+        if self.tls_cert is not None:
+            self.tls_cert = os.fspath(self.tls_cert)
+        if self.tls_key is not None:
+            self.tls_key = os.fspath(self.tls_key)
+            if self.tls_cert is None:
+                raise ConfigError("--tls-key needs --tls-cert (the certificate it belongs to)")
+        if self.tls_self_signed and self.tls_cert is not None:
+            raise ConfigError("choose --tls-cert/--tls-key or --tls-self-signed, not both")
+
+    def _check_reload(self) -> None:
+        from .errors import ConfigError
+
+        dirs = self.reload_dirs
+        self.reload_dirs = (
+            (os.fspath(dirs),)
+            if isinstance(dirs, str | os.PathLike)
+            else tuple(os.fspath(d) for d in dirs)
+        )
+        for folder in self.reload_dirs:
+            if not os.path.isdir(folder):
+                raise ConfigError(f"--reload-dir {folder}: not a folder")
+        if self.reload and self.workers > 1:
+            raise ConfigError(
+                f"--reload runs one server process, not {self.workers} workers: drop --workers "
+                "(and $WEB_CONCURRENCY) while developing"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS (a certificate given, or a self-signed one asked)."""
+        return self.tls_cert is not None or self.tls_self_signed
 
     @property
     def is_unix(self) -> bool:

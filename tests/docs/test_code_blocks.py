@@ -177,6 +177,33 @@ def _event(lines: Iterator[str]) -> dict[str, str]:
     raise AssertionError("the stream ended")
 
 
+def check_presence(s: Script) -> None:
+    with ws(s, "/room?name=ann") as ann, ws(s, "/room?name=bob") as bob:
+        joined = _first(ann, lambda m: {"name": "bob"} in _entries(m, "join").values())
+        assert (joined["event"], joined["channel"]) == ("presence", "room.lobby")
+        (bob_id,) = _entries(joined, "join")
+        bob.send(json.dumps({"event": "who"}))
+        who = _first(bob, lambda m: len(_entries(m, "join")) == 2)
+        assert sorted(_entries(who, "join").values(), key=str) == [{"name": "ann"}, {"name": "bob"}]
+        bob.close()
+        left = _first(ann, lambda m: "leave" in m)
+        assert left["leave"] == {bob_id: {"name": "bob"}}
+
+
+def _entries(msg: dict[str, object], kind: str) -> dict[str, object]:
+    found = msg.get(kind)
+    return found if isinstance(found, dict) else {}
+
+
+def _first(conn: ClientConnection, match: Callable[[dict[str, object]], bool]) -> dict[str, object]:
+    """The first of the next 20 JSON messages on ``conn`` that ``match`` accepts."""
+    for _ in range(20):
+        msg = recv_json(conn)
+        if match(msg):
+            return msg
+    raise AssertionError("no such message among the next 20")
+
+
 CHECKS: dict[str, Callable[[Script], None]] = {
     "readme-echo": check_echo,
     "readme-sample": check_websocket_sample,
@@ -187,6 +214,7 @@ CHECKS: dict[str, Callable[[Script], None]] = {
     "auto-dispatch": check_json_events,
     "http-events-off": check_http_events_off,
     "pubsub": check_pubsub,
+    "presence": check_presence,
     "sse": check_sse,
 }
 

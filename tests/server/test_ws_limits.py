@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from typing import Any
@@ -242,13 +243,15 @@ CAP = 256 * 1024
 CHUNK = 64 * 1024
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
 def test_a_client_that_never_reads_is_disconnected_and_memory_stays_bounded(
-    serve: Any, caplog: pytest.LogCaptureFixture
+    serve: Any, caplog: pytest.LogCaptureFixture, tls: bool, request: pytest.FixtureRequest
 ) -> None:
     """A subscription-like flood (writes from outside the connection's callbacks, one 64 KiB
     message per loop iteration) to a client that never reads: the server disconnects it once
     more than ``max_outgoing_buffer`` is queued, logs it, never holds more than the cap plus
-    one message, and another client on the same server is served at normal speed meanwhile."""
+    one message, and another client on the same server is served at normal speed meanwhile.
+    Over TLS too: what waits to be encrypted counts as queued."""
     caplog.set_level(logging.INFO, logger="plezi")
     box: dict[str, Any] = {}
     opened = threading.Event()
@@ -269,7 +272,10 @@ def test_a_client_that_never_reads_is_disconnected_and_memory_stays_bounded(
     app = plezi.App()
     app.route("/sink", Sink)
     app.route("/echo", Echo)
-    running = serve(app, max_outgoing_buffer=CAP, write_high_water=16 * 1024)
+    files = request.getfixturevalue("tls_files") if tls else None
+    ctx = ssl.create_default_context(cafile=files[0]) if files else None
+    extra = {"tls_cert": files[0], "tls_key": files[1]} if files else {}
+    running = serve(app, max_outgoing_buffer=CAP, write_high_water=16 * 1024, **extra)
     payload = b"f" * CHUNK
     peak = 0
     writes = 0
@@ -281,8 +287,8 @@ def test_a_client_that_never_reads_is_disconnected_and_memory_stays_bounded(
         return ok, sink.pending
 
     with (
-        RawClient(running.port, "/sink", rcvbuf=4096) as stalled,
-        connect(running.ws_url + "/echo") as other,
+        RawClient(running.port, "/sink", rcvbuf=4096, tls=ctx) as stalled,
+        connect(running.ws_url + "/echo", ssl=ctx) as other,
     ):
         assert opened.wait(5 * UNIT)
         deadline = time.monotonic() + 10 * UNIT
@@ -302,7 +308,7 @@ def test_a_client_that_never_reads_is_disconnected_and_memory_stays_bounded(
         assert running.call(lambda: box["sink"].open) is False
         assert running.call(lambda: box["sink"].write(b"more")) is False
         # The stalled client finds its connection dropped.
-        with pytest.raises((ConnectionResetError, EOFError, AssertionError)):
+        with pytest.raises((ConnectionResetError, EOFError, AssertionError, ssl.SSLError)):
             while True:
                 stalled.recv_frame(5 * UNIT)
         other.send("after")

@@ -195,7 +195,56 @@ def build_parser(
         dest="shutdown_timeout",
         help="seconds graceful shutdown waits for connections (default 10)",
     )
+    _tls_and_reload_flags(p)
     return p
+
+
+def _tls_and_reload_flags(p: argparse.ArgumentParser) -> None:
+    """TLS (``--tls-*``, Iodine's ``-tls``) and ``--reload``: the flags of docs/tls.md and
+    docs/configuration.md's development section."""
+    g = p.add_argument_group("TLS (HTTPS, WSS) and development")
+    g.add_argument(
+        "--tls-cert",
+        "-tls-cert",
+        metavar="FILE",
+        dest="tls_cert",
+        help="serve TLS with this PEM certificate chain (default: plain HTTP)",
+    )
+    g.add_argument(
+        "--tls-key",
+        "-tls-key",
+        metavar="FILE",
+        dest="tls_key",
+        help="the certificate's PEM private key (default: in the --tls-cert file)",
+    )
+    g.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        default=None,
+        dest="tls_self_signed",
+        help="serve TLS with a throwaway certificate for localhost (development only)",
+    )
+    g.add_argument(
+        "-tls",
+        action="store_true",
+        default=None,
+        dest="tls_on",
+        help="Iodine's spelling: TLS with --tls-cert/--tls-key, else --tls-self-signed",
+    )
+    g.add_argument(
+        "--reload",
+        action="store_true",
+        default=None,
+        help="restart the server when a .py file, a template or a --reload-dir file "
+        "changes (development only; not with --workers)",
+    )
+    g.add_argument(
+        "--reload-dir",
+        action="append",
+        metavar="DIR",
+        dest="reload_dirs",
+        help="also restart when a file in DIR changes (repeat for more)",
+    )
 
 
 _LIMIT_NAMES = frozenset(Limits.__dataclass_fields__)
@@ -290,6 +339,8 @@ def config_from_args(argv: Sequence[str], **overrides: Any) -> ServerConfig:
     _check_unknown(parser, leftovers)
     flags = {k: v for k, v in vars(args).items() if v is not None and k != "help"}
     values = {**overrides, **flags}
+    if values.pop("tls_on", False) and values.get("tls_cert") is None:
+        values["tls_self_signed"] = True  # Iodine's -tls alone: a development certificate
     unknown = set(values) - _LIMIT_NAMES - _SERVER_NAMES
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")

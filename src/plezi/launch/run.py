@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 from ..config import ServerConfig
 from ..errors import PleziError
 from ..server.server import Server, bind_sockets
+from ..server.tls import server_context
+from .devcert import with_dev_certificate
 from .flags import config_from_args, script_help, wants_help
+from .reload import Reloader, reload_child_fd
 from .supervisor import Supervisor, worker_settings
 
 __all__ = ["new_event_loop", "serve_app", "serve_config"]
@@ -75,25 +78,42 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
     worker = worker_settings()
     if worker is not None:
         return _serve_worker(app, config, *worker, inline_fallback=inline_fallback)
+    reloaded = reload_child_fd()
+    if reloaded is not None:  # the server under --reload: serve its parent's socket
+        return _serve_worker(app, config, reloaded, 0, None, inline_fallback=inline_fallback)
     try:
-        if config.redis:
+        config, made_cert = with_dev_certificate(config)
+        if config.redis and not config.reload:  # under --reload, the server's process checks
             from ..pubsub.redis import check_redis
 
             check_redis(config.redis)
         _install_public(app, config)
         sockets = bind_sockets(config)
-        server = Server(app, config) if config.workers == 1 else None
+        server = Server(app, config) if config.workers == 1 and not config.reload else None
+        if server is None:
+            server_context(config)  # a bad certificate fails here, not in every worker
     except PleziError as exc:
         print(f"plezi: {exc}", file=sys.stderr)
         return 1
-    where = config.bind if config.is_unix else _url(config.bind, sockets[0].getsockname()[1])
+    port = 0 if config.is_unix else sockets[0].getsockname()[1]
+    where = config.bind if config.is_unix else _url(config.bind, port, config.tls)
     if config.redis and server is not None:
         _use_redis(config.redis)
     mode = _mode(config.workers, len(sockets)) if server is None else "1 process"
+    if config.reload:
+        mode = "1 process, restarted when a file changes"
     log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
+    if made_cert:
+        log.warning(
+            "TLS with a throwaway self-signed certificate for localhost, 127.0.0.1 and ::1 "
+            "(%s, deleted at exit): clients do not trust it; development only",
+            config.tls_cert,
+        )
     if config.public is not None:
         log.info("serving the files in %s before the routes", os.path.realpath(config.public))
-    if server is None:
+    if config.reload:
+        code = _run_loop(Reloader(config, sockets[0]).run(), inline_fallback)
+    elif server is None:
         code = _run_loop(Supervisor(config, sockets, config.workers).run(), inline_fallback)
     else:
         code = _run_loop(server.serve(sockets[0]), inline_fallback)
@@ -106,24 +126,39 @@ def _mode(workers: int, sockets: int) -> str:
 
 
 def _serve_worker(
-    app: Any, config: ServerConfig, fd: int, index: int, relay: str, *, inline_fallback: bool
+    app: Any,
+    config: ServerConfig,
+    fd: int,
+    index: int,
+    relay: str | None,
+    *,
+    inline_fallback: bool,
 ) -> int:
     """A worker of a cluster: serve the inherited socket (its own, or the one all workers share),
-    pub/sub through the master's relay."""
+    pub/sub through the master's relay. With no relay: the server under ``--reload``, one
+    process serving its parent's socket."""
     from ..pubsub.cluster import ClusterEngine
     from ..pubsub.hub import hub
 
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     _install_public(app, config)  # the config was checked when it was parsed, in this process
-    server = Server(app, config)
+    try:
+        config, _made = with_dev_certificate(config)  # the parent's, when it made one
+        server = Server(app, config)
+    except PleziError as exc:  # the parent checked the certificate; it may have changed since
+        print(f"plezi: {exc}", file=sys.stderr)
+        return 1
     server.owns_socket_path = False
     server.master_pid = os.getppid()
     if config.redis:
         _use_redis(config.redis)  # Redis crosses processes itself: no relay needed
-    else:
+    elif relay is not None:
         hub.use_engine(ClusterEngine(hub, relay, on_lost=server.request_shutdown))
-    log.info("worker %d ready (pid %d)", index, os.getpid())
+    if relay is None:
+        log.info("server ready (pid %d); it restarts when a file changes", os.getpid())
+    else:
+        log.info("worker %d ready (pid %d)", index, os.getpid())
     code = _run_loop(server.serve(sock), inline_fallback)
     return code or 0
 
@@ -157,11 +192,11 @@ def _run_loop(main: Coroutine[Any, Any, Any], inline_fallback: bool) -> Any:
         loop.close()
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, tls: bool = False) -> str:
     shown = "localhost" if host in ("0.0.0.0", "::", "") else host
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def serve_app(

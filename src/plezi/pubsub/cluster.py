@@ -9,7 +9,9 @@ worker, which delivers it locally. So each process receives each message once, a
 one publisher keep their order everywhere.
 
 Wire format, one frame per message: ``!I`` length of the rest, ``!B`` flags (bit 0: text),
-``!H`` channel length, the UTF-8 channel, the payload.
+``!H`` channel length, the UTF-8 channel, the payload. A frame whose channel starts with
+:data:`~.cluster_presence.CONTROL` is for the master (presence: joins, leaves, questions) or
+from it (answers), never forwarded nor delivered (:mod:`.cluster_presence`).
 
 *Channels with history* (:mod:`.history`): the master assigns positions and keeps the history.
 A worker sends such a message to the master only (flag :data:`ASSIGN`; the payload starts with
@@ -31,9 +33,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .cluster_presence import CONTROL, ClusterPresence, MasterPresence
 from .engine import Engine, Sink
 from .history import HistoryPage, MemoryHistory, Positioned
 from .message import Message
+from .presence import Presence
 
 if TYPE_CHECKING:
     from .channels import ChannelOptions
@@ -43,6 +47,7 @@ __all__ = ["ClusterEngine", "Relay", "decode_relay_records", "encode_relay_recor
 log = logging.getLogger("plezi")
 
 _HEAD = struct.Struct("!IBH")
+_CONTROL = CONTROL.encode()
 _LEN = struct.Struct("!I")
 _OPTIONS = struct.Struct("!Id")
 _OFFSET = struct.Struct("!Q")
@@ -128,7 +133,10 @@ class _WorkerLink(asyncio.Protocol):
         deliver = self.engine.sink.deliver
         for message in decode_relay_records(self.buffer, self.engine.answered):
             try:
-                deliver(message)
+                if message.channel.startswith(CONTROL):
+                    self.engine.on_control(message)
+                else:
+                    deliver(message)
             except Exception:
                 log.exception("error delivering a message from the cluster")
 
@@ -164,12 +172,12 @@ class ClusterEngine(Engine):
 
     def publish(self, message: Message) -> None:
         self.sink.deliver(message)
-        self._to_master(encode_relay_record(message))
+        self._send(encode_relay_record(message))
 
     def publish_recoverable(self, message: Message, options: ChannelOptions) -> None:
         """To the master only: it positions the message and sends it to every worker."""
         head = _OPTIONS.pack(options.history, options.history_ttl)
-        self._to_master(_record(ASSIGN | message.is_text, message.channel, head + message.payload))
+        self._send(_record(ASSIGN | message.is_text, message.channel, head + message.payload))
 
     async def history(
         self,
@@ -206,7 +214,20 @@ class ClusterEngine(Engine):
         if future is not None and not future.done():
             future.set_result(payload)
 
-    def _to_master(self, frame: bytes) -> None:
+    def make_presence(self) -> Presence:
+        """Presence kept by the master (:mod:`.cluster_presence`)."""
+        return ClusterPresence(self._send_control)
+
+    def _send_control(self, verb: str, payload: bytes) -> None:
+        self._send(encode_relay_record(Message(CONTROL + verb, payload, False)))
+
+    def on_control(self, message: Message) -> None:
+        """A control record from the master."""
+        tracker = self._tracker
+        if isinstance(tracker, ClusterPresence):
+            tracker.on_control(message.channel[len(CONTROL) :], message.payload)
+
+    def _send(self, frame: bytes) -> None:
         link = self._link
         if link is not None and link.transport is not None:
             link.transport.write(frame)
@@ -274,21 +295,28 @@ class _MasterLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        # PERF: only frame lengths and flags are read; runs of whole frames are forwarded as
-        # one slice each.
-        offset, size, first = 0, len(buffer), 0
-        while size - offset >= 5:
+        # PERF: only frame lengths, flags and the first byte of the channel (a NUL may start a
+        # control record) are read; runs of whole frames are forwarded as one slice each.
+        start = offset = 0
+        size = len(buffer)
+        while size - offset >= 4:
             (length,) = _LEN.unpack_from(buffer, offset)
-            if offset + 4 + length > size:
+            end = offset + 4 + length
+            if end > size:
                 break
             if buffer[offset + 4] & _SPECIAL:
-                if offset > first:
-                    self.relay.forward(self, bytes(buffer[first:offset]))
-                self._special(bytes(buffer[offset : offset + 4 + length]))
-                first = offset + 4 + length
-            offset += 4 + length
-        if offset > first:
-            self.relay.forward(self, bytes(buffer[first:offset]))
+                if offset > start:
+                    self.relay.forward(self, bytes(buffer[start:offset]))
+                self._special(bytes(buffer[offset:end]))
+                start = end
+            elif buffer[offset + 7] == 0 and buffer[offset + 7 : offset + 12] == _CONTROL:
+                if offset > start:
+                    self.relay.forward(self, bytes(buffer[start:offset]))
+                self.relay.control(self, bytes(buffer[offset:end]))
+                start = end
+            offset = end
+        if offset > start:
+            self.relay.forward(self, bytes(buffer[start:offset]))
         if offset:
             del buffer[:offset]
 
@@ -322,6 +350,7 @@ class _MasterLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.links.discard(self)
         self.transport = None
+        self.relay.presence.drop(self)
 
     def write(self, chunk: bytes) -> None:
         transport = self.transport
@@ -345,6 +374,8 @@ class Relay:
         #: The histories of the channels with one: positions are assigned here.
         self.history = MemoryHistory()
         self._server: asyncio.AbstractServer | None = None
+        #: The cluster's presence table (:mod:`.cluster_presence`).
+        self.presence = MasterPresence(self._broadcast, self._answer)
 
     async def start(self) -> None:
         """Listen on the Unix socket ``path``."""
@@ -356,6 +387,23 @@ class Relay:
         for link in self.links:
             if link is not origin:
                 link.write(chunk)
+
+    def control(self, origin: _MasterLink, record: bytes) -> None:
+        """A control record from a worker (one whole frame)."""
+        for message in decode_relay_records(bytearray(record)):
+            verb = message.channel[len(CONTROL) :]
+            try:
+                self.presence.on_control(origin, verb, message.payload)
+            except (ValueError, UnicodeDecodeError):
+                log.exception("a malformed control record from a worker: %r", verb)
+
+    def _broadcast(self, message: Message) -> None:
+        frame = encode_relay_record(message)
+        for link in self.links:
+            link.write(frame)
+
+    def _answer(self, link: Any, verb: str, payload: bytes) -> None:
+        link.write(encode_relay_record(Message(CONTROL + verb, payload, False)))
 
     async def stop(self) -> None:
         """Stop listening and close every link."""

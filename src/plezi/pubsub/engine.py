@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from .presence import Presence
+
 if TYPE_CHECKING:
     from .channels import ChannelOptions
     from .history import HistoryPage, MemoryHistory
@@ -32,9 +34,23 @@ class Engine:
     #: (the history and the live flow come the same way); ``False`` for Redis, where a read
     #: may overtake the live flow (see :mod:`.recovery`).
     history_in_order = True
+    #: The presence table, made on first use (see :attr:`presence`).
+    _tracker: Presence | None = None
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+
+    @property
+    def presence(self) -> Presence:
+        """Who is in the presence channels (:mod:`.presence`), as this engine keeps it."""
+        tracker = self._tracker
+        if tracker is None:
+            tracker = self._tracker = self.make_presence()
+        return tracker
+
+    def make_presence(self) -> Presence:
+        """This engine's presence table: the process's own (one process)."""
+        return Presence(self.publish)
 
     def publish(self, message: Message) -> None:
         """Send ``message`` to every process (this one included)."""

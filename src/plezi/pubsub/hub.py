@@ -22,6 +22,7 @@ from .channels import options_for
 from .engine import Engine, MemoryEngine
 from .history import Positioned
 from .message import DIRECT_PREFIX, Message, encode_payload
+from .presence import PresenceError, presence_options
 from .registry import Handler, Registry
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ class Hub:
         self.registry.flush_batch()
         self.registry.schedule = None
         try:
+            tracker = self.engine._tracker
+            if tracker is not None:
+                await tracker.stop()
             await self.engine.stop()
         finally:
             self.server = None
@@ -187,6 +191,24 @@ class Hub:
             return None
         return conn if conn is not None and conn.is_open else None
 
+    # -- presence ---------------------------------------------------------------------------
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """``{connection id: info}`` of the presence channel ``channel``, cluster-wide; from
+        another loop than the server's, the question is asked on the server's loop."""
+        _check_name(channel)
+        options = presence_options(channel)
+        if options is None:
+            raise PresenceError(
+                f"{channel!r} is not a presence channel: configure it with "
+                "plezi.channel(name, presence=True)"
+            )
+        loop = self._loop
+        coro = self.engine.presence.members(channel, options.presence_ttl)
+        if loop is not None and loop is not asyncio.get_running_loop():
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        return await coro
+
     # -- connectionless subscriptions -------------------------------------------------------
 
     def subscribe(
@@ -271,7 +293,9 @@ def default_app_name() -> str:
 
 
 def _check_name(channel: str) -> None:
-    if not isinstance(channel, str) or not channel or channel.startswith(DIRECT_PREFIX):
+    # Names starting with NUL are plezi's own: one connection's messages (DIRECT_PREFIX), the
+    # cluster's control records (cluster_presence.CONTROL).
+    if not isinstance(channel, str) or not channel or channel.startswith("\x00"):
         raise ValueError(f"invalid channel name {channel!r}")
 
 

@@ -46,7 +46,8 @@ added per message on the common path.
 
 *After an outage: who is waited for.* Redis keeps nothing, so a queued message published before
 another server has resubscribed never reaches that server. Every process subscribes to the app's
-presence channel, and announces itself there (``hello``) once all its subscriptions are
+presence channel (the servers' own presence, here; the presence of connections in channels is
+:mod:`.redis_presence`), and announces itself there (``hello``) once all its subscriptions are
 confirmed (a PING after them on the same connection answers last); every process that hears a
 ``hello`` answers ``here``, every process repeats ``here`` every health check interval, and a
 process that stops says ``bye``. So each process knows the other processes of its app (its
@@ -87,6 +88,7 @@ from .engine import Engine, Sink
 from .history import new_epoch
 from .message import DIRECT_PREFIX, Message
 from .patterns import compile_glob
+from .presence import Presence
 from .redis_history import (
     POSITIONED_TAGS,
     PUBLISH_SCRIPT,
@@ -367,6 +369,14 @@ class RedisEngine(Engine):
         self._script_heads: dict[str, tuple[ChannelOptions, bytes]] = {}
         self._sub_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._reader: Any = None
+
+    def make_presence(self) -> Presence:
+        """Presence entries on Redis, shared by every server of the app (:mod:`.redis_presence`)."""
+        from .redis_presence import RedisPresence
+
+        return RedisPresence(
+            self.url, self.prefix, self.process_token, _TEXT, lambda: self._loop is not None
+        )
 
     # -- names on Redis ---------------------------------------------------------------------
 

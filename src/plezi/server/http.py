@@ -273,6 +273,9 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = peer[:2] if isinstance(peer, tuple) else None
         server = self.server
+        if server.shutting_down:  # a TLS handshake that ended after the shutdown began
+            transport.close()
+            return
         if len(server.connections) >= connection_cap(server.limits.max_connections):
             self._refuse_over_capacity()
             return
@@ -795,7 +798,7 @@ class HttpProtocol(asyncio.Protocol):
             data,
             self._version,
             self.client,
-            "http",
+            self.server.scheme,
             parser.should_keep_alive() and not self.server.shutting_down,
         )
 

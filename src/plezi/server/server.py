@@ -7,6 +7,7 @@ Per-server state lives here; per-connection state lives in :mod:`.http`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -19,6 +20,7 @@ from ..config import ServerConfig
 from ..errors import ServerStartError
 from .http import HttpProtocol
 from .state import ServerState
+from .tls import server_context
 
 if TYPE_CHECKING:
     from .types import Application
@@ -49,6 +51,13 @@ class Server(ServerState):
         #: Remove a Unix socket's path at shutdown (a cluster worker leaves it to its master).
         self.owns_socket_path = True
         self._reaper: asyncio.TimerHandle | None = None
+        if config.tls_self_signed and config.tls_cert is None:
+            raise ServerStartError(
+                "tls_self_signed: the certificate is made where the server is launched "
+                "(plezi.run, the command line); a Server takes tls_cert and tls_key"
+            )
+        #: TLS: read once, here, so a bad certificate fails before anything listens.
+        self.ssl_context = server_context(config)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -64,14 +73,24 @@ class Server(ServerState):
         # accepted: a cluster worker must not serve a subscriber before it is linked to the
         # other workers, or that subscriber misses their messages.
         await self.app.startup(self)
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            # The handshake comes before the first request: a client that stalls in it is cut
+            # after the time it would have had to send a request head (slowloris); a peer that
+            # never answers our close_notify, after the WebSocket close timeout.
+            tls = {
+                "ssl": self.ssl_context,
+                "ssl_handshake_timeout": self.limits.header_timeout,
+                "ssl_shutdown_timeout": self.limits.close_timeout,
+            }
         if sock.family == socket.AF_UNIX:
             self._unix_paths.append(sock.getsockname())
             server = await self._loop.create_unix_server(
-                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
+                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog, **tls
             )
         else:
             server = await self._loop.create_server(
-                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog
+                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog, **tls
             )
         self._servers.append(server)
         self.sockets.append(sock)
@@ -161,7 +180,11 @@ class Server(ServerState):
         if self._reaper is not None:
             self._reaper.cancel()
         for server in self._servers:
-            await server.wait_closed()
+            # A TLS handshake still in progress is no connection of ours yet (we cannot ask it
+            # to stop); asyncio's server waits for it (uvloop's does not: it is cut when the
+            # process exits). Either way it ends by ``header_timeout`` at the latest.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), self.limits.header_timeout + _GRACE)
         try:
             await self.app.cleanup(self)
         except Exception:

@@ -57,6 +57,8 @@ class ServerState:
         #: which imports this module) by serial number: ``write_to`` looks them up here.
         self.streams: dict[int, Any] = {}
         self.shutting_down = False
+        #: ``Request.scheme``: ``"https"`` when the server speaks TLS.
+        self.scheme = "https" if config.tls else "http"
         #: Bytes of request bodies held in memory, all connections together (bounded by
         #: ``Limits.max_body_buffer``; see :mod:`.http`).
         self.body_buffered = 0

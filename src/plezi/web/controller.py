@@ -107,6 +107,8 @@ class Controller:
     _pl_subs: set[tuple[str, bool]] | None = None
     #: The positions a reconnecting client sent (``_recover``), parsed on first subscribe.
     _pl_positions: dict[str, Position] | None = None
+    #: The presence channels this connection joined.
+    _pl_joined: set[str] | None = None
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -293,6 +295,7 @@ class Controller:
         *,
         binary: bool = False,
         pattern: bool = False,
+        info: Any = None,
     ) -> None:
         """Subscribe this connection to ``channel`` until it closes.
 
@@ -309,6 +312,12 @@ class Controller:
         with its position there (the ``_recover`` query parameter) first gets what it missed,
         then the live messages; the controller's ``on_recover(channel, recovered)`` tells how it
         went (docs/delivery.md).
+
+        On a presence channel (``plezi.channel(name, presence=True)``, a concrete channel, not
+        a ``pattern``) the connection also joins it with ``info`` (any JSON-serialisable value
+        up to 4 KiB; ``None`` records ``{}``) until it unsubscribes or closes: see
+        :func:`plezi.presence`. ``info`` on another channel raises
+        :class:`plezi.PresenceError`, as info that is too large or not JSON does.
         """
         from ..pubsub.hub import _check_name, hub
 
@@ -321,6 +330,7 @@ class Controller:
         _check_name(channel)
         if handler is not None and not callable(handler):
             raise TypeError(f"a pub/sub handler must be callable, not {handler!r}")
+        joining = self._pl_presence_info(channel, pattern, info)
         if not conn.is_open:
             return
         registry = hub.registry
@@ -335,6 +345,8 @@ class Controller:
             subs = self._pl_subs = set()
             conn.add_cleanup(self._pl_unsubscribe_all)
         subs.add((channel, pattern))
+        if joining is not None:
+            self._pl_join(channel, *joining)
 
     def _pl_recover(self, channel: str, handler: Callable[..., Any] | None, binary: bool) -> bool:
         """Start recovering ``channel`` when the client came back with a position on it
@@ -361,14 +373,57 @@ class Controller:
         if not subs or (channel, pattern) not in subs:
             return False
         subs.discard((channel, pattern))
+        if not pattern:
+            self._pl_leave(channel)
         return hub.registry.remove(channel, self._pl_conn, pattern=pattern)
 
     def _pl_unsubscribe_all(self) -> None:
         from ..pubsub.hub import hub
 
         subs, self._pl_subs = self._pl_subs, None
+        for channel in list(self._pl_joined or ()):
+            self._pl_leave(channel)
         for channel, pattern in subs or ():
             hub.registry.remove(channel, self._pl_conn, pattern=pattern)
+
+    # -- presence (see plezi.pubsub.presence) -----------------------------------------------
+
+    def _pl_presence_info(
+        self, channel: str, pattern: bool, info: Any
+    ) -> tuple[bytes, float] | None:
+        """``(info as JSON, presence_ttl)`` when subscribing to ``channel`` joins it; raises
+        before anything is subscribed when ``info`` cannot be recorded."""
+        from ..pubsub.presence import PresenceError, encode_info, presence_options
+
+        options = None if pattern else presence_options(channel)
+        if options is None:
+            if info is not None:
+                raise PresenceError(
+                    f"info given for {channel!r}, which is not a presence channel: configure "
+                    "it with plezi.channel(name, presence=True) (patterns never join)"
+                )
+            return None
+        return encode_info(info), options.presence_ttl
+
+    def _pl_join(self, channel: str, info: bytes, ttl: float) -> None:
+        from ..pubsub.hub import hub
+
+        conn = self._pl_conn
+        assert conn is not None
+        joined = self._pl_joined
+        if joined is None:
+            joined = self._pl_joined = set()
+        joined.add(channel)
+        hub.engine.presence.join(channel, conn.id, info, ttl)
+
+    def _pl_leave(self, channel: str) -> None:
+        from ..pubsub.hub import hub
+
+        joined = self._pl_joined
+        if joined is None or channel not in joined or self._pl_conn is None:
+            return
+        joined.discard(channel)
+        hub.engine.presence.leave(channel, self._pl_conn.id)
 
     def publish(self, channel: str, message: Any) -> None:
         """Publish ``message`` (str, bytes, dict or list) on ``channel`` (see
