@@ -97,6 +97,20 @@ def publisher(server: Script, stack: contextlib.ExitStack) -> ClientConnection:
     return ws
 
 
+def seen_then_gone(
+    server: Script, redis: RedisProcess, stack: contextlib.ExitStack, count: int
+) -> tuple[ClientConnection, dict[str, Any]]:
+    """A client gets the channel's first ``count`` messages and leaves: a publisher on
+    ``server`` and the client's last position."""
+    sub = Client(server, stack)
+    wait_for(lambda: subscribers(redis) == 1, "subscribed on Redis")
+    pub = publisher(server, stack)
+    pub.send(f"pub chat {count} 0")
+    assert_exact(sub.take(count), 1, count)
+    sub.ws.close()
+    return pub, sub.position
+
+
 def assert_exact(messages: list[dict[str, Any]], first: int, last: int) -> None:
     """Offsets ``first`` to ``last``, each once, in order, each the message ``n = offset - 1``
     (every message of the test is published in ``n`` order, one per offset)."""
@@ -193,13 +207,7 @@ def test_redis_killed_and_restarted(
     redis = _persistent(tmp_path, persist)
     try:
         server = script(APP, "--redis", redis.url + "?health_check_interval=0.5")
-        sub = Client(server, clients)
-        wait_for(lambda: subscribers(redis) == 1, "subscribed on Redis")
-        pub = publisher(server, clients)
-        pub.send("pub chat 3 0")
-        assert_exact(sub.take(3), 1, 3)
-        position = sub.position
-        sub.ws.close()
+        pub, position = seen_then_gone(server, redis, clients, 3)
         redis.kill()
         time.sleep(0.3 * UNIT)
         pub.send("pub chat 2 3")  # queued by the server while Redis is down
@@ -225,13 +233,7 @@ def test_a_client_away_longer_than_history_ttl_does_not_recover(
     redis: RedisProcess, script: Any, clients: contextlib.ExitStack
 ) -> None:
     server = script(APP, "--redis", redis.url, env={"HISTORY_TTL": str(UNIT)})
-    sub = Client(server, clients)
-    wait_for(lambda: subscribers(redis) == 1, "subscribed on Redis")
-    pub = publisher(server, clients)
-    pub.send("pub chat 1 0")
-    assert_exact(sub.take(1), 1, 1)
-    position = sub.position
-    sub.ws.close()
+    pub, position = seen_then_gone(server, redis, clients, 1)
     pub.send("pub chat 1 1")
     wait_for(lambda: top_offset(redis) == 2, "the second message in the history")
     time.sleep(1.5 * UNIT)
@@ -271,3 +273,24 @@ def test_the_history_on_redis_is_bounded_by_size_and_ttl(
     assert too_far.notice()["recovered"] is False  # 60 behind, 50 kept
     wait_for(lambda: redis.command("EXISTS", stream).strip() == ":0", "the stream to expire")
     assert top_offset(redis) == 1000  # the meta key stays: the next message is 1001
+
+
+def test_a_recovery_while_redis_is_down_says_recovered_false(
+    redis: RedisProcess, script: Any, clients: contextlib.ExitStack
+) -> None:
+    """The history cannot be read (nor the subscription confirmed): after the connection
+    timeout the client is told ``recovered: false`` (no position to offer), never left waiting
+    on a silent gap; once Redis is back the live flow reaches it."""
+    server = script(APP, "--redis", redis.url + "?health_check_interval=0.5")
+    pub, position = seen_then_gone(server, redis, clients, 2)
+    redis.kill()
+    back = Client(server, clients, position)
+    notice = back.notice()
+    assert notice == {"event": "_recover_", "channel": "chat", "recovered": False}
+    assert back.notice("on_recover")["recovered"] is False
+    redis.start()  # empty: a new epoch, offsets from 1
+    wait_for(lambda: subscribers(redis) == 1, "the server resubscribed")
+    pub.send("pub chat 1 0")
+    got = back.read()
+    assert got["n"] == 0 and got["_pos"]["offset"] == 1
+    assert got["_pos"]["epoch"] != position["epoch"]
