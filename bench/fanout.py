@@ -31,6 +31,11 @@ def _plezi(*extra: str) -> Callable[[int], list[str]]:
     return lambda port: [PY, FANOUT_APP, "--port", str(port), "--bind", "127.0.0.1", *extra]
 
 
+def _history(*extra: str) -> Callable[[int], list[str]]:
+    """plezi with ``history=1000`` on the channel (``env`` execs: the pid measured is plezi's)."""
+    return lambda port: ["env", "PLEZI_BENCH_HISTORY=1000", *_plezi(*extra)(port)]
+
+
 def _script(name: str, *extra: str) -> Callable[[int], list[str]]:
     return lambda port: [PY, str(HERE / "servers" / name), *extra, "--port", str(port)]
 
@@ -39,6 +44,8 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     "plezi": _plezi(),
     "plezi --workers 2": _plezi("--workers", "2"),
     "plezi redis": _plezi("--redis", REDIS_URL),
+    "plezi history": _history(),
+    "plezi redis history": _history("--redis", REDIS_URL),
     "handwritten write": _script("handwritten.py", "--mode", "write"),
     "handwritten cork": _script("handwritten.py", "--mode", "cork"),
     "websockets broadcast": _script("websockets_broadcast.py"),
@@ -66,6 +73,10 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     "python-socketio": _script("socketio_fanout.py"),
 }
 SOCKETIO = {"python-socketio"}
+#: Not in the default list (``--servers`` names them): the cost of a channel with history.
+OPTIONAL = {"plezi history", "plezi redis history"}
+#: Pairs whose ratio (with history / without) the summary prints.
+HISTORY_PAIRS = (("plezi history", "plezi"), ("plezi redis history", "plezi redis"))
 KEYS = ("lockstep", "burst", "p50_ms", "p99_ms", "server_cpu", "client_cpu")
 
 
@@ -139,6 +150,13 @@ def run_all(args: argparse.Namespace, names: list[str]) -> None:
             f"{n:22} {m['lockstep']:>10.0f} {m['burst']:>11.0f} {m['p50_ms']:>7.2f} "
             f"{m['p99_ms']:>7.2f} {cpu:>12}   {ratio}"
         )
+    for with_history, without in HISTORY_PAIRS:
+        if with_history in med and without in med:
+            a, b = med[with_history], med[without]
+            print(
+                f"{with_history} / {without}: lockstep {a['lockstep'] / b['lockstep']:.2f}x, "
+                f"burst {a['burst'] / b['burst']:.2f}x"
+            )
 
 
 def main() -> None:
@@ -147,7 +165,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--subs", type=int, default=1000)
     p.add_argument("--bursts", type=int, default=3)
-    p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument("--servers", default=",".join(n for n in SERVERS if n not in OPTIONAL))
     args = p.parse_args()
     redis = subprocess.Popen(
         [

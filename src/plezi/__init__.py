@@ -49,6 +49,7 @@ __all__ = [
     "app_name",
     "channel",
     "cluster_stats",
+    "history",
     "no_autostart",
     "presence",
     "presence_channel",
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .pubsub.history import HistoryPage
+
     #: The application that :func:`route` adds to and :func:`run` serves.
     app: App
     #: The application's shared pub/sub namespace on Redis: apps with the same ``app_name``
@@ -186,6 +189,23 @@ def channel(
         presence=presence,
         presence_ttl=presence_ttl,
     )
+
+
+async def history(
+    channel: str, *, since: int | None = None, limit: int | None = None
+) -> HistoryPage:
+    """Read the history of a channel configured with ``history=`` (await it on the server's
+    loop, in a controller or a handler; or in a script's own loop when no server runs here).
+
+    ``since``: an offset; the messages after it, oldest first (``None``: the newest ones).
+    ``limit``: at most that many. The :class:`~plezi.pubsub.history.HistoryPage` has the
+    stream's ``epoch`` and current ``offset``, the ``messages`` (each with ``.value``,
+    ``.offset``) and ``complete`` (``False`` when messages after ``since`` are gone). Raises
+    ``ValueError`` for a channel without history. See docs/delivery.md.
+    """
+    from .pubsub.hub import hub
+
+    return await hub.history(channel, since, limit)
 
 
 async def presence(channel: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import DefaultExport, {
   EmitError,
   PleziClient,
   reconnectDelay,
+  recoveryUrl,
+  rememberPosition,
   resolveUrl,
   subprotocols,
 } from "../../src/plezi/web/client/plezi-client.mjs";
@@ -499,6 +501,69 @@ describe("reconnecting", () => {
     client.close();
     mock.timers.tick(60000);
     assert.equal(WS.instances.length, 1);
+  });
+});
+
+describe("recovery", () => {
+  const pos = (channel, epoch, offset) => ({ channel, epoch, offset });
+
+  test("recoveryUrl puts the positions in _recover, or takes the parameter away", () => {
+    const positions = new Map([["chat", { epoch: "e1", offset: 7 }]]);
+    const url = new URL(recoveryUrl("ws://test/chat?room=1", positions));
+    assert.equal(url.searchParams.get("room"), "1");
+    assert.deepEqual(JSON.parse(url.searchParams.get("_recover")), { chat: ["e1", 7] });
+    assert.equal(recoveryUrl(url.href, new Map()), "ws://test/chat?room=1");
+  });
+
+  test("rememberPosition keeps the newest offset of an epoch, and a new epoch", () => {
+    const positions = new Map();
+    assert.ok(rememberPosition(positions, pos("chat", "e1", 3)));
+    assert.ok(!rememberPosition(positions, pos("chat", "e1", 2)));
+    assert.ok(rememberPosition(positions, pos("chat", "e2", 1)));
+    for (const bad of [undefined, null, { channel: "chat" }, pos("chat", "e2", 1.5)]) {
+      assert.ok(!rememberPosition(positions, bad));
+    }
+    assert.deepEqual([...positions], [["chat", { epoch: "e2", offset: 1 }]]);
+  });
+
+  test("a reconnect sends the last positions; onrecover hears the outcome", () => {
+    const { client, WS, socket } = makeClient();
+    const seen = [];
+    const outcomes = [];
+    client.chat = (msg) => seen.push(msg.n);
+    client.onrecover = (outcome) => outcomes.push(outcome);
+    client.unknown = (msg) => assert.fail(`unknown got ${JSON.stringify(msg)}`);
+    socket().open();
+    assert.equal(socket().url, "ws://test/chat");
+    socket().receive({ event: "chat", n: 1, _pos: pos("chat", "e1", 1) });
+    socket().receive({ event: "chat", n: 2, _pos: pos("chat", "e1", 2) });
+    socket().receive({ event: "other", _pos: pos("news", "e9", 40) });
+    assert.deepEqual(client.positions, { chat: ["e1", 2], news: ["e9", 40] });
+    socket().drop();
+    mock.timers.tick(100);
+    assert.equal(WS.instances.length, 2);
+    const sent = new URL(socket().url).searchParams.get("_recover");
+    assert.deepEqual(JSON.parse(sent), { chat: ["e1", 2], news: ["e9", 40] });
+    socket().open();
+    const notice = { event: "_recover_", channel: "chat", recovered: true, epoch: "e1", offset: 3 };
+    socket().receive(notice);
+    assert.deepEqual(client.positions.chat, ["e1", 2]); // moved by the replayed messages only
+    socket().receive({ event: "chat", n: 3, _pos: pos("chat", "e1", 3) });
+    socket().receive({ event: "_recover_", channel: "news", recovered: false, epoch: "f", offset: 5 });
+    assert.deepEqual(outcomes, [
+      { channel: "chat", recovered: true },
+      { channel: "news", recovered: false },
+    ]);
+    assert.deepEqual(seen, [1, 2, 3]);
+    assert.deepEqual(client.positions, { chat: ["e1", 3], news: ["f", 5] });
+    client.close();
+  });
+
+  test("options.positions seeds the first connection", () => {
+    const { client, socket } = makeClient({ positions: { chat: ["e1", 4] } });
+    const sent = new URL(socket().url).searchParams.get("_recover");
+    assert.deepEqual(JSON.parse(sent), { chat: ["e1", 4] });
+    client.close();
   });
 });
 

@@ -171,6 +171,20 @@ class Cluster:
             ws.close()
         return found
 
+    def kill(self) -> None:
+        """Close the clients, kill the master and every worker, close the pipes (teardown)."""
+        self.clients.close()
+        if self.script.proc.poll() is None:
+            self.script.proc.kill()
+            self.script.proc.wait()
+        for pid in self.worker_pids().values():  # workers outlive a killed master briefly
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.reader.join(10 * UNIT)
+        for stream in (self.script.proc.stdout, self.script.proc.stderr):
+            if stream is not None:
+                stream.close()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20 * UNIT) -> tuple[int, str]:
         """Signal the master; its exit code and whole log once it and its workers are done."""
         proc = self.script.proc
@@ -199,17 +213,7 @@ def cluster(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for c in started:
-        c.clients.close()
-        if c.script.proc.poll() is None:
-            c.script.proc.kill()
-            c.script.proc.wait()
-        for pid in c.worker_pids().values():  # workers outlive a killed master briefly
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        c.reader.join(10 * UNIT)
-        for stream in (c.script.proc.stdout, c.script.proc.stderr):
-            if stream is not None:
-                stream.close()
+        c.kill()
 
 
 def recv(ws: ClientConnection) -> Any:

@@ -12,6 +12,16 @@ Wire format, one frame per message: ``!I`` length of the rest, ``!B`` flags (bit
 ``!H`` channel length, the UTF-8 channel, the payload. A frame whose channel starts with
 :data:`~.cluster_presence.CONTROL` is for the master (presence: joins, leaves, questions) or
 from it (answers), never forwarded nor delivered (:mod:`.cluster_presence`).
+
+*Channels with history* (:mod:`.history`): the master assigns positions and keeps the history.
+A worker sends such a message to the master only (flag :data:`ASSIGN`; the payload starts with
+the channel's ``!Id`` history size and TTL); the master gives it the next position, keeps it,
+and sends it to every worker, the publisher included (flag :data:`POSITIONED`; the payload
+starts with ``!B`` epoch length, the epoch, ``!Q`` offset). A history read is a request
+(:data:`QUERY`: ``!Iqq`` request id, since, limit, then ``!Id``) answered on the same socket
+(:data:`REPLY`: ``!I`` request id, the epoch, ``!QB`` last offset and completeness, then the
+messages as :data:`POSITIONED` records): after every message positioned before it, so the read
+never overtakes the live flow. Other records cost the master one flag test each.
 """
 
 from __future__ import annotations
@@ -21,12 +31,16 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cluster_presence import CONTROL, ClusterPresence, MasterPresence
 from .engine import Engine, Sink
+from .history import HistoryPage, MemoryHistory, Positioned
 from .message import Message
 from .presence import Presence
+
+if TYPE_CHECKING:
+    from .channels import ChannelOptions
 
 __all__ = ["ClusterEngine", "Relay", "decode_relay_records", "encode_relay_record"]
 
@@ -35,6 +49,13 @@ log = logging.getLogger("plezi")
 _HEAD = struct.Struct("!IBH")
 _CONTROL = CONTROL.encode()
 _LEN = struct.Struct("!I")
+_OPTIONS = struct.Struct("!Id")
+_OFFSET = struct.Struct("!Q")
+_QUERY = struct.Struct("!Iqq")
+_PAGE = struct.Struct("!QB")
+#: Flags beyond bit 0 (text): see the module docstring.
+ASSIGN, POSITIONED, QUERY, REPLY = 2, 4, 8, 16
+_SPECIAL = ASSIGN | QUERY
 #: Frames a worker holds while it is not connected to the master, before dropping new ones.
 MAX_BACKLOG = 10_000
 #: Bytes the master queues for one worker that is not reading before it drops its messages.
@@ -49,8 +70,30 @@ def encode_relay_record(message: Message) -> bytes:
     return _HEAD.pack(rest, 1 if message.is_text else 0, len(channel)) + channel + message.payload
 
 
-def decode_relay_records(buffer: bytearray) -> list[Message]:
-    """Take every complete relay record off the front of ``buffer``."""
+def _record(flags: int, channel: str, payload: bytes) -> bytes:
+    name = channel.encode()
+    return _HEAD.pack(3 + len(name) + len(payload), flags, len(name)) + name + payload
+
+
+def encode_positioned(message: Positioned) -> bytes:
+    """The :data:`POSITIONED` record of ``message`` (master to workers)."""
+    epoch = message.epoch.encode()
+    head = bytes((len(epoch),)) + epoch + _OFFSET.pack(message.offset)
+    return _record(POSITIONED | message.is_text, message.channel, head + message.payload)
+
+
+def _positioned(channel: str, flags: int, payload: bytes) -> Positioned:
+    size = payload[0]
+    epoch = payload[1 : 1 + size].decode()
+    (offset,) = _OFFSET.unpack_from(payload, 1 + size)
+    return Positioned(channel, payload[9 + size :], bool(flags & 1), epoch, offset)
+
+
+def decode_relay_records(
+    buffer: bytearray, on_reply: Callable[[str, bytes], None] | None = None
+) -> list[Message]:
+    """Take every complete relay record off the front of ``buffer`` (a :data:`REPLY` goes to
+    ``on_reply(channel, payload)``)."""
     messages: list[Message] = []
     offset, size = 0, len(buffer)
     while size - offset >= 4:
@@ -61,7 +104,14 @@ def decode_relay_records(buffer: bytearray) -> list[Message]:
         _, flags, clen = _HEAD.unpack_from(buffer, offset)
         start = offset + 7
         channel = bytes(buffer[start : start + clen]).decode()
-        messages.append(Message(channel, bytes(buffer[start + clen : end]), bool(flags & 1)))
+        if flags > 1:  # a channel with history (rare: one test for the common records)
+            payload = bytes(buffer[start + clen : end])
+            if flags & POSITIONED:
+                messages.append(_positioned(channel, flags, payload))
+            elif flags & REPLY and on_reply is not None:
+                on_reply(channel, payload)
+        else:
+            messages.append(Message(channel, bytes(buffer[start + clen : end]), bool(flags & 1)))
         offset = end
     del buffer[:offset]
     return messages
@@ -81,7 +131,7 @@ class _WorkerLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         deliver = self.engine.sink.deliver
-        for message in decode_relay_records(self.buffer):
+        for message in decode_relay_records(self.buffer, self.engine.answered):
             try:
                 if message.channel.startswith(CONTROL):
                     self.engine.on_control(message)
@@ -116,10 +166,53 @@ class ClusterEngine(Engine):
         self._backlog: deque[bytes] = deque()
         self._dropped = 0
         self._stopping = False
+        #: History reads waiting for the master's answer, by request id.
+        self._reads: dict[int, asyncio.Future[bytes]] = {}
+        self._next_read = 0
 
     def publish(self, message: Message) -> None:
         self.sink.deliver(message)
         self._send(encode_relay_record(message))
+
+    def publish_recoverable(self, message: Message, options: ChannelOptions) -> None:
+        """To the master only: it positions the message and sends it to every worker."""
+        head = _OPTIONS.pack(options.history, options.history_ttl)
+        self._send(_record(ASSIGN | message.is_text, message.channel, head + message.payload))
+
+    async def history(
+        self,
+        channel: str,
+        options: ChannelOptions,
+        since: int | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        link = self._link
+        if link is None or link.transport is None:
+            raise ConnectionError("not connected to the cluster master")
+        self._next_read += 1
+        ident = self._next_read
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._reads[ident] = future
+        query = _QUERY.pack(ident, -1 if since is None else since, -1 if limit is None else limit)
+        options_head = _OPTIONS.pack(options.history, options.history_ttl)
+        link.transport.write(_record(QUERY, channel, query + options_head))
+        try:
+            payload = await asyncio.wait_for(future, 10.0)
+        finally:
+            self._reads.pop(ident, None)
+        size = payload[4]
+        epoch = payload[5 : 5 + size].decode()
+        top, complete = _PAGE.unpack_from(payload, 5 + size)
+        rest = bytearray(payload[5 + size + _PAGE.size :])
+        found = [m for m in decode_relay_records(rest) if isinstance(m, Positioned)]
+        return HistoryPage(epoch, top, found, bool(complete))
+
+    def answered(self, channel: str, payload: bytes) -> None:
+        """The master's answer to a history read."""
+        (ident,) = _LEN.unpack_from(payload)
+        future = self._reads.get(ident)
+        if future is not None and not future.done():
+            future.set_result(payload)
 
     def make_presence(self) -> Presence:
         """Presence kept by the master (:mod:`.cluster_presence`)."""
@@ -191,6 +284,7 @@ class _MasterLink(asyncio.Protocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.buffer = bytearray()
+        self.history = relay.history
         self.transport: asyncio.Transport | None = None
         self.dropping = False
 
@@ -201,8 +295,8 @@ class _MasterLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        # PERF: only frame lengths (and the first byte of the channel: a NUL may start a control
-        # record) are read; runs of whole frames are forwarded as one slice.
+        # PERF: only frame lengths, flags and the first byte of the channel (a NUL may start a
+        # control record) are read; runs of whole frames are forwarded as one slice each.
         start = offset = 0
         size = len(buffer)
         while size - offset >= 4:
@@ -210,7 +304,12 @@ class _MasterLink(asyncio.Protocol):
             end = offset + 4 + length
             if end > size:
                 break
-            if buffer[offset + 7] == 0 and buffer[offset + 7 : offset + 12] == _CONTROL:
+            if buffer[offset + 4] & _SPECIAL:
+                if offset > start:
+                    self.relay.forward(self, bytes(buffer[start:offset]))
+                self._special(bytes(buffer[offset:end]))
+                start = end
+            elif buffer[offset + 7] == 0 and buffer[offset + 7 : offset + 12] == _CONTROL:
                 if offset > start:
                     self.relay.forward(self, bytes(buffer[start:offset]))
                 self.relay.control(self, bytes(buffer[offset:end]))
@@ -220,6 +319,33 @@ class _MasterLink(asyncio.Protocol):
             self.relay.forward(self, bytes(buffer[start:offset]))
         if offset:
             del buffer[:offset]
+
+    def _special(self, record: bytes) -> None:
+        """A message to position (sent to every worker) or a history read (answered here)."""
+        _, flags, clen = _HEAD.unpack_from(record)
+        channel = record[7 : 7 + clen].decode()
+        body = record[7 + clen :]
+        if flags & ASSIGN:
+            count, ttl = _OPTIONS.unpack_from(body)
+            options = _options(channel, count, ttl)
+            message = Message(channel, body[_OPTIONS.size :], bool(flags & 1))
+            frame = encode_positioned(self.history.add(message, options))
+            for link in self.relay.links:
+                link.write(frame)
+            return
+        ident, since, limit = _QUERY.unpack_from(body)
+        count, ttl = _OPTIONS.unpack_from(body, _QUERY.size)
+        page = self.history.read(
+            channel,
+            _options(channel, count, ttl),
+            None if since < 0 else since,
+            None if limit < 0 else limit,
+        )
+        epoch = page.epoch.encode()
+        answer = [_LEN.pack(ident), bytes((len(epoch),)), epoch]
+        answer.append(_PAGE.pack(page.offset, page.complete))
+        answer += [encode_positioned(m) for m in page.messages]
+        self.write(_record(REPLY, channel, b"".join(answer)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.links.discard(self)
@@ -245,6 +371,8 @@ class Relay:
     def __init__(self, path: str) -> None:
         self.path = path
         self.links: set[_MasterLink] = set()
+        #: The histories of the channels with one: positions are assigned here.
+        self.history = MemoryHistory()
         self._server: asyncio.AbstractServer | None = None
         #: The cluster's presence table (:mod:`.cluster_presence`).
         self.presence = MasterPresence(self._broadcast, self._answer)
@@ -286,3 +414,10 @@ class Relay:
                 link.transport.close()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def _options(channel: str, history: int, ttl: float) -> ChannelOptions:
+    """The options a worker sent with a message or a read (the master may not know them)."""
+    from .channels import ChannelOptions
+
+    return ChannelOptions(channel, history=history, history_ttl=ttl)

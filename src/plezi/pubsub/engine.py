@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Protocol
 from .presence import Presence
 
 if TYPE_CHECKING:
+    from .channels import ChannelOptions
+    from .history import HistoryPage, MemoryHistory
     from .message import Message
 
 __all__ = ["Engine", "MemoryEngine", "Sink"]
@@ -28,6 +30,10 @@ class Engine:
     """
 
     name = "base"
+    #: A history read answers after every message published before it has been delivered here
+    #: (the history and the live flow come the same way); ``False`` for Redis, where a read
+    #: may overtake the live flow (see :mod:`.recovery`).
+    history_in_order = True
     #: The presence table, made on first use (see :attr:`presence`).
     _tracker: Presence | None = None
 
@@ -49,6 +55,37 @@ class Engine:
     def publish(self, message: Message) -> None:
         """Send ``message`` to every process (this one included)."""
         raise NotImplementedError
+
+    def publish_recoverable(self, message: Message, options: ChannelOptions) -> None:
+        """Send ``message``, published on a channel with history, to every process: with its
+        position (see :mod:`.history`). By default this process assigns positions and keeps
+        the history (right for one process only)."""
+        self.sink.deliver(self.local_history.add(message, options))
+
+    async def history(
+        self,
+        channel: str,
+        options: ChannelOptions,
+        since: int | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        """Read ``channel``'s history (see :meth:`.history.MemoryHistory.read`)."""
+        return self.local_history.read(channel, options, since, limit)
+
+    async def subscription_live(self, name: str) -> None:
+        """Return once a message published on ``name`` from now on reaches this process (an
+        engine that subscribes upstream waits for the confirmation): a recovery subscribes,
+        then waits for this, then reads the history."""
+
+    @property
+    def local_history(self) -> MemoryHistory:
+        """The history kept in this process (made on first use: most apps have none)."""
+        kept: MemoryHistory | None = self.__dict__.get("_local_history")
+        if kept is None:
+            from .history import MemoryHistory
+
+            kept = self.__dict__["_local_history"] = MemoryHistory()
+        return kept
 
     def subscribed(self, name: str, pattern: bool) -> None:
         """This process now has a subscriber for ``name`` (engines that filter upstream)."""

@@ -18,14 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import redis_url_from_env
 from ..server.connection import OUTBOX, PROCESS_TOKEN
+from .channels import options_for
 from .engine import Engine, MemoryEngine
-from .message import DIRECT_PREFIX, Message
+from .history import Positioned
+from .message import DIRECT_PREFIX, Message, encode_payload
 from .presence import PresenceError, presence_options
 from .registry import Handler, Registry
 
 if TYPE_CHECKING:
     from ..server.connection import StreamConnection
     from ..server.server import Server
+    from .history import HistoryPage
 
 __all__ = ["DIRECT_PREFIX", "Hub", "hub"]
 
@@ -105,7 +108,36 @@ class Hub:
         """Publish ``data`` (str, bytes, dict or list) on ``channel``, from any thread."""
         _check_name(channel)
         self.published += 1
-        self._send(Message.of(channel, data))
+        # PERF: one cached dict lookup for a channel without history (see channels.py).
+        options = options_for(channel)
+        if options is None or not options.history:
+            self._send(Message.of(channel, data))
+            return
+        # A Positioned without a position yet: the engine's history fills it in (memory), or
+        # sends it on (the position comes back from the master or Redis).
+        payload, is_text = encode_payload(data)
+        message = Positioned(channel, payload, is_text, "", 0)
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._thread:
+            loop.call_soon_threadsafe(self.engine.publish_recoverable, message, options)
+        else:
+            self.engine.publish_recoverable(message, options)
+
+    async def history(
+        self, channel: str, since: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read the history of the recoverable channel ``channel`` (see :func:`plezi.history`)."""
+        _check_name(channel)
+        options = options_for(channel)
+        if options is None or not options.history:
+            raise ValueError(f"channel {channel!r} has no history: see plezi.channel()")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
+            raise TypeError(f"since must be an offset (int), not {since!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise TypeError(f"limit must be a number of messages (int), not {limit!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        return await self.engine.history(channel, options, since, limit)
 
     def write_to(self, conn_id: str, data: Any) -> bool:
         """Send ``data`` to the connection ``conn_id``, in whichever process it lives.

@@ -70,6 +70,7 @@ other tools (no prefix) are text when they are valid UTF-8, else binary.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import math
@@ -77,17 +78,31 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import hiredis
 
 from ..errors import PleziError
 from .engine import Engine, Sink
+from .history import new_epoch
 from .message import DIRECT_PREFIX, Message
 from .patterns import compile_glob
 from .presence import Presence
+from .redis_history import (
+    POSITIONED_TAGS,
+    PUBLISH_SCRIPT,
+    READ_SCRIPT,
+    common_args,
+    decode_positioned,
+    history_keys,
+    page_of,
+)
 from .redis_link import Link, open_link, pack_command
+
+if TYPE_CHECKING:
+    from .channels import ChannelOptions
+    from .history import HistoryPage
 
 __all__ = ["PubSubUnavailable", "RedisEngine", "RedisStartError", "check_redis"]
 
@@ -261,6 +276,7 @@ class RedisEngine(Engine):
     """Pub/sub through Redis (see the module docstring)."""
 
     name = "redis"
+    history_in_order = False
 
     def __init__(
         self,
@@ -346,6 +362,14 @@ class RedisEngine(Engine):
         self._presence = False
         self._announced = False
         self._presence_remote = self._remote(_PRESENCE, False)
+        #: Recoverable channels (see :mod:`.redis_history`): the publish script's SHA1, an
+        #: epoch for the streams this process creates, packed ``EVALSHA`` heads by channel,
+        #: recoveries waiting for a subscription's confirmation, and the client that reads.
+        self._script_sha = hashlib.sha1(PUBLISH_SCRIPT).hexdigest().encode()
+        self._epoch = new_epoch().encode()
+        self._script_heads: dict[str, tuple[ChannelOptions, bytes]] = {}
+        self._sub_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._reader: Any = None
 
     def make_presence(self) -> Presence:
         """Presence entries on Redis, shared by every server of the app (:mod:`.redis_presence`)."""
@@ -403,6 +427,105 @@ class RedisEngine(Engine):
         if len(self._queue) >= self.max_backlog:
             self._backlog_full()
         self._keep(message)
+
+    def publish_recoverable(self, message: Message, options: ChannelOptions) -> None:
+        """A message on a channel with history: one ``EVALSHA`` of the publish script (see
+        :mod:`.redis_history`), queued like a PUBLISH. It is never delivered here first, not
+        even during an outage: only Redis knows its position, and it comes back with it."""
+        if self._loop is None:
+            self._publish_script_sync(message, options)
+            return
+        if len(self._queue) >= self.max_backlog:
+            self._backlog_full()
+        known = self._script_heads.get(message.channel)
+        head = known[1] if known is not None and known[0] is options else None
+        if head is None:
+            head = self._script_head(message.channel, options)
+        payload = message.payload
+        kind = b"$1\r\nr\r\n" if message.is_text else b"$1\r\ns\r\n"
+        self._queue.append(b"%s%s$%d\r\n%s\r\n" % (head, kind, len(payload), payload))
+        if self._live and not self._flush_pending:
+            self._write_unsent()
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _script_head(self, channel: str, options: ChannelOptions) -> bytes:
+        """``EVALSHA``, the script, the keys and the channel's arguments, packed once per
+        channel (and again if its options change)."""
+        if len(self._script_heads) >= 1024:
+            self._script_heads.clear()
+        stream, meta = history_keys(self.prefix, channel)
+        remote = self._prefix_bytes + channel.encode()
+        parts = [stream, meta, remote, *common_args(options, self._epoch)]
+        head = b"*12\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n3\r\n" % self._script_sha
+        head += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+        self._script_heads[channel] = (options, head)
+        return head
+
+    def _publish_script_sync(self, message: Message, options: ChannelOptions) -> None:
+        """No running server here (a script, a job): run the publish script with a blocking
+        client (redis-py loads it when Redis does not know it)."""
+        import redis
+
+        if self._sync_client is None:
+            self._sync_client = redis.Redis.from_url(self.url)
+        stream, meta = history_keys(self.prefix, message.channel)
+        try:
+            self._sync_client.register_script(PUBLISH_SCRIPT)(
+                keys=[stream, meta, self._prefix_bytes + message.channel.encode()],
+                args=[
+                    *common_args(options, self._epoch),
+                    b"r" if message.is_text else b"s",
+                    message.payload,
+                ],
+            )
+        except redis.RedisError as exc:
+            where = _redact(self.url)
+            raise PubSubUnavailable(f"cannot publish to Redis at {where}: {exc}") from exc
+
+    async def history(
+        self,
+        channel: str,
+        options: ChannelOptions,
+        since: int | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        import redis.asyncio as aioredis
+
+        stream, meta = history_keys(self.prefix, channel)
+        args = common_args(options, self._epoch)
+        args += (b"%d" % (-1 if since is None else since), b"%d" % (-1 if limit is None else limit))
+        if self._loop is not None and self._loop is asyncio.get_running_loop():
+            if self._reader is None:
+                self._reader = aioredis.Redis.from_url(
+                    self.url, socket_connect_timeout=_CONNECT_TIMEOUT, protocol=2
+                )
+            client, own = self._reader, False
+        else:  # no server here (a script), or another loop: a client for this read only
+            client, own = aioredis.Redis.from_url(self.url, protocol=2), True
+        try:
+            reply = await client.register_script(READ_SCRIPT)(keys=[stream, meta], args=args)
+        finally:
+            if own:
+                await client.aclose()
+        return page_of(channel, reply, since, limit)
+
+    async def subscription_live(self, name: str) -> None:
+        """Wait (up to the connection timeout) for Redis to confirm this process's
+        subscription to ``name``: from then on every message published there reaches us."""
+        remote = self._remote(name, False)
+        if remote in self._live_channels:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sub_waiters.setdefault(remote, []).append(future)
+        try:
+            await asyncio.wait_for(future, _CONNECT_TIMEOUT)
+        finally:
+            waiters = self._sub_waiters.get(remote)
+            if waiters is not None and future in waiters:
+                waiters.remove(future)
+                if not waiters:
+                    del self._sub_waiters[remote]
 
     def _backlog_full(self) -> None:
         raise PubSubUnavailable(
@@ -496,7 +619,11 @@ class RedisEngine(Engine):
         for i in range(sent):
             entry = queue.popleft()
             reader.feed(entry)
-            _, channel, data = reader.gets()
+            command = reader.gets()
+            if command[0] != b"PUBLISH":  # a recoverable message: Redis delivers it, resent
+                kept.append(entry)
+                continue
+            _, channel, data = command
             head = data[:6]
             if head == _PRESENCE_TAG:
                 continue
@@ -547,7 +674,10 @@ class RedisEngine(Engine):
         expected = self._expected
         for entry in itertools.islice(self._queue, self._early, self._sent):
             reader.feed(entry)
-            _, channel, data = reader.gets()
+            command = reader.gets()
+            if command[0] != b"PUBLISH":
+                continue  # a recoverable message: only Redis can deliver it (with a position)
+            _, channel, data = command
             head = data[:6]
             if head not in (_TEXT, _BINARY):
                 continue  # presence, or marked: delivered here when it was published
@@ -600,7 +730,10 @@ class RedisEngine(Engine):
     def _forget_one(self, entry: bytes) -> None:
         reader = hiredis.Reader()
         reader.feed(entry)
-        _, channel, data = reader.gets()
+        command = reader.gets()
+        if command[0] != b"PUBLISH":
+            return
+        _, channel, data = command
         key = (channel, data)
         left = self._expected.get(key, 0) - self._copies(self._name(channel))
         if left > 0:
@@ -757,6 +890,9 @@ class RedisEngine(Engine):
         elif head == _BINARY:
             payload, is_text = data[6:], False
         else:
+            if head in POSITIONED_TAGS:  # a recoverable channel's message, with its position
+                self._deliver_positioned(channel, data)
+                return
             decoded = self._decode_other(data, channel if kind == b"message" else None)
             if decoded is None:
                 return
@@ -764,6 +900,16 @@ class RedisEngine(Engine):
         name = channel[len(self._prefix_bytes) :].decode(errors="replace")
         try:
             self.sink.deliver(Message(name, payload, is_text))
+        except Exception:
+            log.exception("error delivering a message from Redis")
+
+    def _deliver_positioned(self, channel: bytes, data: bytes) -> None:
+        message = decode_positioned(self._name(channel), data)
+        if message is None:
+            log.error("a malformed message with a position on %r from Redis: dropped", channel)
+            return
+        try:
+            self.sink.deliver(message)
         except Exception:
             log.exception("error delivering a message from Redis")
 
@@ -821,6 +967,9 @@ class RedisEngine(Engine):
                 return
             if kind == b"subscribe":
                 self._live_channels.add(name)
+                for waiter in self._sub_waiters.pop(name, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
                 if name == self._presence_remote:
                     self._presence = True
                 return
@@ -884,6 +1033,9 @@ class RedisEngine(Engine):
             self._pool, self._link(self._on_publish_reply, on_drained=self._write_unsent)
         )
         self._pub = pub
+        # Before anything queued: the recoverable messages' EVALSHA need the script (a Redis
+        # restarted has forgotten it). Its reply (the SHA1) is not an integer: not counted.
+        pub.write(pack_command(b"SCRIPT", b"LOAD", PUBLISH_SCRIPT))
         sub = await open_link(
             self._pool, self._link(self._on_message, on_read_end=self._on_read_end)
         )
@@ -994,6 +1146,9 @@ class RedisEngine(Engine):
             except BaseException:  # noqa: BLE001 - cancelled on purpose
                 pass
         await self._close_connections()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.aclose()
         self._connected = self._live = False
         self._loop = None
 

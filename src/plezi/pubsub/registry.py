@@ -210,6 +210,23 @@ class Registry:
         topic.discard(key)
         topic.handlers[key] = Handler(func, owner)
 
+    def hold(self, name: str, key: object, take: Callable[[Message], object]) -> Handler:
+        """Subscribe ``key`` (a connection) to the channel ``name``, every message handed to
+        ``take(message)`` at once: a recovery holds the live messages so while it reads the
+        history; subscribing ``key`` again replaces this. Returns the subscription, for
+        :meth:`holding`."""
+        self.flush_batch()
+        topic = self._topic(name, False)
+        topic.discard(key)
+        handler = topic.handlers[key] = Handler(take, None)
+        handler.call = take
+        return handler
+
+    def holding(self, name: str, key: object, handler: Handler) -> bool:
+        """Whether ``key``'s subscription to ``name`` is still ``handler`` (from :meth:`hold`)."""
+        topic = self._channels.get(name)
+        return topic is not None and topic.handlers.get(key) is handler
+
     def remove(self, name: str, key: object, *, pattern: bool = False) -> bool:
         """Remove ``key``'s (a connection's, or a connectionless handler's) subscription."""
         self.flush_batch()

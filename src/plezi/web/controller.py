@@ -20,6 +20,7 @@ from ..protocol.handshake import subprotocol_token
 
 if TYPE_CHECKING:
     from ..http.request import Request
+    from ..pubsub.history import Position
     from ..server.connection import StreamConnection
 
 
@@ -105,6 +106,8 @@ class Controller:
     _pl_cookies: Cookies | None
     _pl_conn: StreamConnection | None
     _pl_subs: set[tuple[str, bool]] | None = None
+    #: The positions a reconnecting client sent (``_recover``), parsed on first subscribe.
+    _pl_positions: dict[str, Position] | None = None
     #: The presence channels this connection joined.
     _pl_joined: set[str] | None = None
 
@@ -313,6 +316,11 @@ class Controller:
         subscription; a channel and a matching pattern are two subscriptions, and each delivers
         the message (as in Redis).
 
+        On a channel with history (``plezi.channel(name, history=N)``), a client that came back
+        with its position there (the ``_recover`` query parameter) first gets what it missed,
+        then the live messages; the controller's ``on_recover(channel, recovered)`` tells how it
+        went (docs/delivery.md).
+
         On a presence channel (``plezi.channel(name, presence=True)``, a concrete channel, not
         a ``pattern``) the connection also joins it with ``info`` (any JSON-serialisable value
         up to 4 KiB; ``None`` records ``{}``) until it unsubscribes or closes: see
@@ -334,7 +342,9 @@ class Controller:
         if not conn.is_open:
             return
         registry = hub.registry
-        if handler is None:
+        if not pattern and self._pl_recover(channel, handler, binary):
+            pass  # subscribed once the history is read (docs/delivery.md)
+        elif handler is None:
             registry.forward(channel, conn, binary=binary, pattern=pattern, sse=conn.is_sse)
         else:
             registry.handle(channel, handler, owner=conn, pattern=pattern)
@@ -345,6 +355,23 @@ class Controller:
         subs.add((channel, pattern))
         if joining is not None:
             self._pl_join(channel, *joining)
+
+    def _pl_recover(self, channel: str, handler: Callable[..., Any] | None, binary: bool) -> bool:
+        """Start recovering ``channel`` when the client came back with a position on it
+        (the ``_recover`` query parameter): ``True`` when started (see
+        :mod:`plezi.pubsub.recovery`)."""
+        positions = self._pl_positions
+        if positions is None:
+            from ..pubsub.recovery import parse_positions
+
+            positions = self._pl_positions = parse_positions(self.request.query_string) or {}
+        if not positions or channel not in positions:
+            return False
+        from ..pubsub.recovery import start_recovery
+
+        # One recovery per channel and connection: a later subscribe is a plain one.
+        since = positions.pop(channel)
+        return start_recovery(self, self._pl_conn, channel, since, handler, binary)
 
     def unsubscribe(self, channel: str, *, pattern: bool = False) -> bool:
         """End this connection's subscription to ``channel``; ``False`` if there was none."""

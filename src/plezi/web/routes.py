@@ -40,7 +40,16 @@ CALLBACKS: Final = (
     "on_shutdown",
     "on_drained",
     "on_sse",
+    "on_recover",
 )
+#: Callbacks called with arguments: how many (the others get none).
+_CALLBACK_ARGS: Final = {"on_message": 1, "on_recover": 2}
+_ARG_NAMES: Final = {0: (), 1: ("data",), 2: ("channel", "recovered")}
+_ARG_TEXT: Final = {
+    0: "with no arguments",
+    1: "with the message",
+    2: "with the channel and whether it recovered",
+}
 #: The verbs an ``allow`` header can list, in the order it lists them.
 HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 #: Names that only their own verb reaches (Plezi's REST_METHODS), plus ``unknown``.
@@ -102,14 +111,13 @@ def _check_callbacks(cls: type, methods: Mapping[str, Callable[..., Any]]) -> No
         func = methods.get(name)
         if func is None:
             continue
-        wants = 1 if name == "on_message" else 0
+        wants = _CALLBACK_ARGS.get(name, 0)
         if _callable_with(func, wants):
             continue
-        expected = f"{name}(self, data)" if wants else f"{name}(self)"
+        expected = f"{name}(self{''.join(', ' + a for a in _ARG_NAMES[wants])})"
         raise RouteError(
             f"{where(func)}: {cls.__qualname__}.{name}{plain_signature(func)} cannot be called "
-            f"as plezi calls it ({'with the message' if wants else 'with no arguments'}); "
-            f"define it as {expected}"
+            f"as plezi calls it ({_ARG_TEXT[wants]}); define it as {expected}"
         )
 
 

@@ -16,6 +16,13 @@
 // waits for an ack carries `"_EID_": n` and the server answers `{"event": "_ack_", "_EID_": n}`
 // before running the event; an error reply is `{"event": "_err_", "status": 4xx/5xx, "error":
 // text, "request": ..., "_EID_": n}` (the `_EID_` only when the request had one).
+//
+// Recovery (docs/delivery.md): a message of a channel with history carries
+// `"_pos": {"channel", "epoch", "offset"}`; the client remembers the last one per channel and
+// reconnects with `?_recover={"<channel>": ["<epoch>", <offset>], ...}`. For each of them the
+// server answers `{"event": "_recover_", "channel", "recovered", "epoch", "offset"}` before the
+// missed messages: `client.onrecover = ({channel, recovered}) => ...` or
+// `client.on("_recover_", ...)`; `recovered: false` means messages were lost (reload the state).
 
 /** The default options (see the constructor). */
 export const DEFAULTS = Object.freeze({
@@ -37,6 +44,8 @@ export const DEFAULTS = Object.freeze({
   /** A token for the server's `pre_connect` (`self.token`): a string, or a function that
    * returns one, called before each connection (so that a reconnect can use a fresh one). */
   token: undefined,
+  /** Positions to start from, as `client.positions` gave them (e.g. kept across a reload). */
+  positions: undefined,
 });
 
 /** The subprotocol that carries the token (see `subprotocols`). */
@@ -59,8 +68,12 @@ export function subprotocols(options) {
   return [...own.filter((name) => name !== "plezi"), "plezi", TOKEN_PROTOCOL + encoded];
 }
 
+/** The query parameter, and the event, of recovery (see the top of this file). */
+const RECOVER_PARAM = "_recover";
+const RECOVER_EVENT = "_recover_";
+
 /** Lifecycle properties: never called for a server event of the same name. */
-const LIFECYCLE = new Set(["onopen", "onclose", "onerror"]);
+const LIFECYCLE = new Set(["onopen", "onclose", "onerror", "onrecover"]);
 const OPEN = 1;
 
 /**
@@ -93,6 +106,35 @@ export function resolveUrl(url, location = globalThis.location) {
   return target.href;
 }
 
+/**
+ * `url` with the positions (a Map: channel -> {epoch, offset}) in its `_recover` query parameter,
+ * or without the parameter when there are none.
+ */
+export function recoveryUrl(url, positions) {
+  const target = new URL(url);
+  if (!positions || positions.size === 0) {
+    target.searchParams.delete(RECOVER_PARAM);
+  } else {
+    const since = {};
+    for (const [channel, { epoch, offset }] of positions) since[channel] = [epoch, offset];
+    target.searchParams.set(RECOVER_PARAM, JSON.stringify(since));
+  }
+  return target.href;
+}
+
+/**
+ * Remember `pos` (`{channel, epoch, offset}`) in `positions` when it is newer than what is there:
+ * another epoch, or a higher offset. Returns whether it was taken.
+ */
+export function rememberPosition(positions, pos) {
+  if (!pos || typeof pos.channel !== "string" || typeof pos.epoch !== "string") return false;
+  if (!Number.isInteger(pos.offset)) return false;
+  const known = positions.get(pos.channel);
+  if (known && known.epoch === pos.epoch && known.offset >= pos.offset) return false;
+  positions.set(pos.channel, { epoch: pos.epoch, offset: pos.offset });
+  return true;
+}
+
 /** Why an `emit(msg, {timeout})` promise was rejected: `name` is "TimeoutError" (no ack in
  * time), "ServerError" (an `_err_` reply: see `status` and `reply`), "QueueFullError" or
  * "ClosedError". */
@@ -118,6 +160,8 @@ export class PleziClient {
   #pending = new Map();
   /** Event name -> Set of listeners added with `on`. */
   #listeners = new Map();
+  /** Recoverable channel -> the last position received: {epoch, offset}. */
+  #positions = new Map();
 
   /**
    * `url`: where to connect (default: the page's own path). `options`: see `DEFAULTS`; a
@@ -136,6 +180,11 @@ export class PleziClient {
     this.onerror = null;
     /** Called with every message no handler took (`_ack_` excepted). */
     this.unknown = null;
+    /** Called with `{channel, recovered}` when a reconnect's recovery of a channel is done. */
+    this.onrecover = null;
+    for (const [channel, [epoch, offset]] of Object.entries(this.options.positions ?? {})) {
+      rememberPosition(this.#positions, { channel, epoch, offset });
+    }
     this.#connect();
   }
 
@@ -153,6 +202,16 @@ export class PleziClient {
   /** How many messages are waiting for a connection. */
   get queued() {
     return this.#queue.length;
+  }
+
+  /**
+   * The last position received on each channel with history: `{channel: [epoch, offset]}`
+   * (what the next reconnect sends; `options.positions` takes it back).
+   */
+  get positions() {
+    const result = {};
+    for (const [channel, { epoch, offset }] of this.#positions) result[channel] = [epoch, offset];
+    return result;
   }
 
   /** Plezi's name for `options.reconnect`. */
@@ -262,7 +321,7 @@ export class PleziClient {
     const WS = this.options.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
-      ws = new WS(this.url, subprotocols(this.options));
+      ws = new WS(recoveryUrl(this.url, this.#positions), subprotocols(this.options));
     } catch (err) {
       this.#call(this.onerror, err);
       this.#retry();
@@ -318,6 +377,7 @@ export class PleziClient {
       return;
     }
     const name = msg.event;
+    if (msg._pos !== undefined || name === RECOVER_EVENT) this.#track(msg);
     if (name === "_ack_") {
       this.#settle(msg._EID_, undefined, msg);
     } else if (name === "_err_" && msg._EID_ !== undefined) {
@@ -336,7 +396,23 @@ export class PleziClient {
       for (const listener of [...listeners]) this.#call(listener, msg);
       handled = true;
     }
-    if (!handled && name !== "_ack_") this.#call(this.unknown, msg);
+    if (!handled && name !== "_ack_" && name !== RECOVER_EVENT) this.#call(this.unknown, msg);
+  }
+
+  /** A message with a position, or a recovery's outcome: remember where the channel is. */
+  #track(msg) {
+    if (msg.event !== RECOVER_EVENT) {
+      rememberPosition(this.#positions, msg._pos);
+      return;
+    }
+    if (typeof msg.channel !== "string") return;
+    if (!msg.recovered) {
+      // Start again from where the stream is now, if it has one (the missed ones are lost).
+      // When recovered, the replayed messages move the position, one by one.
+      this.#positions.delete(msg.channel);
+      if (typeof msg.epoch === "string") rememberPosition(this.#positions, msg);
+    }
+    this.#call(this.onrecover, { channel: msg.channel, recovered: Boolean(msg.recovered) });
   }
 
   /** Call a user callback with `this` as the client; an exception is logged, not thrown. */
