@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from ..config import ServerConfig
 from ..errors import PleziError
+from ..server.limits import use_open_files_limit
 from ..server.server import Server, bind_sockets
 from .flags import config_from_args, script_help, wants_help
 from .supervisor import Supervisor, worker_settings
@@ -72,6 +73,7 @@ class _InlineFallbackExecutor(concurrent.futures.ThreadPoolExecutor):
 def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = False) -> int:
     """Serve in the mode the environment and ``config`` ask for: a worker of a cluster, the
     master of ``config.workers`` workers, or a single process. Returns the exit code."""
+    use_open_files_limit(config.limits)  # before any connection: the cap follows the limit
     worker = worker_settings()
     if worker is not None:
         return _serve_worker(app, config, *worker, inline_fallback=inline_fallback)
