@@ -64,6 +64,7 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "4096",
     ],
     "python-socketio": _script("socketio_fanout.py"),
+    "socketify publish": _script("socketify_app.py", "--fanout"),
 }
 SOCKETIO = {"python-socketio"}
 KEYS = ("lockstep", "burst", "p50_ms", "p99_ms", "server_cpu", "client_cpu")

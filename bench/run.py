@@ -89,6 +89,7 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     ],
     "websockets": lambda port: [PY, str(HERE / "servers/websockets_echo.py"), "--port", str(port)],
     "picows": lambda port: [PY, str(HERE / "servers/picows_echo.py"), "--port", str(port)],
+    "socketify": lambda port: [PY, str(HERE / "servers/socketify_app.py"), "--port", str(port)],
 }
 HTTP_ONLY = {"granian", "bare uvloop+httptools"}
 WS_ONLY = {"websockets", "picows"}
@@ -146,13 +147,13 @@ def measure(server_pid: int, cmd: list[str]) -> tuple[str, float, float]:
     return out, (cpu_seconds(server_pid) - s0) / elapsed, (children_cpu() - c0) / elapsed
 
 
-def http_hello(port: int, pid: int, seconds: float) -> dict[str, float]:
-    subprocess.run(
-        ["wrk", "-t1", "-c50", "-d1s", f"http://127.0.0.1:{port}/"], capture_output=True, check=True
-    )  # warm-up
-    out, server_cpu, client_cpu = measure(
-        pid, ["wrk", "-t1", "-c50", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"]
-    )
+def http_hello(port: int, pid: int, seconds: float, depth: int = 1) -> dict[str, float]:
+    """wrk, 50 connections; ``depth`` > 1: each sends ``depth`` requests at once (pipelining,
+    bench/pipeline.lua) and waits for their responses."""
+    url = f"http://127.0.0.1:{port}/"
+    script = ["-s", str(HERE / "pipeline.lua"), url, "--", str(depth)] if depth > 1 else [url]
+    subprocess.run(["wrk", "-t1", "-c50", "-d1s", *script], capture_output=True, check=True)
+    out, server_cpu, client_cpu = measure(pid, ["wrk", "-t1", "-c50", f"-d{seconds:g}s", *script])
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m or "Non-2xx" in out or ("Socket errors" in out and "timeout" in out):
         raise RuntimeError(f"wrk failed:\n{out}")
@@ -182,6 +183,7 @@ def ws_echo(port: int, pid: int, seconds: float, size: int) -> dict[str, float]:
 
 SCENARIOS: dict[str, Callable[[int, int, float], dict[str, float]]] = {
     "http hello (req/s, wrk -c50)": http_hello,
+    "http pipelined x16 (req/s, wrk -c50)": lambda p, pid, s: http_hello(p, pid, s, 16),
     "ws echo 32 B (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 32),
     "ws echo 4 KiB (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 4096),
 }
