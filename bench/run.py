@@ -91,6 +91,34 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     "picows": lambda port: [PY, str(HERE / "servers/picows_echo.py"), "--port", str(port)],
     "socketify": lambda port: [PY, str(HERE / "servers/socketify_app.py"), "--port", str(port)],
 }
+#: The Iodine peer, when bench/iodine_build.sh has built it.
+IODINE = HERE / ".build/iodine"
+
+
+def iodine_command(port: int, *, fanout: bool = False) -> list[str]:
+    """Iodine serving bench/servers/iodine_app.ru in one process with one thread."""
+    return [
+        "env",
+        f"FANOUT={int(fanout)}",
+        "ruby",
+        "-I",
+        str(IODINE / "lib"),
+        str(IODINE / "exe/iodine"),
+        "-p",
+        str(port),
+        "-b",
+        "127.0.0.1",
+        "-t",
+        "1",
+        "-w",
+        "1",
+        str(HERE / "servers/iodine_app.ru"),
+    ]
+
+
+IODINE_BUILT = (IODINE / "lib/iodine/iodine_ext.so").exists()
+if IODINE_BUILT:
+    SERVERS["iodine"] = iodine_command
 HTTP_ONLY = {"granian", "bare uvloop+httptools"}
 WS_ONLY = {"websockets", "picows"}
 
