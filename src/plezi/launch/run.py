@@ -73,7 +73,6 @@ class _InlineFallbackExecutor(concurrent.futures.ThreadPoolExecutor):
 def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = False) -> int:
     """Serve in the mode the environment and ``config`` ask for: a worker of a cluster, the
     master of ``config.workers`` workers, or a single process. Returns the exit code."""
-    use_open_files_limit(config.limits)  # before any connection: the cap follows the limit
     worker = worker_settings()
     if worker is not None:
         return _serve_worker(app, config, *worker, inline_fallback=inline_fallback)
@@ -92,6 +91,7 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
     if config.redis and server is not None:
         _use_redis(config.redis)
     mode = _mode(config.workers, len(sockets)) if server is None else "1 process"
+    use_open_files_limit(config.limits)  # before any connection: the cap follows the limit
     log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
     if config.public is not None:
         log.info("serving the files in %s before the routes", os.path.realpath(config.public))
@@ -115,6 +115,7 @@ def _serve_worker(
     from ..pubsub.cluster import ClusterEngine
     from ..pubsub.hub import hub
 
+    use_open_files_limit(config.limits)
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     _install_public(app, config)  # the config was checked when it was parsed, in this process
