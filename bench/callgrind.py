@@ -16,7 +16,9 @@ httptools, libc ...). System calls are not counted (callgrind sees user space on
 Scenarios, from one client connection in this process:
 * ``hello``: ``GET /``, wait for the response, again;
 * ``x16``: 16 pipelined ``GET /`` in one write, wait for the 16 responses, again (per request);
-* ``echo``: a 32-byte WebSocket text message, wait for it to come back, again (per message).
+* ``echo``: a 32-byte WebSocket text message, wait for it to come back, again (per message);
+* ``handshake`` (not by default): connect, WebSocket handshake, close frame, wait for the
+  server's close, again (per connection; ``--requests 500`` is plenty).
 """
 
 from __future__ import annotations
@@ -78,17 +80,34 @@ def http(port: int, requests: int, depth: int) -> None:
             buf = read_responses(sock, depth, buf)
 
 
+def upgrade(sock: socket.socket) -> None:
+    """The WebSocket handshake on ``sock``."""
+    key = base64.b64encode(os.urandom(16))
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+
+
+def handshakes(port: int, count: int) -> None:
+    """``count`` connections, one after the other: connect, handshake, close (a close frame
+    first, so that the server's close is the ordinary one)."""
+    close = bytes((0x88, 0x82)) + b"\0\0\0\0" + (1000).to_bytes(2, "big")
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+            upgrade(sock)
+            sock.sendall(close)
+            while sock.recv(4096):  # until the server closes
+                pass
+
+
 def echo(port: int, messages: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        key = base64.b64encode(os.urandom(16))
-        sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(4096)
-        assert head.startswith(b"HTTP/1.1 101"), head
+        upgrade(sock)
         payload = b"x" * 32
         frame = bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload  # mask key 0
         for _ in range(messages):
@@ -102,6 +121,7 @@ SCENARIOS: dict[str, Callable[[int, int], None]] = {
     "hello": lambda port, n: http(port, n, 1),
     "x16": lambda port, n: http(port, n, 16),
     "echo": echo,
+    "handshake": handshakes,
 }
 
 
@@ -208,7 +228,7 @@ def short(obj: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--servers", default="plezi")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--scenarios", default="hello,x16,echo")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=320)
     p.add_argument("--keep", help="keep the callgrind files in this folder")
@@ -218,7 +238,7 @@ def main() -> None:
     n = args.requests
     for server in args.servers.split(","):
         for scenario in args.scenarios.split(","):
-            if server == "bare" and scenario == "echo":
+            if server == "bare" and scenario in ("echo", "handshake"):
                 continue
             small = one_run(server, scenario, n, args.warmup, out)
             large = one_run(server, scenario, 2 * n, args.warmup, out)
