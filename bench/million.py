@@ -8,8 +8,9 @@
 No process here may hold more than the hard open-file limit (20,000 on the project machines), so
 the server runs with ``--workers`` (about ``--per-worker`` connections each, 15,000 by default)
 and the connections come from as many client processes (this file with ``--client``), each
-opening ``--per-client`` connections at most from a source address of its own (127.0.0.2,
-127.0.0.3 ...: a source address has ~28,000 ephemeral ports per destination).
+opening ``--per-client`` connections at most from source addresses of its own (127.1.I.1,
+127.1.I.2 ... for client I, ``--per-address`` connections each: a connection bound to a source
+address takes one of its ~28,000 ephemeral ports, and binding gets slow as they fill up).
 
 Measured (``bench/servers/plezi_million.py``: every connection subscribes to one channel, a
 message received is published to it):
@@ -57,9 +58,13 @@ from run import SERVERS, cpu_seconds, free_port
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 PAGE = os.sysconf("SC_PAGE_SIZE")
-#: IP_BIND_ADDRESS_NO_PORT (Linux 4.2): bind a source address now, pick the port at connect(),
-#: so that ports are unique per (source, destination) pair, not per source address.
-IP_BIND_ADDRESS_NO_PORT = 24
+#: The upgrade request every client connection sends. One key for all: a server only hashes it
+#: into its answer (RFC 6455 asks clients for a random one; the load does not need it).
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
 #: The broadcast message's prefix (clients count the messages that start with it).
 TAG = b"b "
 
@@ -97,11 +102,7 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        key = base64.b64encode(os.urandom(16))
-        transport.write(  # type: ignore[attr-defined]
-            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        transport.write(UPGRADE)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         if self.head is not None:
@@ -140,7 +141,8 @@ class Client(asyncio.Protocol):
 
 
 class Clients:
-    """A client process: opens ``count`` connections from ``source``, reports on stdout (one
+    """A client process: opens ``count`` connections from the ``source`` addresses in turn,
+    reports on stdout (one
     JSON object a line), takes commands on stdin (``send SEQ``, ``quit``)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
@@ -155,6 +157,8 @@ class Clients:
         self.done = asyncio.Event()
         self.first = 0.0
         self.last = 0.0
+        self.sources = [(address, 0) for address in args.source.split(",")]
+        self.started = 0
 
     def say(self, **event: Any) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
@@ -188,15 +192,14 @@ class Clients:
             self.say(event="got", seq=payload[len(TAG) :].decode(), t=time.monotonic())
 
     async def connect_one(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        args = self.args
+        self.started += 1
+        source = self.sources[self.started % len(self.sources)]
         try:
-            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            sock.bind((self.args.source, 0))
-            sock.setblocking(False)
-            await self.loop.sock_connect(sock, (self.args.host, self.args.port))
-            await self.loop.create_connection(lambda: Client(self), sock=sock)
+            await self.loop.create_connection(
+                lambda: Client(self), args.host, args.port, local_addr=source
+            )
         except OSError as exc:
-            sock.close()
             self.waiting -= 1
             self.failures += 1
             if self.failures <= 3:
@@ -417,7 +420,8 @@ def start_clients(
     clients = []
     for i in range(count):
         share = total // count + (1 if i < total % count else 0)
-        source = f"127.0.{2 + i // 250}.{1 + i % 250}"
+        addresses = math.ceil(share / args.per_address)
+        source = ",".join(f"127.{1 + i // 250}.{i % 250}.{a}" for a in range(1, addresses + 1))
         cmd = [*pin, PY, __file__, "--client", "--port", str(port), "--source", source]
         cmd += ["--count", str(share), "--inflight", str(args.inflight)]
         cmd += ["--open-timeout", str(args.timeout)]
@@ -500,12 +504,14 @@ def measure_server(
         server_after = settle(lambda: tree(server.pid))
         kernel_after = kernel_bytes()
         client_rss = rss_kib([c.pid for c in clients])
+        client_cpu = sum(cpu_seconds(c.pid) for c in clients)
         n = max(1, result["opened"])
         result.update(
             rate=result["opened"] / max(result["seconds"], 1e-9),
             server_kib=(server_after - server_before) / n,
             kernel_kib=(kernel_after - kernel_before) / 1024 / n,
             client_kib=client_rss / n,
+            client_us=client_cpu * 1e6 / n,
             server_mib=server_after / 1024,
             cpu_us=server_cpu * 1e6 / n,
         )
@@ -532,7 +538,8 @@ def report(name: str, r: dict[str, float]) -> None:
         f"{name:16} {int(r['opened']):>9,} open in {r['seconds']:6.1f} s = "
         f"{r['rate']:>8,.0f}/s  server {r['server_kib']:5.2f} KiB/conn "
         f"(RSS {r['server_mib']:,.0f} MiB)  kernel {r['kernel_kib']:5.2f} KiB/conn (both ends)"
-        f"  clients {r['client_kib']:4.1f} KiB/conn  server CPU {r['cpu_us']:.0f} us/handshake"
+        f"  clients {r['client_kib']:4.1f} KiB/conn  CPU per handshake: server "
+        f"{r['cpu_us']:.0f} us, clients {r['client_us']:.0f} us"
     )
     if "broadcast_s" in r:
         line += f"  broadcast to all {r['broadcast_s']:.2f} s (worst {r['broadcast_max_s']:.2f})"
@@ -546,6 +553,7 @@ def main() -> None:
     p.add_argument("--per-worker", type=int, default=15_000)
     p.add_argument("--per-client", type=int, default=15_000)
     p.add_argument("--clients", type=int, default=1, help="client processes, at least")
+    p.add_argument("--per-address", type=int, default=2000, help="connections per source address")
     p.add_argument("--inflight", type=int, default=256, help="handshakes in flight per client")
     p.add_argument("--broadcasts", type=int, default=3)
     p.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
@@ -565,6 +573,11 @@ def main() -> None:
         return
     if args.per_client > raise_nofile() - 100:
         p.error(f"--per-client {args.per_client} does not fit the open-file limit")
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    if not 0 < args.per_address <= high - low - 1000:
+        p.error(f"--per-address {args.per_address}: a source address has {high - low} ports")
+    if args.per_client > 250 * args.per_address:
+        p.error("--per-client: at most 250 x --per-address")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # finally: blocks clean up
     if args.handshakes:
         args.workers = 1
