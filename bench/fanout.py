@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from run import PY, free_port, measure, wait_port
+from run import IODINE_BUILT, PY, free_port, iodine_command, measure, wait_port
 
 HERE = Path(__file__).resolve().parent
 REDIS_PORT = free_port()
@@ -71,7 +71,10 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "4096",
     ],
     "python-socketio": _script("socketio_fanout.py"),
+    "socketify publish": _script("socketify_app.py", "--fanout"),
 }
+if IODINE_BUILT:
+    SERVERS["iodine publish"] = lambda port: iodine_command(port, fanout=True)
 SOCKETIO = {"python-socketio"}
 #: Not in the default list (``--servers`` names them): the cost of a channel with history.
 OPTIONAL = {"plezi history", "plezi redis history"}

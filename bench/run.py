@@ -104,6 +104,7 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     ],
     "websockets": lambda port: [PY, str(HERE / "servers/websockets_echo.py"), "--port", str(port)],
     "picows": lambda port: [PY, str(HERE / "servers/picows_echo.py"), "--port", str(port)],
+    "socketify": lambda port: [PY, str(HERE / "servers/socketify_app.py"), "--port", str(port)],
 }
 # The same apps over TLS (the https and wss scenarios only; not run unless named in --servers).
 SERVERS["plezi-tls"] = lambda port: [
@@ -114,6 +115,34 @@ SERVERS["uvicorn-tls"] = lambda port: [
     *SERVERS["uvicorn+starlette"](port),
     *("--ssl-certfile", tls_files()[0], "--ssl-keyfile", tls_files()[1]),
 ]
+#: The Iodine peer, when bench/iodine_build.sh has built it.
+IODINE = HERE / ".build/iodine"
+
+
+def iodine_command(port: int, *, fanout: bool = False) -> list[str]:
+    """Iodine serving bench/servers/iodine_app.ru in one process with one thread."""
+    return [
+        "env",
+        f"FANOUT={int(fanout)}",
+        "ruby",
+        "-I",
+        str(IODINE / "lib"),
+        str(IODINE / "exe/iodine"),
+        "-p",
+        str(port),
+        "-b",
+        "127.0.0.1",
+        "-t",
+        "1",
+        "-w",
+        "1",
+        str(HERE / "servers/iodine_app.ru"),
+    ]
+
+
+IODINE_BUILT = (IODINE / "lib/iodine/iodine_ext.so").exists()
+if IODINE_BUILT:
+    SERVERS["iodine"] = iodine_command
 HTTP_ONLY = {"granian", "bare uvloop+httptools"}
 WS_ONLY = {"websockets", "picows"}
 TLS = {"plezi-tls", "uvicorn-tls"}
@@ -171,10 +200,15 @@ def measure(server_pid: int, cmd: list[str]) -> tuple[str, float, float]:
     return out, (cpu_seconds(server_pid) - s0) / elapsed, (children_cpu() - c0) / elapsed
 
 
-def http_hello(port: int, pid: int, seconds: float, scheme: str = "http") -> dict[str, float]:
+def http_hello(
+    port: int, pid: int, seconds: float, depth: int = 1, scheme: str = "http"
+) -> dict[str, float]:
+    """wrk, 50 connections; ``depth`` > 1: each sends ``depth`` requests at once (pipelining,
+    bench/pipeline.lua) and waits for their responses."""
     url = f"{scheme}://127.0.0.1:{port}/"
-    subprocess.run(["wrk", "-t1", "-c50", "-d1s", url], capture_output=True, check=True)  # warm-up
-    out, server_cpu, client_cpu = measure(pid, ["wrk", "-t1", "-c50", f"-d{seconds:g}s", url])
+    script = ["-s", str(HERE / "pipeline.lua"), url, "--", str(depth)] if depth > 1 else [url]
+    subprocess.run(["wrk", "-t1", "-c50", "-d1s", *script], capture_output=True, check=True)
+    out, server_cpu, client_cpu = measure(pid, ["wrk", "-t1", "-c50", f"-d{seconds:g}s", *script])
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m or "Non-2xx" in out or ("Socket errors" in out and "timeout" in out):
         raise RuntimeError(f"wrk failed:\n{out}")
@@ -205,9 +239,10 @@ def ws_echo(port: int, pid: int, seconds: float, size: int, tls: bool = False) -
 
 SCENARIOS: dict[str, Callable[[int, int, float], dict[str, float]]] = {
     "http hello (req/s, wrk -c50)": http_hello,
+    "http pipelined x16 (req/s, wrk -c50)": lambda p, pid, s: http_hello(p, pid, s, 16),
     "ws echo 32 B (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 32),
     "ws echo 4 KiB (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 4096),
-    "https hello (req/s, wrk -c50)": lambda p, pid, s: http_hello(p, pid, s, "https"),
+    "https hello (req/s, wrk -c50)": lambda p, pid, s: http_hello(p, pid, s, scheme="https"),
     "wss echo 32 B (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 32, tls=True),
     "wss echo 4 KiB (msgs/s, 50 conns)": lambda p, pid, s: ws_echo(p, pid, s, 4096, tls=True),
 }

@@ -152,6 +152,8 @@ class Script:
 
     proc: subprocess.Popen[bytes]
     url: str
+    #: What the process wrote to stderr up to and with its "listening on" line.
+    head: str = ""
 
     @property
     def port(self) -> int:
@@ -184,9 +186,11 @@ def start_script(
     env: dict[str, str] | None = None,
     timeout: float = 15.0,
     launcher: tuple[str, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Script:
     """Run ``python path --port 0 --bind 127.0.0.1 args...``; wait for the listening line.
-    ``launcher`` goes before ``path``: ``("-m", "plezi")`` runs ``python -m plezi path ...``."""
+    ``launcher`` goes before ``path``: ``("-m", "plezi")`` runs ``python -m plezi path ...``;
+    ``preexec_fn`` runs in the child before it starts (e.g. to lower a resource limit)."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PLEZI_NO_AUTOSTART", None)
     # Unbuffered: the lines read here up to "listening on" must not take later ones into a
@@ -198,6 +202,7 @@ def start_script(
         env=full_env,
         cwd=str(ROOT),
         bufsize=0,
+        preexec_fn=preexec_fn,
     )
     assert proc.stderr is not None
     lines: list[bytes] = []
@@ -209,7 +214,7 @@ def start_script(
             m = _LISTEN.search(line)
             if m:
                 url = m.group(1).decode().replace("localhost", "127.0.0.1")
-                return Script(proc, url)
+                return Script(proc, url, b"".join(lines).decode(errors="replace"))
     finally:
         timer.cancel()
     proc.kill()

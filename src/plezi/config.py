@@ -52,8 +52,9 @@ class Limits:
     #: the messages sent to it until it has caught up (each policy logs a line).
     slow_consumer: str = "disconnect"
     #: Open connections (HTTP, WebSocket and SSE together) past which a new one gets HTTP 503 and
-    #: is closed (Iodine's ``max_clients``). ``0``: the process's open-file limit minus 64, read
-    #: at the first connection, so that files, Redis and logs always have descriptors left.
+    #: is closed (Iodine's ``max_clients``). ``0``: the process's open-file limit minus 64 (every
+    #: plezi process raises its soft limit to the hard one at start and logs the limit obtained:
+    #: ``plezi.server.limits``), so that files, Redis and logs always have descriptors left.
     max_connections: int = 0
 
     def validate(self) -> None:

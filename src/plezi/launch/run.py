@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from ..config import ServerConfig
 from ..errors import PleziError
+from ..server.limits import use_open_files_limit
 from ..server.server import Server, bind_sockets
 from ..server.tls import server_context
 from ..web.metrics import local_stats
@@ -104,6 +105,7 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
     mode = _mode(config.workers, len(sockets)) if server is None else "1 process"
     if config.reload:
         mode = "1 process, restarted when a file changes"
+    use_open_files_limit(config.limits)  # before any connection: the cap follows the limit
     log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
     if made_cert:
         log.warning(
@@ -142,6 +144,7 @@ def _serve_worker(
     from ..pubsub.cluster import ClusterEngine
     from ..pubsub.hub import hub
 
+    use_open_files_limit(config.limits)
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     _install_public(app, config)  # the config was checked when it was parsed, in this process

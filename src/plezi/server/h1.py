@@ -65,12 +65,14 @@ def http_date() -> bytes:
 def render_text(body: bytes, keep_alive: bool, head: bool) -> bytes:
     """A ``200`` ``text/html`` reply with ``body`` and no other header (what an action's ``str``
     becomes). PERF: the hello-world path: all but the length and the body is built once a
-    second."""
-    date = http_date()
+    second, and within that second this is one clock read and no other call."""
+    now = time.time()
+    if not _date_start <= now < _date_end:
+        http_date()  # a new second: a new date, and the heads that held the old one dropped
     start = _text_heads.get(keep_alive)
     if start is None:
         start = _text_heads[keep_alive] = b"".join(
-            (_STATUS_LINES[200], date, _HTML_LINE, b"" if keep_alive else _CLOSE)
+            (_STATUS_LINES[200], http_date(), _HTML_LINE, b"" if keep_alive else _CLOSE)
         )
     return b"%scontent-length: %d\r\n\r\n%s" % (start, len(body), b"" if head else body)
 
