@@ -20,6 +20,10 @@ So the client gets every message after its position exactly once, in order, even
 channel is busy during the read. When the history cannot bring the client up to date (another
 epoch: the history was lost; or messages missing: too old, or past the history's size) nothing
 is replayed, ``recovered`` is ``False``, and the live flow starts at the subscription.
+
+Each outcome is counted in the server's :class:`~plezi.server.stats.ServerStats` (recovered,
+with the messages replayed, or failed, by reason: see :func:`failure_reason`), for
+``plezi.stats()`` and ``/metrics``; a connection that closes before its outcome is not counted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RECOVER_EVENT",
     "RECOVER_PARAM",
+    "failure_reason",
     "parse_positions",
     "recover",
     "recovery_notice",
@@ -93,6 +98,15 @@ def parse_positions(query_string: str) -> dict[str, Position] | None:
     return positions
 
 
+def failure_reason(page: HistoryPage | None, since: Position) -> str:
+    """Why ``page`` (``None``: the history could not be read) does not recover a client at
+    ``since``: one of :data:`plezi.server.stats.RECOVERY_FAILURES`."""
+    if page is None:
+        return "unreadable"
+    # (Same epoch: messages are missing, or the client's offset is past the stream's end.)
+    return "epoch" if since.epoch != page.epoch else "gap"
+
+
 def recovery_notice(channel: str, recovered: bool, page: HistoryPage | None) -> str:
     """The message that tells the client how the recovery of ``channel`` went; it carries the
     stream's current position, where the client is now."""
@@ -125,6 +139,7 @@ async def recover(
     ``None`` when the history could not be read). Nothing happens if the connection closes; if
     it subscribes again (or unsubscribes) meanwhile, the outcome is ``recovered`` false."""
     registry = hub.registry
+    stats = hub.server.stats if hub.server is not None else None
     page: HistoryPage | None = None
     try:
         await hub.engine.subscription_live(channel)
@@ -136,9 +151,16 @@ async def recover(
     if not registry.holding(channel, conn, holder):
         # Subscribed again (or unsubscribed) meanwhile: nothing is replayed, and the client
         # must know it, or the gap would be silent.
+        if stats is not None:
+            stats.recovery("superseded")
         done(False, page)
         return
     recovered = page is not None and page.recovers(since)
+    if stats is not None:
+        if recovered and page is not None:
+            stats.recovery(None, len(page.messages))
+        else:
+            stats.recovery(failure_reason(page, since))
     done(recovered, page)
     epoch, last = "", -1
     if recovered and page is not None:
@@ -199,6 +221,8 @@ def start_recovery(
 
     options = options_for(channel)
     if options is None or not options.history or hub.server is None:
+        if hub.server is not None:
+            hub.server.stats.recovery("no_history")
         conn.send(recovery_notice(channel, False, None))
         _tell_controller(controller, conn, channel, False)
         return False

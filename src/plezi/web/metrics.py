@@ -45,6 +45,11 @@ def local_stats(app: Any = None) -> dict[str, Any]:
     engine = str(status.get("engine", ""))
     figures["publishes"] = hub.published
     figures["deliveries"] = hub.delivered
+    # Read without making them: the engine and its presence table are made on first use.
+    tracker = getattr(hub._engine, "_tracker", None)
+    figures["presence_entries"] = (
+        sum(len(entries) for entries in tracker.local.values()) if tracker is not None else 0
+    )
     figures["pubsub"] = {
         "engine": engine,
         "connected": int(bool(status.get("connected", True))),
@@ -151,6 +156,30 @@ class _Figures:
             "plezi_slow_consumers_disconnected",
             "Slow consumers disconnected (slow_consumer=disconnect)",
             slow["disconnected"],
+        )
+        yield by(
+            "plezi_recoveries",
+            "Channel recoveries of reconnecting clients, by result",
+            "result",
+            f["recoveries"],
+            False,
+        )
+        yield by(
+            "plezi_recovery_failures",
+            "Recoveries that failed (recovered: false), by reason",
+            "reason",
+            f["recovery_failures"],
+            False,
+        )
+        yield CounterMetricFamily(
+            "plezi_recovered_messages",
+            "Messages replayed from the history by recoveries",
+            f["recovered_messages"],
+        )
+        yield GaugeMetricFamily(
+            "plezi_presence_entries",
+            "Entries of this process's connections in presence channels",
+            f["presence_entries"],
         )
         yield from _pubsub_families(f["pubsub"])
         yield _latency_family(f["requests"])
