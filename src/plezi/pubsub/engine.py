@@ -48,6 +48,11 @@ class Engine:
             tracker = self._tracker = self.make_presence()
         return tracker
 
+    @property
+    def presence_if_made(self) -> Presence | None:
+        """The presence table if something used it, else ``None`` (never makes one)."""
+        return self._tracker
+
     def make_presence(self) -> Presence:
         """This engine's presence table: the process's own (one process)."""
         return Presence(self.publish)

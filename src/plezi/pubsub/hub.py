@@ -93,7 +93,7 @@ class Hub:
         self.registry.flush_batch()
         self.registry.schedule = None
         try:
-            tracker = self.engine._tracker
+            tracker = self.engine.presence_if_made
             if tracker is not None:
                 await tracker.stop()
             await self.engine.stop()
@@ -197,6 +197,12 @@ class Hub:
         return conn if conn is not None and conn.is_open else None
 
     # -- presence ---------------------------------------------------------------------------
+
+    def local_presence_entries(self) -> int:
+        """How many presence entries this process's connections hold (0 when no presence
+        table was made: it is made on first use, and reading does not make it)."""
+        tracker = self._engine.presence_if_made if self._engine is not None else None
+        return sum(len(entries) for entries in tracker.local.values()) if tracker else 0
 
     async def presence(self, channel: str) -> dict[str, Any]:
         """``{connection id: info}`` of the presence channel ``channel``, cluster-wide; from

@@ -45,11 +45,7 @@ def local_stats(app: Any = None) -> dict[str, Any]:
     engine = str(status.get("engine", ""))
     figures["publishes"] = hub.published
     figures["deliveries"] = hub.delivered
-    # Read without making them: the engine and its presence table are made on first use.
-    tracker = getattr(hub._engine, "_tracker", None)
-    figures["presence_entries"] = (
-        sum(len(entries) for entries in tracker.local.values()) if tracker is not None else 0
-    )
+    figures["presence_entries"] = hub.local_presence_entries()
     figures["pubsub"] = {
         "engine": engine,
         "connected": int(bool(status.get("connected", True))),
