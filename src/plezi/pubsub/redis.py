@@ -19,7 +19,10 @@ was queued in one loop iteration goes out in one write on a second connection, a
 leaves the queue when Redis has answered it (a refusal is logged, not retried). While Redis is
 unreachable the queue keeps up to ``max_backlog`` messages, the unanswered ones included, sent
 after recovery; past that, ``publish`` raises :class:`PubSubUnavailable`. A process with no
-running server publishes synchronously.
+running server publishes synchronously. A message on a channel with history is an ``EVALSHA``
+of :mod:`.redis_history`'s publish script instead; the consecutive ones of one channel queued in
+one iteration after its first message share one (a batch: one queue entry and one reply, and
+``max_backlog`` still counts messages).
 
 *Faults.* A lost connection is logged, the state (``plezi.pubsub_status()``) says so, and the
 engine reconnects with exponential backoff (0.1 s doubling to 5 s), resubscribes everything and
