@@ -149,3 +149,25 @@ def test_max_backlog_counts_the_messages_of_a_batch(tmp_path: Path) -> None:
         assert offsets(sink.got) == list(range(1, 101))
 
     with_engine(tmp_path, body, max_backlog=50)
+
+
+def test_a_batch_unanswered_when_redis_dies_is_published_once_it_is_back(tmp_path: Path) -> None:
+    """Redis frozen (it reads nothing more), then killed and started again empty, with a message
+    and a batch of 299 written but unanswered: both are sent again after the reconnect, so the
+    new stream holds the 300 messages in order at offsets 1 to 300."""
+
+    async def body(redis: RedisProcess, engine: RedisEngine, sink: Collect) -> None:
+        redis.freeze()
+        for n in range(300):
+            send(engine, "chat", n)
+        await asyncio.sleep(0)  # the end of the iteration: the batch is written
+        assert engine.status()["queued"] == 300
+        redis.kill()
+        await until(lambda: not engine.status()["connected"], "the loss to be noticed")
+        redis.start()
+        await until(lambda: engine.status()["queued"] == 0, "the queue to be answered")
+        page = await engine.history("chat", CHAT)
+        assert [m.offset for m in page.messages] == list(range(1, 301))
+        assert [m.value for m in page.messages] == [f'{{"n":{n}}}' for n in range(300)]
+
+    with_engine(tmp_path, body)
