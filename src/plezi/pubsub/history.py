@@ -6,7 +6,8 @@ Each message published on a channel with history gets a *position*: an ``epoch``
 names the stream of that channel; it changes whenever the history may have been lost) and an
 ``offset`` (1 for the first message of the stream, then one more per message). Whoever keeps the
 history assigns the position, so it is the same everywhere: this process (memory engine), the
-master (``--workers``) or Redis (one Lua script per message: offset, append and publish at once).
+master (``--workers``) or Redis (a Lua script per message, or per batch of one channel's messages
+published in one loop iteration: offsets, append and publish at once).
 
 A positioned message is a :class:`Positioned`: the same :class:`~.message.Message` with the
 position added to what clients receive. A JSON object gets one more member, ``"_pos"``, built

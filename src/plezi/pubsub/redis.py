@@ -19,7 +19,10 @@ was queued in one loop iteration goes out in one write on a second connection, a
 leaves the queue when Redis has answered it (a refusal is logged, not retried). While Redis is
 unreachable the queue keeps up to ``max_backlog`` messages, the unanswered ones included, sent
 after recovery; past that, ``publish`` raises :class:`PubSubUnavailable`. A process with no
-running server publishes synchronously.
+running server publishes synchronously. A message on a channel with history is an ``EVALSHA``
+of :mod:`.redis_history`'s publish script instead; the consecutive ones of one channel queued in
+one iteration after its first message share one (a batch: one queue entry and one reply, and
+``max_backlog`` still counts messages).
 
 *Faults.* A lost connection is logged, the state (``plezi.pubsub_status()``) says so, and the
 engine reconnects with exponential backoff (0.1 s doubling to 5 s), resubscribes everything and
@@ -90,6 +93,8 @@ from .message import DIRECT_PREFIX, Message
 from .patterns import compile_glob
 from .presence import Presence
 from .redis_history import (
+    BATCH_BYTES,
+    BATCH_MAX,
     POSITIONED_TAGS,
     PUBLISH_SCRIPT,
     READ_SCRIPT,
@@ -136,6 +141,27 @@ _OPTIONS = {
     "peer_wait": "a number of seconds >= 0 (0: do not wait for other servers)",
 }
 _URL_FORM = "redis://[[USER]:PASSWORD@]HOST:PORT/DB (rediss:// for TLS, unix:///PATH for a socket)"
+
+
+class _Batch:
+    """Messages of one recoverable channel published one after the other in one loop
+    iteration, gathered for one run of the publish script (see ``publish_recoverable``)."""
+
+    __slots__ = ("channel", "count", "options", "parts", "size")
+
+    def __init__(self, channel: str, options: ChannelOptions, part: bytes, size: int) -> None:
+        self.channel = channel
+        self.options = options
+        #: Each message's two arguments (kind, payload), packed.
+        self.parts = [part]
+        self.count = 1
+        self.size = size
+
+
+class _BatchEntry(bytes):
+    """A queued ``EVALSHA`` that publishes ``messages`` messages (one entry, one reply)."""
+
+    messages: int
 
 
 class PubSubUnavailable(PleziError, ConnectionError):
@@ -368,6 +394,11 @@ class RedisEngine(Engine):
         self._script_sha = hashlib.sha1(PUBLISH_SCRIPT).hexdigest().encode()
         self._epoch = new_epoch().encode()
         self._script_heads: dict[str, tuple[ChannelOptions, bytes]] = {}
+        #: The batch of recoverable messages being gathered in this loop iteration, and how
+        #: many messages the queue and that batch hold beyond the queue's entries (a batch is
+        #: one entry), so that ``max_backlog`` counts messages.
+        self._batch: _Batch | None = None
+        self._extra = 0
         self._sub_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._reader: Any = None
 
@@ -400,8 +431,10 @@ class RedisEngine(Engine):
         if not self._live:
             self._publish_not_live(message)
             return
-        if len(self._queue) >= self.max_backlog:
+        if len(self._queue) + self._extra >= self.max_backlog:
             self._backlog_full()
+        if self._batch is not None:  # queued before this message: it was published before
+            self._close_batch()
         tag = _TEXT if message.is_text else _BINARY
         head = self._heads.get(message.channel)
         if head is None:
@@ -424,40 +457,82 @@ class RedisEngine(Engine):
             tag = _TEXT if message.is_text else _BINARY
             self._publish_sync(self.prefix + message.channel, tag + message.payload)
             return
-        if len(self._queue) >= self.max_backlog:
+        if len(self._queue) + self._extra >= self.max_backlog:
             self._backlog_full()
         self._keep(message)
 
     def publish_recoverable(self, message: Message, options: ChannelOptions) -> None:
-        """A message on a channel with history: one ``EVALSHA`` of the publish script (see
+        """A message on a channel with history: published by the publish script (see
         :mod:`.redis_history`), queued like a PUBLISH. It is never delivered here first, not
-        even during an outage: only Redis knows its position, and it comes back with it."""
+        even during an outage: only Redis knows its position, and it comes back with it.
+
+        PERF: the first message of a loop iteration leaves at once, in an ``EVALSHA`` of its
+        own (as a PUBLISH would); the messages published after it in the same iteration wait
+        for the iteration's end anyway, so the consecutive ones of one channel are gathered
+        into one ``EVALSHA`` (at most :data:`BATCH_MAX` messages, about :data:`BATCH_BYTES`):
+        Redis then runs the script once per batch instead of once per message. A message of
+        another channel, or any other publish, ends the batch, so the order is kept."""
         if self._loop is None:
             self._publish_script_sync(message, options)
             return
-        if len(self._queue) >= self.max_backlog:
+        if len(self._queue) + self._extra >= self.max_backlog:
             self._backlog_full()
-        known = self._script_heads.get(message.channel)
-        head = known[1] if known is not None and known[0] is options else None
-        if head is None:
-            head = self._script_head(message.channel, options)
         payload = message.payload
         kind = b"$1\r\nr\r\n" if message.is_text else b"$1\r\ns\r\n"
-        self._queue.append(b"%s%s$%d\r\n%s\r\n" % (head, kind, len(payload), payload))
-        if self._live and not self._flush_pending:
+        part = b"%s$%d\r\n%s\r\n" % (kind, len(payload), payload)
+        if self._flush_pending:  # not the first of this iteration (and live when it was)
+            batch = self._batch
+            if (
+                batch is not None
+                and batch.channel == message.channel
+                and batch.options is options
+                and batch.count < BATCH_MAX
+                and batch.size < BATCH_BYTES
+            ):
+                batch.parts.append(part)
+                batch.count += 1
+                batch.size += len(payload)
+            else:
+                if batch is not None:
+                    self._close_batch()
+                self._batch = _Batch(message.channel, options, part, len(payload))
+            self._extra += 1
+            return
+        self._queue.append(b"*12\r\n%s%s" % (self._script_head(message.channel, options), part))
+        if self._live:
             self._write_unsent()
             self._flush_pending = True
             self._loop.call_soon(self._flush)
 
+    def _close_batch(self) -> None:
+        """Queue the batch being gathered as one ``EVALSHA``."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        head = self._script_head(batch.channel, batch.options)
+        data = b"*%d\r\n%s%s" % (10 + 2 * batch.count, head, b"".join(batch.parts))
+        if batch.count == 1:
+            self._queue.append(data)
+        else:
+            entry = _BatchEntry(data)
+            entry.messages = batch.count
+            self._queue.append(entry)
+        self._extra -= 1  # the entry itself is counted by the queue's length
+
     def _script_head(self, channel: str, options: ChannelOptions) -> bytes:
-        """``EVALSHA``, the script, the keys and the channel's arguments, packed once per
-        channel (and again if its options change)."""
+        """``EVALSHA``, the script, the keys and the channel's arguments (all but the array's
+        length, which depends on the number of messages), packed once per channel (and again if
+        its options change)."""
+        known = self._script_heads.get(channel)
+        if known is not None and known[0] is options:
+            return known[1]
         if len(self._script_heads) >= 1024:
             self._script_heads.clear()
         stream, meta = history_keys(self.prefix, channel)
         remote = self._prefix_bytes + channel.encode()
         parts = [stream, meta, remote, *common_args(options, self._epoch)]
-        head = b"*12\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n3\r\n" % self._script_sha
+        head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n3\r\n" % self._script_sha
         head += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
         self._script_heads[channel] = (options, head)
         return head
@@ -543,6 +618,8 @@ class RedisEngine(Engine):
     def _keep(self, message: Message) -> None:
         """Deliver ``message`` here at once, in publish order, and queue it marked, so that this
         process skips it when Redis brings it back."""
+        if self._batch is not None:  # queued before this message: it was published before
+            self._close_batch()
         tag = (_TEXT_SEEN if message.is_text else _BINARY_SEEN) + self._token
         head = self._heads.get(message.channel) or self._head(message.channel)
         payload = message.payload
@@ -572,6 +649,8 @@ class RedisEngine(Engine):
 
     def _write_unsent(self) -> None:
         """Write every queued message not yet written (one write)."""
+        if self._batch is not None:
+            self._close_batch()
         pub, queue, sent = self._pub, self._queue, self._sent
         if pub is None or pub.paused or not self._live or sent >= len(queue):
             return
@@ -588,7 +667,9 @@ class RedisEngine(Engine):
         if self._sent == 0:
             log.warning("unexpected reply from Redis on the publishing connection: %r", reply)
             return
-        self._queue.popleft()
+        entry = self._queue.popleft()
+        if type(entry) is _BatchEntry:
+            self._extra -= entry.messages - 1
         self._sent -= 1
         if isinstance(reply, Exception):
             # Not retried: Redis refused this message (an ACL, a full memory...) and would
@@ -713,6 +794,8 @@ class RedisEngine(Engine):
             log.warning("unexpected reply from Redis on the publishing connection: %r", reply)
             return
         entry = self._queue.popleft()
+        if type(entry) is _BatchEntry:
+            self._extra -= entry.messages - 1
         self._sent -= 1
         if self._early:
             self._early -= 1
@@ -1161,7 +1244,7 @@ class RedisEngine(Engine):
             "since": self._since,
             "outages": self._outages,
             "reconnects": self._reconnects,
-            "queued": len(self._queue),
+            "queued": len(self._queue) + self._extra,
             "peers": len(self._peers),
             "waiting_for": len(self._waiting),
         }

@@ -7,12 +7,15 @@ names): ``<app>:\\x00plz:meta:<channel>``, a hash with the epoch (``e``) and the
 (``o``); and ``<app>:\\x00plz:stream:<channel>``, a stream whose entries are the messages
 (``o`` offset, ``k`` kind, ``d`` payload), with Redis's time-based ids.
 
-:data:`PUBLISH_SCRIPT` runs for each message, atomically and in one round trip (``EVALSHA`` on
-the engine's publishing connection; the script is loaded there whenever it connects): it reads
-the epoch (creating it when the meta key is missing: a new stream, whose old entries are
-dropped), increments the offset, appends the message (``MAXLEN ~ history``: Redis trims whole
-nodes, so a stream holds at most about 100 entries more; the stream expires ``history_ttl``
-after its last message), and publishes it on the channel with its position. Entries older than
+:data:`PUBLISH_SCRIPT` runs for a batch of messages of one channel (one message, or the
+consecutive messages of that channel published in one loop iteration: see :mod:`.redis`),
+atomically and in one round trip (``EVALSHA`` on the engine's publishing connection; the script
+is loaded there whenever it connects): it reads the epoch (creating it when the meta key is
+missing: a new stream, whose old entries are dropped), moves the offset past the batch, appends
+each message (``MAXLEN ~ history``: Redis trims whole nodes, so a stream holds at most about
+100 entries more; the stream expires ``history_ttl`` after its last message), and publishes
+each one on the channel with its position: one pub/sub message per message, as one call per
+message would, so a subscriber cannot tell a batch from single calls. Entries older than
 ``history_ttl`` in a busy stream are left to ``MAXLEN`` (no ``MINID`` trim on every publish: less
 work per message); reads skip them. So every server and every script
 on the Redis sees the same positions, and a Redis that lost its data (a flush, a restart without
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from .channels import ChannelOptions
 
 __all__ = [
+    "BATCH_BYTES",
+    "BATCH_MAX",
     "META_TTL",
     "POSITIONED_TAGS",
     "PUBLISH_SCRIPT",
@@ -51,6 +56,10 @@ __all__ = [
 META_TTL = 7 * 24 * 3600
 #: Tags of a positioned message on Redis pub/sub: text, binary.
 POSITIONED_TAGS = (b"\x00plz:r", b"\x00plz:s")
+#: At most this many messages, and about this many bytes of payload, in one run of
+#: :data:`PUBLISH_SCRIPT`: a script blocks Redis while it runs (512 messages: about 1.5 ms).
+BATCH_MAX = 512
+BATCH_BYTES = 512 * 1024
 
 # Both scripts start the same way. KEYS[1], KEYS[2]: the stream, the meta key. ARGV[1] to [4]:
 # history, history_ttl in ms, this process's epoch prefix, the meta key's TTL in seconds (see
@@ -67,17 +76,27 @@ if not epoch then
 end
 """
 
-# KEYS[3]: the pub/sub channel. ARGV[5]: kind (r: text, s: binary), ARGV[6]: the payload.
-# Returns the offset.
+# KEYS[3]: the pub/sub channel. ARGV[5], ARGV[6], then ARGV[7], ARGV[8]...: kind (r: text,
+# s: binary) and payload of each message, oldest first (a batch: see :data:`BATCH_MAX`).
+# Returns the last offset. PERF: the offset moves once and the TTLs are refreshed once per
+# batch; each message costs one XADD and one PUBLISH (measured with a subscriber, Redis's CPU
+# per message: 7.4 us one per call, about 3 us in batches of 10 or more, a plain PUBLISH 0.5 us).
 PUBLISH_SCRIPT = (
     _PREAMBLE
     + b"""
-local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+local n = (#ARGV - 4) / 2
+local last = redis.call('HINCRBY', KEYS[2], 'o', n)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'o', offset, 'k', ARGV[5], 'd', ARGV[6])
+local head = '\\0plz:'
+local tail = epoch .. ':'
+for i = 1, n do
+  local kind, data = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local offset = last - n + i
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'o', offset, 'k', kind, 'd', data)
+  redis.call('PUBLISH', KEYS[3], head .. kind .. tail .. offset .. '\\n' .. data)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[3], '\\0plz:' .. ARGV[5] .. epoch .. ':' .. offset .. '\\n' .. ARGV[6])
-return offset
+return last
 """
 )
 

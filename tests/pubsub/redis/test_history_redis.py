@@ -294,3 +294,39 @@ def test_a_recovery_while_redis_is_down_says_recovered_false(
     got = back.read()
     assert got["n"] == 0 and got["_pos"]["offset"] == 1
     assert got["_pos"]["epoch"] != position["epoch"]
+
+
+def test_a_burst_from_two_servers_at_once(
+    redis: RedisProcess, script: Any, clients: contextlib.ExitStack
+) -> None:
+    """Two servers publish 500 messages each at the same moment (each server's burst goes to
+    Redis in batches: two script runs, the first message alone): every subscriber on both
+    servers gets all 1,000 with the same positions, one apart, each server's messages in
+    their order; then a client 200 behind recovers exactly the rest."""
+    a = script(APP, "--redis", redis.url)
+    b = script(APP, "--redis", redis.url)
+    subs = [Client(server, clients) for server in (a, a, b, b)]
+    wait_for(lambda: subscribers(redis) == 2, "both servers subscribed on Redis")
+    pub_a, pub_b = publisher(a, clients), publisher(b, clients)
+    redis.command("CONFIG", "RESETSTAT")
+    pub_a.send("pub chat 500 0")
+    pub_b.send("pub chat 500 1000")
+    for sub in subs:
+        sub.take(1000)
+    first = subs[0].messages
+    assert [m["_pos"]["offset"] for m in first] == list(range(1, 1001))
+    assert len({m["_pos"]["epoch"] for m in first}) == 1
+    for sub in subs[1:]:
+        assert sub.messages == first  # the same messages at the same positions everywhere
+    ns = [m["n"] for m in first]
+    assert [n for n in ns if n < 1000] == list(range(500))
+    assert [n for n in ns if n >= 1000] == list(range(1000, 1500))
+    assert redis.calls("evalsha") == 4  # 2 per server for 500 messages, not 500
+    assert top_offset(redis) == 1000
+
+    position = {"epoch": first[0]["_pos"]["epoch"], "offset": 200}
+    for server in (a, b):
+        back = Client(server, clients, position)
+        assert back.notice()["recovered"] is True
+        back.take(800)
+        assert back.messages == first[200:]
