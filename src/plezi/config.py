@@ -127,9 +127,17 @@ class ServerConfig:
     #: ``/dir/``. ``None`` (the default): no static files, and no cost. See
     #: :mod:`plezi.http.static` and ``docs/security.md``.
     public: str | None = None
+    #: WebSocket ``permessage-deflate`` (``--compression``): ``"on"`` (published messages and
+    #: each connection's own writes), ``"broadcasts"`` (published messages only) or ``"off"``
+    #: (never negotiated). See ``docs/compression.md``.
+    compression: str = "on"
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
+        if self.compression not in ("on", "off", "broadcasts"):
+            from .errors import ConfigError
+
+            raise ConfigError("compression must be 'on', 'off' or 'broadcasts'")
         if self.public is not None:
             from .http.static import PublicFolder
 
