@@ -99,10 +99,17 @@ class Running:
 
 
 def start_server(app: App, **limits: Any) -> Running:
-    """Serve ``app`` on 127.0.0.1, port 0, in a thread; returns once it accepts connections."""
+    """Serve ``app`` on 127.0.0.1, port 0, in a thread; returns once it accepts connections.
+
+    ``limits`` are :class:`Limits` fields, plus ``shutdown_timeout`` and ``compression``."""
     shutdown_timeout = limits.pop("shutdown_timeout", 5.0 * UNIT)
+    compression = limits.pop("compression", "on")
     config = ServerConfig(
-        port=0, bind="127.0.0.1", limits=Limits(**limits), shutdown_timeout=shutdown_timeout
+        port=0,
+        bind="127.0.0.1",
+        limits=Limits(**limits),
+        shutdown_timeout=shutdown_timeout,
+        compression=compression,
     )
     server = Server(app, config)
     loop = new_event_loop()
