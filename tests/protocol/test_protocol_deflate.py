@@ -45,9 +45,7 @@ def client(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> by
 
 
 def session(max_size: int = 2**20, deflate: bool = True) -> WebSocketSession:
-    return WebSocketSession(
-        max_message_size=max_size, deflate=DeflateParams() if deflate else None
-    )
+    return WebSocketSession(max_message_size=max_size, deflate=DeflateParams() if deflate else None)
 
 
 def inflate_frame(frame: bytes) -> tuple[int, bytes]:

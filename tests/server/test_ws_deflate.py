@@ -57,10 +57,10 @@ class DeflateClient:
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         self.head = head.decode("latin-1")
         assert self.head.startswith("HTTP/1.1 101"), self.head
-        self.headers = dict(
-            (name.strip().lower(), value.strip())
+        self.headers = {
+            name.strip().lower(): value.strip()
             for name, _, value in (line.partition(":") for line in self.head.split("\r\n")[1:])
-        )
+        }
         #: Bytes received in data frames (headers included), as on the wire.
         self.wire = 0
 
