@@ -85,9 +85,7 @@ CHAT_FRAME = (
 OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
 
-def open_many(
-    port: int, n: int, batch: int = 200, deflate: bool = False
-) -> list[socket.socket]:
+def open_many(port: int, n: int, batch: int = 200, deflate: bool = False) -> list[socket.socket]:
     """Open ``n`` WebSocket connections, ``batch`` handshakes in flight at a time (``deflate``:
     offering permessage-deflate, and each exchanging one message once open)."""
     socks: list[socket.socket] = []
