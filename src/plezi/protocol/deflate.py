@@ -211,12 +211,14 @@ class Inflater:
     No context is kept between messages (we asked for ``client_no_context_takeover``), so the
     zlib object lives only while a message is being received."""
 
-    __slots__ = ("_max_size", "_obj", "_size")
+    __slots__ = ("_max_size", "_obj", "_size", "messages")
 
     def __init__(self, max_size: int) -> None:
         self._max_size = max_size
         self._obj: zlib._Decompress | None = None
         self._size = 0
+        #: Compressed messages inflated whole so far (for statistics and tests).
+        self.messages = 0
 
     def inflate(self, data: bytes, fin: bool) -> bytes:
         """Inflate the next frame of the message (``fin``: its last). Raises
@@ -246,6 +248,7 @@ class Inflater:
         self._size += len(out)
         if fin:
             self._obj = None
+            self.messages += 1
         return out
 
     def reset(self) -> None:

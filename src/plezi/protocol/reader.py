@@ -138,7 +138,6 @@ class WebSocketReader:
         "_frag_op",
         "_frag_parts",
         "_frag_size",
-        "_inflater",
         "_mask_bit",
         "_max_size",
         "_need",
@@ -151,6 +150,7 @@ class WebSocketReader:
         "_turn_seconds",
         "_wire_max",
         "closed",
+        "inflater",
     )
 
     def __init__(
@@ -200,7 +200,8 @@ class WebSocketReader:
         # inflater (bounded by the same limit), and whether the fragmented message in progress
         # is compressed. Without it, the only cost is which table ``_parse`` reads.
         self._errors = _DEFLATE_BYTE_ERRORS if deflate else _FIRST_BYTE_ERRORS
-        self._inflater = Inflater(self._max_size) if deflate else None
+        #: The permessage-deflate inflater (``None`` without the extension).
+        self.inflater = Inflater(self._max_size) if deflate else None
         # A compressed message may take a little more than the limit on the wire (deflate's
         # worst case: 5 bytes per stored block of up to 64 KiB, and a few more).
         self._wire_max = self._max_size + (self._max_size >> 12) + 64
@@ -466,8 +467,8 @@ class WebSocketReader:
         self._frag_empty = 0
         self._decoder = None
         self._frag_deflate = False
-        if self._inflater is not None:
-            self._inflater.reset()
+        if self.inflater is not None:
+            self.inflater.reset()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close the reader and report a protocol error."""
@@ -496,7 +497,7 @@ class WebSocketReader:
     def _inflate(self, payload: bytes, fin: int) -> bytes | None:
         """The next frame of a compressed message, inflated; ``None`` (the connection failing
         with 1009 or 1007) when the message grows past the limit or is not valid deflate data."""
-        inflater = typing.cast(Inflater, self._inflater)
+        inflater = typing.cast(Inflater, self.inflater)
         try:
             return inflater.inflate(payload, bool(fin))
         except MessageTooBig:
