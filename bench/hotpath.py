@@ -6,10 +6,11 @@
 
 Sections: ``reader`` (masked 32-byte text frames fed to a sans-I/O session one per read, the
 reader's fast path, then 100 per read, its general loop) and ``fanout`` (published messages
-delivered by the registry to 1,000 subscribers that did not negotiate compression). Run it with the code before
-and after a change (``PYTHONPATH=<other checkout>/src``) and compare the totals: the same
-work, so any difference is the change's (plus a constant start-up cost; subtract an
-``empty`` run).
+delivered by the registry to 1,000 subscribers that did not negotiate compression). Run it
+with the code before and after a change (``PYTHONPATH=<other checkout>/src``, and the same
+``PYTHONHASHSEED``) and compare the totals: the same work, so any difference is the change's
+(plus a constant start-up cost: subtract an ``empty`` run; two counts, 100 and 300, give the
+cost per message).
 """
 
 from __future__ import annotations

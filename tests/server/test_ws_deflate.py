@@ -334,3 +334,20 @@ def test_wire_bytes_of_a_repetitive_json_feed(serve: Callable[..., Running]) -> 
         assert client.wire <= 10 * (len(feed) + 4) / 3, client.wire
         assert time.monotonic() - started < 30 * UNIT
     wait_for(lambda: running.call(lambda: hub.registry.count("room")) == 0, "no subscriber")
+
+
+# -- the setting --------------------------------------------------------------------------------
+
+
+def test_the_setting_from_flags_and_keywords() -> None:
+    from plezi.config import ServerConfig
+    from plezi.errors import ConfigError
+    from plezi.launch.flags import config_from_args
+
+    assert ServerConfig().compression == "on"
+    assert config_from_args(["--compression", "off"]).compression == "off"
+    assert config_from_args([], compression="broadcasts").compression == "broadcasts"
+    with pytest.raises(SystemExit):
+        config_from_args(["--compression", "maybe"])
+    with pytest.raises(ConfigError, match="compression must be"):
+        ServerConfig(compression="gzip")
