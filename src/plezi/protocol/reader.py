@@ -112,6 +112,12 @@ class WebSocketReader:
     (client frames must be masked); ``require_mask=False`` is the client side
     (server frames must not be masked).
 
+    ``deflate=True``: ``permessage-deflate`` was negotiated (see :mod:`.deflate`). RSV1 then
+    marks the first frame of a compressed message, which is inflated frame by frame and reaches
+    the handler as any other message; ``max_message_size`` bounds its inflated size (close 1009
+    as soon as it is passed), invalid compressed data closes with 1007, RSV1 on a continuation
+    or control frame with 1002. Uncompressed messages take the same path as without it.
+
     *Turns.* With ``turn_seconds`` set, :meth:`feed` stops once it has spent about that long on
     one read (the clock is read every few KiB parsed, so a read of a few frames never reads
     it), keeps the rest of the bytes and returns ``True``: the caller lets other work run

@@ -27,6 +27,13 @@ message (the reader's ``MAX_EMPTY_FRAGMENTS``). So the pongs of a client that pi
 reading are bounded by that rate, then by back-pressure (reading pauses past
 ``write_high_water``) and the outgoing cap.
 
+*Compression.* With ``permessage-deflate`` agreed in the handshake (``server/http.py`` asks
+``protocol/handshake.py``), the session's reader inflates compressed messages; ``send`` and
+``queue_message`` compress each message on its own when the ``compression`` setting is "on"
+(one flag read for a connection without it); published messages arrive already compressed,
+once for all subscribers (``deflate_broadcasts``: pub/sub puts this connection with the
+compressing subscribers). See ``docs/compression.md``.
+
 *Closing.* The session's ``state`` is OPEN, then CLOSING once a close frame was queued or the
 transport was told to close (the session stamps when; the reaper aborts after ``close_timeout``),
 then CLOSED in ``connection_lost``. The peer's close, or a protocol error, is answered (by the
