@@ -9,6 +9,8 @@ import tracemalloc
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plezi.protocol import (
     OP_BINARY,
@@ -328,3 +330,64 @@ def test_wire_size_of_an_incompressible_message_at_the_limit() -> None:
     # an uncompressed frame over the limit is refused, as before
     received(s, client(OP_BINARY, data + b"!"))
     assert closed_with(s) == CloseCode.MESSAGE_TOO_BIG
+
+
+# -- properties -----------------------------------------------------------------------------
+
+payloads = st.one_of(
+    st.binary(max_size=3000),
+    st.text(max_size=800).map(str.encode),
+    st.builds(lambda word, n: word * n, st.binary(min_size=1, max_size=8), st.integers(0, 400)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    messages=st.lists(
+        st.tuples(st.booleans(), payloads, st.booleans(), st.integers(1, 6)), max_size=5
+    ),
+    cuts=st.lists(st.integers(0, 1 << 16), max_size=10),
+    final=st.booleans(),
+)
+def test_compressed_stream_round_trips_however_split(
+    messages: list[tuple[bool, bytes, bool, int]], cuts: list[int], final: bool
+) -> None:
+    """Compressed or not, in fragments or not, fed in any chunks: the same messages come out."""
+    wire = b""
+    expected: list[str | bytes] = []
+    for binary, payload, compress, parts in messages:
+        opcode = OP_BINARY if binary else OP_TEXT
+        if not binary:
+            payload = payload.decode("utf-8", "replace").encode()
+        expected.append(payload if binary else payload.decode())
+        data = z(payload, final=final) if compress else payload
+        step = max(1, len(data) // parts + 1)
+        pieces = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
+        for i, piece in enumerate(pieces):
+            wire += client(
+                opcode if i == 0 else OP_CONT,
+                piece,
+                fin=i == len(pieces) - 1,
+                rsv=4 if compress and i == 0 else 0,
+            )
+    s = session()
+    start = 0
+    for cut in sorted(c % (len(wire) + 1) for c in cuts):
+        s.receive_data(wire[start:cut])
+        start = cut
+    s.receive_data(wire[start:])
+    assert s.close_sent is None
+    assert s.events_received() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([OP_TEXT, OP_BINARY, OP_CONT, OP_PING]))
+def test_garbage_behind_rsv1_never_raises(garbage: bytes, opcode: int) -> None:
+    s = session(max_size=4096)
+    s.receive_data(client(opcode, garbage, rsv=4))
+    s.events_received()  # whatever came out; the point is that nothing raised
+    assert s.close_sent is None or s.close_sent[0] in (
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.INVALID_DATA,
+        CloseCode.MESSAGE_TOO_BIG,
+    )
