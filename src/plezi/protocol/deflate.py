@@ -46,10 +46,10 @@ __all__ = [
 #: The extension's name in ``Sec-WebSocket-Extensions``.
 EXTENSION = "permessage-deflate"
 
-#: Messages shorter than this (in bytes, before compression) are sent uncompressed. Measured on
-#: the ends of bench/fanload.py's JSON chat messages: 100 bytes save 0-11 bytes (4 on average:
-#: the block header and code tables eat the gain), 128 bytes 9-22 (14), 300 bytes 56-90; each
-#: compression costs about 10 us.
+#: Messages shorter than this (in bytes, before compression) are sent uncompressed. Measured by
+#: bench/deflate_sizes.py on the ends of JSON chat messages: 100 bytes save 0-13 bytes (4 on
+#: average: the block header and code tables eat the gain), 128 bytes 7-23 (14), 300 bytes
+#: 55-90; each compression costs about 10 us.
 MIN_SIZE = 128
 
 #: The sync-flush marker a compressed message ends with (RFC 7692 section 7.2.1).
