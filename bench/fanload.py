@@ -28,6 +28,11 @@ polling first), as python-socketio frames it (checked against the server, not fr
 
 A Socket.IO receiver counts the frames that start with the "chat" event prefix (so a ping is
 never counted as a message) and answers pings; both are a ``bytes.count`` per read, not a parse.
+
+``--chat`` sends a ~300-byte JSON chat message instead of the 32-byte payload, and receivers
+count frames by reading their headers (compressed frames differ in size); ``--deflate`` (which
+implies it) offers ``permessage-deflate`` as Chromium does. Both report ``wire_bytes``: the bytes
+the receivers read per delivery (lockstep and burst only).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import socket
 import struct
 import sys
@@ -51,7 +57,168 @@ FRAME_IN = 2 + len(PAYLOAD)  # what the server sends: an unmasked text frame
 def client_frame(payload: bytes) -> bytes:
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    if len(payload) >= 126:
+        return struct.pack("!BBH", 0x81, 0x80 | 126, len(payload)) + mask + masked
     return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked
+
+
+#: ``--chat``: chat messages as JSON, about 300 bytes each. The text, author and ids vary from
+#: message to message as in a real chat (a compressor that keeps context between messages would
+#: otherwise shrink a repeated message to a few bytes); the sender cycles through 500 of them.
+_WORDS = [
+    "the",
+    "a",
+    "we",
+    "it",
+    "is",
+    "to",
+    "of",
+    "and",
+    "in",
+    "on",
+    "for",
+    "with",
+    "this",
+    "that",
+    "build",
+    "test",
+    "deploy",
+    "chart",
+    "tab",
+    "page",
+    "load",
+    "fast",
+    "slow",
+    "fix",
+    "bug",
+    "ticket",
+    "review",
+    "merge",
+    "branch",
+    "release",
+    "demo",
+    "customer",
+    "meeting",
+    "slides",
+    "tuesday",
+    "friday",
+    "morning",
+    "lunch",
+    "today",
+    "tomorrow",
+    "yesterday",
+    "works",
+    "fails",
+    "again",
+    "still",
+    "now",
+    "later",
+    "thanks",
+    "great",
+    "sure",
+    "maybe",
+    "please",
+    "could",
+    "would",
+    "should",
+    "will",
+    "can",
+    "new",
+    "old",
+    "small",
+    "big",
+    "quick",
+    "server",
+    "client",
+    "cache",
+    "query",
+    "index",
+    "table",
+    "user",
+    "login",
+    "session",
+    "token",
+    "error",
+    "log",
+    "metric",
+    "alert",
+    "dashboard",
+    "flicker",
+    "retry",
+    "timeout",
+    "queue",
+    "worker",
+    "job",
+    "schedule",
+    "backup",
+    "restore",
+    "migrate",
+    "schema",
+    ").split(",
+]
+
+
+def _text(rng: random.Random) -> str:
+    words = [rng.choice(_WORDS) for _ in range(rng.randint(18, 26))]
+    return " ".join(words).capitalize() + rng.choice([".", "?", "!"])
+
+
+def _chats(n: int) -> list[bytes]:
+    rng = random.Random(7)  # the same messages in every run
+    names = ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra", "Barbara Liskov"]
+    out = []
+    for _ in range(n):
+        uid = rng.randint(10000, 99999)
+        message = {
+            "type": "message",
+            "room": "lobby",
+            "user": {"id": uid, "name": rng.choice(names), "avatar": f"/u/{uid}.png"},
+            "text": _text(rng),
+            "sent_at": f"2026-12-04T20:{rng.randint(0, 59):02}:{rng.randint(0, 59):02}Z",
+            "id": f"{rng.getrandbits(64):016x}",
+        }
+        out.append(json.dumps(message, separators=(",", ":")).encode())
+    return out
+
+
+CHATS = _chats(500)
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+class FrameCounter:
+    """Counts the final text/binary frames in one connection's byte stream by walking their
+    headers (``--chat``: frames of any size, compressed or not)."""
+
+    __slots__ = ("count", "head", "skip")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.skip = 0  # payload bytes of the current frame still to come
+        self.head = b""  # an incomplete header
+
+    def feed(self, data: bytes) -> None:
+        if self.head:
+            data = self.head + data
+            self.head = b""
+        pos, n = self.skip, len(data)
+        while pos + 2 <= n:
+            b0, size, h = data[pos], data[pos + 1] & 0x7F, 2
+            if size == 126:
+                if pos + 4 > n:
+                    break
+                size, h = (data[pos + 2] << 8) | data[pos + 3], 4
+            elif size == 127:
+                if pos + 10 > n:
+                    break
+                size, h = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+            if b0 & 0x80 and b0 & 0x0F in (1, 2):
+                self.count += 1
+            pos += h + size
+        if pos >= n:
+            self.skip = pos - n
+        else:
+            self.skip = 0
+            self.head = data[pos:]
 
 
 # Socket.IO: a "chat" event to the namespace "/" is ``42["chat",<JSON string>]``; the server
@@ -81,7 +248,7 @@ def read_frame(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
         buf += chunk
 
 
-def handshake(host: str, port: int, socketio: bool = False) -> socket.socket:
+def handshake(host: str, port: int, socketio: bool = False, deflate: bool = False) -> socket.socket:
     sock = socket.create_connection((host, port))
     # Small frames must leave at once: Nagle would hold each one for the previous one's ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -89,7 +256,8 @@ def handshake(host: str, port: int, socketio: bool = False) -> socket.socket:
     path = "/socket.io/?EIO=4&transport=websocket" if socketio else "/"
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"{DEFLATE_OFFER if deflate else ''}\r\n".encode()
     )
     data = b""
     while b"\r\n\r\n" not in data:
@@ -99,6 +267,8 @@ def handshake(host: str, port: int, socketio: bool = False) -> socket.socket:
         data += chunk
     if not data.startswith(b"HTTP/1.1 101"):
         raise SystemExit(f"handshake refused: {data[:60]!r}")
+    if deflate and b"permessage-deflate" not in data.split(b"\r\n\r\n", 1)[0].lower():
+        raise SystemExit("the server declined permessage-deflate")
     extra = data.split(b"\r\n\r\n", 1)[1]
     if socketio:
         opened, extra = read_frame(sock, extra)
@@ -154,9 +324,14 @@ class Counting(asyncio.Protocol):
     received: int
     messages: int
     sio: SocketIOStream | None
+    frames: FrameCounter | None
 
     def count(self, data: bytes) -> None:
-        if self.sio is None:
+        if self.frames is not None:
+            self.received += len(data)
+            self.frames.feed(data)
+            self.messages = self.frames.count
+        elif self.sio is None:
             self.received += len(data)
             self.messages = self.received // FRAME_IN
         else:
@@ -176,6 +351,7 @@ class Receiver(Counting):
         self.probe = probe
         self.pending = b""
         self.sio: SocketIOStream | None = None
+        self.frames = FrameCounter() if group.chat else None
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         if self.group.socketio:
@@ -218,8 +394,9 @@ class Receivers:
     every receiver had K messages, its CPU time so far, the fewest and the most messages any
     receiver counted, and the pings answered."""
 
-    def __init__(self, socketio: bool) -> None:
+    def __init__(self, socketio: bool, chat: bool = False) -> None:
         self.socketio = socketio
+        self.chat = chat
         self.members: list[Receiver] = []
         self.closed = 0  # connections the server closed (none should be)
         self.timing = False
@@ -247,9 +424,9 @@ class Receivers:
 async def receivers_main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     socketio = args.protocol == "socketio"
-    group = Receivers(socketio)
+    group = Receivers(socketio, args.chat)
     for _ in range(args.subs - 1):
-        sock = handshake(args.host, args.port, socketio)
+        sock = handshake(args.host, args.port, socketio, args.deflate)
         probe = len(group.members) < 50
         _, receiver = await loop.connect_accepted_socket(
             lambda probe=probe: Receiver(group, probe), sock
@@ -287,12 +464,13 @@ async def receivers_main(args: argparse.Namespace) -> None:
                 "fewest": min(counts),
                 "most": max(counts),
                 "pings": sum(r.sio.pings for r in group.members if r.sio is not None),
+                "bytes": sum(r.received for r in group.members),
             }
             print(json.dumps(reply), flush=True)
 
 
 class Sender(Counting):
-    def __init__(self, socketio: bool) -> None:
+    def __init__(self, socketio: bool, chat: bool = False) -> None:
         self.socketio = socketio
         self.received = 0
         self.messages = 0
@@ -300,6 +478,11 @@ class Sender(Counting):
         self.lockstep = False
         self.frame = message_frame(PAYLOAD, socketio)
         self.sio: SocketIOStream | None = None
+        self.frames = FrameCounter() if chat else None
+        # --chat: the messages to cycle through (``frame`` is then the next one)
+        self.chats = [client_frame(c) for c in CHATS] if chat else []
+        if chat:
+            self.frame = self.chats[0]
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self.transport = transport
@@ -315,6 +498,8 @@ class Sender(Counting):
     def send(self, frame: bytes, count: int = 1) -> None:
         self.sent += count
         self.transport.write(frame)
+        if self.chats:
+            self.frame = self.chats[self.sent % len(self.chats)]
 
     async def caught_up(self, timeout: float) -> None:
         """Until every message sent came back to the sender."""
@@ -343,6 +528,8 @@ async def main(args: argparse.Namespace) -> None:
         args.protocol,
         "--timeout",
         str(args.timeout),
+        *(["--chat"] if args.chat else []),
+        *(["--deflate"] if args.deflate else []),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -359,11 +546,11 @@ async def main(args: argparse.Namespace) -> None:
         return reply
 
     socketio = args.protocol == "socketio"
-    sender_sock = handshake(args.host, args.port, socketio)
-    _, sender = await loop.connect_accepted_socket(lambda: Sender(socketio), sender_sock)
+    sender_sock = handshake(args.host, args.port, socketio, args.deflate)
+    _, sender = await loop.connect_accepted_socket(lambda: Sender(socketio, args.chat), sender_sock)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     sender.send(sender.frame)  # every subscriber is known: the handshakes are done
-    await wait_receivers(1)
+    first = await wait_receivers(1)
     result: dict[str, float] = {}
     if args.mode in ("lockstep", "both", "all"):
         start = sender.messages
@@ -379,7 +566,11 @@ async def main(args: argparse.Namespace) -> None:
         result["round_trip_us"] = elapsed / max(rounds, 1) * 1e6
     if args.mode in ("burst", "both", "all"):
         best = 0.0
-        burst = sender.frame * args.burst
+        burst = (
+            b"".join(sender.chats[i % len(sender.chats)] for i in range(args.burst))
+            if sender.chats
+            else sender.frame * args.burst
+        )
         for _ in range(args.bursts):
             target = sender.messages + args.burst
             t0 = time.perf_counter()
@@ -414,6 +605,9 @@ async def main(args: argparse.Namespace) -> None:
     # Every connection must have got exactly what was sent (the waits above only ensure "at least").
     result["sent"] = sender.sent
     result["lost"] = sender.sent - min(final["fewest"], sender.messages)
+    if args.chat:  # bytes read per delivery, after the handshakes and the first message
+        deliveries = (sender.sent - 1) * (args.subs - 1)
+        result["wire_bytes"] = (final["bytes"] - first["bytes"]) / max(deliveries, 1)
     result["extra"] = max(final["most"], sender.messages) - sender.sent
     if sender.sio is not None:
         result["pings"] = final["pings"] + sender.sio.pings  # answered, over all connections
@@ -434,7 +628,16 @@ if __name__ == "__main__":
     p.add_argument("--burst", type=int, default=2000)
     p.add_argument("--bursts", type=int, default=3)
     p.add_argument("--protocol", choices=("ws", "socketio"), default="ws")
+    p.add_argument("--chat", action="store_true", help="~300-byte JSON messages (see above)")
+    p.add_argument("--deflate", action="store_true", help="offer permessage-deflate (--chat)")
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for deliveries")
     p.add_argument("--receivers", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.chat = args.chat or args.deflate
+    if (
+        args.chat
+        and not args.receivers
+        and (args.protocol != "ws" or args.mode in ("steady", "all"))
+    ):
+        p.error("--chat and --deflate: plain WebSocket, lockstep and burst modes only")
     uvloop.run(receivers_main(args) if args.receivers else main(args))

@@ -7,6 +7,14 @@ publishes each one to all (see fanload.py for the lockstep, burst and steady mod
 core 0 (a private redis-server too, for "plezi redis"), the load generator on core 1;
 "--workers 2" servers get both cores. python-socketio is driven by the same load generator
 speaking raw Socket.IO over the WebSocket transport (``fanload.py --protocol socketio``).
+
+    bench/.venv/bin/python bench/fanout.py --deflate --runs 3
+
+``--deflate``: permessage-deflate instead. ~300-byte JSON chat messages (``fanload.py --chat``),
+lockstep and burst, for plezi without compression, plezi with every subscriber compressing
+(``--deflate``: each message compressed once for all of them) and the ``websockets`` package's
+broadcast with its default compression (context takeover, a compressor per connection); prints
+deliveries/s, bytes on the wire per delivery and the ratios.
 """
 
 from __future__ import annotations
@@ -85,7 +93,18 @@ HISTORY_PAIRS = (("plezi history", "plezi"), ("plezi redis history", "plezi redi
 KEYS = ("lockstep", "burst", "p50_ms", "p99_ms", "server_cpu", "client_cpu")
 
 
-def one(name: str, args: argparse.Namespace) -> dict[str, float]:
+#: ``--deflate`` runs: (server, fanload flags).
+DEFLATE_RUNS: dict[str, tuple[str, list[str]]] = {
+    "plezi uncompressed": ("plezi", ["--chat"]),
+    "plezi deflate": ("plezi", ["--deflate"]),
+    "websockets deflate": ("websockets broadcast", ["--deflate"]),
+}
+DEFLATE_KEYS = ("lockstep", "burst", "wire_bytes", "server_cpu", "client_cpu")
+
+
+def one(
+    name: str, args: argparse.Namespace, load_flags: list[str] | None = None
+) -> dict[str, float]:
     port = free_port()
     pin = ["taskset", "-c", "0,1" if "workers" in name else "0"]
     proc = subprocess.Popen(
@@ -107,8 +126,9 @@ def one(name: str, args: argparse.Namespace) -> dict[str, float]:
             # enough, and it needs a longer wait than fanload's default 60 s.
             "1" if name in SOCKETIO else str(args.bursts),
             "--mode",
-            "all",
+            "all" if load_flags is None else "both",
             *(["--protocol", "socketio", "--timeout", "600"] if name in SOCKETIO else []),
+            *(load_flags or []),
         ]
         redis_before = cpu_seconds(REDIS_PID[0]) if "redis" in name else 0.0
         out, server_cpu, _ = measure(proc.pid, load)
@@ -169,6 +189,37 @@ def run_all(args: argparse.Namespace, names: list[str]) -> None:
             )
 
 
+def run_deflate(args: argparse.Namespace) -> None:
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in DEFLATE_RUNS}
+    for run in range(args.runs):
+        for label, (server, flags) in DEFLATE_RUNS.items():
+            r = one(server, args, flags)
+            results[label].append(r)
+            print(
+                f"run {run + 1}: {label:20} lockstep {r['lockstep']:>9.0f}/s  burst "
+                f"{r['burst']:>10.0f}/s  {r['wire_bytes']:.0f} bytes/delivery  server cpu "
+                f"{r['server_cpu']:.0%}  load cpu {r['client_cpu']:.0%}",
+                flush=True,
+            )
+    med = {
+        n: {k: statistics.median(r[k] for r in results[n]) for k in DEFLATE_KEYS}
+        for n in DEFLATE_RUNS
+    }
+    print(
+        f"\nmedians of {args.runs} run(s); {args.subs} subscribers; ~300-byte JSON messages\n"
+        f"{'server':20} {'lockstep':>10} {'burst':>11} {'bytes/delivery':>15}"
+    )
+    for n, m in med.items():
+        print(f"{n:20} {m['lockstep']:>10.0f} {m['burst']:>11.0f} {m['wire_bytes']:>15.0f}")
+    d, u, w = med["plezi deflate"], med["plezi uncompressed"], med["websockets deflate"]
+    print(
+        f"\nplezi deflate: bytes on the wire {d['wire_bytes'] / u['wire_bytes']:.2f}x "
+        f"uncompressed; lockstep {d['lockstep'] / u['lockstep']:.2f}x plezi uncompressed, "
+        f"{d['lockstep'] / w['lockstep']:.2f}x websockets deflate; burst "
+        f"{d['burst'] / u['burst']:.2f}x, {d['burst'] / w['burst']:.2f}x"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
@@ -176,7 +227,11 @@ def main() -> None:
     p.add_argument("--subs", type=int, default=1000)
     p.add_argument("--bursts", type=int, default=3)
     p.add_argument("--servers", default=",".join(n for n in SERVERS if n not in OPTIONAL))
+    p.add_argument("--deflate", action="store_true", help="permessage-deflate runs (see above)")
     args = p.parse_args()
+    if args.deflate:
+        run_deflate(args)
+        return
     redis = subprocess.Popen(
         [
             "taskset",

@@ -102,16 +102,19 @@ class Running:
 
 def start_server(app: App, **limits: Any) -> Running:
     """Serve ``app`` on 127.0.0.1, port 0, in a thread; returns once it accepts connections.
-    ``limits`` are :class:`Limits` fields, plus ``shutdown_timeout``, ``tls_cert`` and
-    ``tls_key``."""
+
+    ``limits`` are :class:`Limits` fields, plus ``shutdown_timeout``, ``compression``,
+    ``tls_cert`` and ``tls_key``."""
     shutdown_timeout = limits.pop("shutdown_timeout", 5.0 * UNIT)
     tls = {k: limits.pop(k) for k in ("tls_cert", "tls_key") if k in limits}
+    compression = limits.pop("compression", "on")
     config = ServerConfig(
         port=0,
         bind="127.0.0.1",
         limits=Limits(**limits),
         shutdown_timeout=shutdown_timeout,
         **tls,
+        compression=compression,
     )
     server = Server(app, config)
     loop = new_event_loop()

@@ -12,12 +12,15 @@ async def handler(websocket):  # type: ignore[no-untyped-def]
         await websocket.send(message)
 
 
-async def main(port: int) -> None:
-    async with serve(handler, "127.0.0.1", port, ping_interval=None, compression=None):
+async def main(port: int, deflate: bool) -> None:
+    compression = "deflate" if deflate else None  # the package's default is "deflate"
+    async with serve(handler, "127.0.0.1", port, ping_interval=None, compression=compression):
         await asyncio.get_running_loop().create_future()
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    uvloop.run(main(p.parse_args().port))
+    p.add_argument("--deflate", action="store_true", help="permessage-deflate (its defaults)")
+    args = p.parse_args()
+    uvloop.run(main(args.port, args.deflate))

@@ -141,9 +141,17 @@ class ServerConfig:
     reload: bool = False
     #: More folders whose files restart the server under ``reload`` (``--reload-dir``).
     reload_dirs: tuple[str, ...] = ()
+    #: WebSocket ``permessage-deflate`` (``--compression``): ``"on"`` (published messages and
+    #: each connection's own writes), ``"broadcasts"`` (published messages only) or ``"off"``
+    #: (never negotiated). See ``docs/compression.md``.
+    compression: str = "on"
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
+        if self.compression not in ("on", "off", "broadcasts"):
+            from .errors import ConfigError
+
+            raise ConfigError("compression must be 'on', 'off' or 'broadcasts'")
         if self.public is not None:
             from .http.static import PublicFolder
 

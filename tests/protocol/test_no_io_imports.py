@@ -81,9 +81,9 @@ def test_every_module_has_all(path: Path) -> None:
 
 def test_package_reexports_every_public_name() -> None:
     import plezi.protocol as package
-    from plezi.protocol import close, connection, frames, handshake, reader, sse
+    from plezi.protocol import close, connection, deflate, frames, handshake, reader, sse
 
-    modules = (close, connection, frames, handshake, reader, sse)
+    modules = (close, connection, deflate, frames, handshake, reader, sse)
     for module in modules:
         for name in module.__all__:
             assert name in package.__all__, name

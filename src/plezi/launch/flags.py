@@ -105,6 +105,11 @@ def build_parser(
         help="a client past --max-outgoing is disconnected (default) or its "
         "messages are dropped until it catches up",
     )
+    g.add_argument(
+        "--compression",
+        choices=("on", "off", "broadcasts"),
+        help="WebSocket permessage-deflate: on (default), off, or for published messages only",
+    )
     g.add_argument("-v", "--verbose", action="store_true", default=None, help="log every request")
     g.add_argument(
         "--max-header",

@@ -1,4 +1,4 @@
-"""Sans-I/O protocol layer: WebSocket framing and handshake, Server-Sent Events.
+"""Sans-I/O protocol layer: WebSocket framing, handshake and compression, Server-Sent Events.
 
 Nothing here performs I/O or imports asyncio, sockets or threads: bytes go in,
 callbacks and bytes come out (:class:`WebSocketSession` is one WebSocket
@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from .close import CloseCode, is_valid_close_code
 from .connection import CLOSED, CLOSING, MAX_CONTROL_FRAMES, OPEN, WebSocketSession
+from .deflate import (
+    EXTENSION,
+    MIN_SIZE,
+    DeflateError,
+    DeflateParams,
+    Inflater,
+    MessageTooBig,
+    compressed_frame,
+    deflate_payload,
+    negotiate,
+    parse_extensions,
+)
 from .frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -37,6 +49,7 @@ from .handshake import (
     handshake_response,
     header_line,
     is_upgrade_request,
+    negotiate_extensions,
     offered_subprotocols,
     parse_origin,
     subprotocol_token,
@@ -48,9 +61,11 @@ from .sse import sse_comment, sse_event
 __all__ = [
     "CLOSED",
     "CLOSING",
+    "EXTENSION",
     "GUID",
     "MAX_CONTROL_FRAMES",
     "MAX_EMPTY_FRAGMENTS",
+    "MIN_SIZE",
     "OPEN",
     "OP_BINARY",
     "OP_CLOSE",
@@ -62,8 +77,12 @@ __all__ = [
     "TOKEN_PROTOCOL",
     "TURN_SECONDS",
     "CloseCode",
+    "DeflateError",
+    "DeflateParams",
     "FrameHandler",
     "HandshakeError",
+    "Inflater",
+    "MessageTooBig",
     "OriginPolicy",
     "WebSocketReader",
     "WebSocketSession",
@@ -73,12 +92,17 @@ __all__ = [
     "check_header",
     "choose_subprotocol",
     "close_frame",
+    "compressed_frame",
+    "deflate_payload",
     "encode_frame",
     "handshake_response",
     "header_line",
     "is_upgrade_request",
     "is_valid_close_code",
+    "negotiate",
+    "negotiate_extensions",
     "offered_subprotocols",
+    "parse_extensions",
     "parse_origin",
     "ping_frame",
     "pong_frame",

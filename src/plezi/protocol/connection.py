@@ -37,7 +37,8 @@ import time
 from typing import Any
 
 from .close import CloseCode
-from .frames import close_frame, pong_frame
+from .deflate import DeflateParams, compressed_frame
+from .frames import OP_BINARY, OP_TEXT, binary_frame, close_frame, pong_frame, text_frame
 from .reader import WebSocketReader
 
 __all__ = ["CLOSED", "CLOSING", "MAX_CONTROL_FRAMES", "OPEN", "WebSocketSession"]
@@ -56,7 +57,8 @@ class WebSocketSession:
     """One WebSocket connection, sans-I/O (see the module docstring).
 
     ``max_message_size``, ``require_mask`` (``True``: the server side) and ``turn_seconds`` go to
-    the :class:`~.reader.WebSocketReader`.
+    the :class:`~.reader.WebSocketReader`. ``deflate``: the ``permessage-deflate`` parameters
+    agreed in the handshake (see :mod:`.deflate`), or ``None``.
     """
 
     __slots__ = (
@@ -69,6 +71,7 @@ class WebSocketSession:
         "close_by",
         "close_rcvd",
         "close_sent",
+        "deflate",
         "reader",
         "state",
     )
@@ -79,7 +82,10 @@ class WebSocketSession:
         max_message_size: int | None = 2**20,
         require_mask: bool = True,
         turn_seconds: float | None = None,
+        deflate: DeflateParams | None = None,
     ) -> None:
+        #: The agreed ``permessage-deflate`` parameters, or ``None`` (no compression).
+        self.deflate = deflate
         #: ``OPEN``, ``CLOSING`` (a close frame was queued, or the connection is failing or
         #: being dropped), ``CLOSED`` (the transport is gone).
         self.state = OPEN
@@ -88,6 +94,7 @@ class WebSocketSession:
             max_message_size=max_message_size,
             require_mask=require_mask,
             turn_seconds=turn_seconds,
+            deflate=deflate is not None,
         )
         #: Frames waiting to be sent, and their size in bytes.
         self._out: list[Any] = []
@@ -128,6 +135,22 @@ class WebSocketSession:
             return
         self._out.append(frame)
         self._out_size += len(frame) if size is None else size
+
+    def compressed_frame(self, data: str | bytes | bytearray | memoryview) -> bytes:
+        """The frame of one message (``str``: text, bytes-like: binary), compressed when
+        ``permessage-deflate`` was agreed and it pays (see :func:`.deflate.compressed_frame`),
+        else plain. Each message is compressed on its own (no context takeover)."""
+        if isinstance(data, str):
+            payload = data.encode()
+            opcode = OP_TEXT
+        else:
+            payload = data if isinstance(data, bytes) else bytes(data)
+            opcode = OP_BINARY
+        if self.deflate is not None:
+            frame = compressed_frame(opcode, payload, self.deflate.server_max_window_bits)
+            if frame is not None:
+                return frame
+        return text_frame(data) if isinstance(data, str) else binary_frame(payload)
 
     def data_to_send(self) -> bytes:
         """Take every byte waiting to be sent."""

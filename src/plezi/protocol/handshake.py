@@ -14,6 +14,8 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 
+from .deflate import DeflateParams, negotiate
+
 __all__ = [
     "GUID",
     "SUBPROTOCOL",
@@ -26,6 +28,7 @@ __all__ = [
     "handshake_response",
     "header_line",
     "is_upgrade_request",
+    "negotiate_extensions",
     "offered_subprotocols",
     "parse_origin",
     "subprotocol_token",
@@ -120,6 +123,19 @@ def validate_upgrade(method: str, headers: Mapping[str, str]) -> str:
     if len(raw) != 16:
         raise HandshakeError(400, "invalid Sec-WebSocket-Key header")
     return key
+
+
+def negotiate_extensions(
+    headers: Mapping[str, str], compression: str = "on"
+) -> DeflateParams | None:
+    """The extensions to accept for a WebSocket upgrade: ``permessage-deflate`` (RFC 7692)
+    when the request's ``Sec-WebSocket-Extensions`` offers it validly and ``compression`` (the
+    server's setting: ``"on"``, ``"broadcasts"`` or ``"off"``) allows it, else ``None``. The
+    caller adds ``("sec-websocket-extensions", params.response)`` to the 101. A malformed or
+    unsupported offer is declined, never an error (the handshake goes on without it)."""
+    if compression == "off":
+        return None
+    return negotiate(headers.get("sec-websocket-extensions"))
 
 
 def handshake_response(key: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:

@@ -13,6 +13,7 @@ import time
 import typing
 
 from .close import CloseCode, is_valid_close_code
+from .deflate import DeflateError, Inflater, MessageTooBig
 from .frames import apply_mask
 
 __all__ = ["MAX_EMPTY_FRAGMENTS", "TURN_SECONDS", "FrameHandler", "WebSocketReader"]
@@ -48,11 +49,18 @@ _TURN_STEP = 4096
 MAX_EMPTY_FRAGMENTS = 1024
 
 
-def _first_byte_error(b0: int) -> str | None:
-    """Return why a frame whose first header byte is ``b0`` is invalid, if it is."""
-    if b0 & 0x70:
-        return "reserved bits set without a negotiated extension"
+def _first_byte_error(b0: int, deflate: bool = False) -> str | None:
+    """Return why a frame whose first header byte is ``b0`` is invalid, if it is (``deflate``:
+    permessage-deflate was negotiated, so RSV1 marks the first frame of a compressed message)."""
     opcode = b0 & 0x0F
+    if deflate and b0 & 0x70 == 0x40 and opcode in (1, 2):
+        return None
+    if b0 & 0x70:
+        if deflate and b0 & 0x70 == 0x40 and opcode < 8:
+            return "RSV1 set on a continuation frame"
+        if deflate and b0 & 0x70 == 0x40:
+            return "RSV1 set on a control frame"
+        return "reserved bits set without a negotiated extension"
     if 3 <= opcode <= 7 or opcode >= 11:
         return "reserved opcode"
     if opcode >= 8 and not b0 & 0x80:
@@ -64,6 +72,10 @@ def _first_byte_error(b0: int) -> str | None:
 # opcodes, control frame without FIN) done once, at import, for all 256 values;
 # parsing a frame then costs one tuple index instead of three tests.
 _FIRST_BYTE_ERRORS: tuple[str | None, ...] = tuple(_first_byte_error(b) for b in range(256))
+#: The same with permessage-deflate negotiated.
+_DEFLATE_BYTE_ERRORS: tuple[str | None, ...] = tuple(
+    _first_byte_error(b, deflate=True) for b in range(256)
+)
 
 
 class FrameHandler(typing.Protocol):
@@ -100,6 +112,12 @@ class WebSocketReader:
     (client frames must be masked); ``require_mask=False`` is the client side
     (server frames must not be masked).
 
+    ``deflate=True``: ``permessage-deflate`` was negotiated (see :mod:`.deflate`). RSV1 then
+    marks the first frame of a compressed message, which is inflated frame by frame and reaches
+    the handler as any other message; ``max_message_size`` bounds its inflated size (close 1009
+    as soon as it is passed), invalid compressed data closes with 1007, RSV1 on a continuation
+    or control frame with 1002. Uncompressed messages take the same path as without it.
+
     *Turns.* With ``turn_seconds`` set, :meth:`feed` stops once it has spent about that long on
     one read (the clock is read every few KiB parsed, so a read of a few frames never reads
     it), keeps the rest of the bytes and returns ``True``: the caller lets other work run
@@ -118,7 +136,9 @@ class WebSocketReader:
     __slots__ = (
         "_buf",
         "_decoder",
+        "_errors",
         "_fast",
+        "_frag_deflate",
         "_frag_empty",
         "_frag_joined",
         "_frag_op",
@@ -134,7 +154,9 @@ class WebSocketReader:
         "_on_pong",
         "_step",
         "_turn_seconds",
+        "_wire_max",
         "closed",
+        "inflater",
     )
 
     def __init__(
@@ -144,6 +166,7 @@ class WebSocketReader:
         max_message_size: int | None = 2**20,
         require_mask: bool = True,
         turn_seconds: float | None = None,
+        deflate: bool = False,
     ) -> None:
         # PERF: bound methods cached once per connection instead of one attribute
         # lookup on the handler per frame.
@@ -179,6 +202,16 @@ class WebSocketReader:
         self._turn_seconds = turn_seconds or 0.0
         # Created on the first fragmented text message, then reused.
         self._decoder: codecs.IncrementalDecoder | None = None
+        # permessage-deflate: the first-byte checks that let RSV1 through on data frames, the
+        # inflater (bounded by the same limit), and whether the fragmented message in progress
+        # is compressed. Without it, the only cost is which table ``_parse`` reads.
+        self._errors = _DEFLATE_BYTE_ERRORS if deflate else _FIRST_BYTE_ERRORS
+        #: The permessage-deflate inflater (``None`` without the extension).
+        self.inflater = Inflater(self._max_size) if deflate else None
+        # A compressed message may take a little more than the limit on the wire (deflate's
+        # worst case: 5 bytes per stored block of up to 64 KiB, and a few more).
+        self._wire_max = self._max_size + (self._max_size >> 12) + 64
+        self._frag_deflate = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> bool:
         """Parse ``data``, the next bytes of the stream; any split of the stream works.
@@ -259,6 +292,7 @@ class WebSocketReader:
         mask_bit = self._mask_bit
         mask_len = mask_bit >> 5  # 4 when frames must be masked, else 0
         max_size = self._max_size
+        errors = self._errors
         # PERF: the loop stops at ``stop`` (a frame that starts before it is parsed whole) to
         # look at the clock; ``stop`` is ``end`` for any read up to ``_TURN_STEP`` bytes.
         step = self._step
@@ -275,7 +309,7 @@ class WebSocketReader:
                     b1 = data[pos + 1]
                     # PERF: RSV bits, reserved opcodes and fragmented control frames in
                     # one table lookup.
-                    err = _FIRST_BYTE_ERRORS[b0]
+                    err = errors[b0]
                     if err is not None:
                         self._fail(CloseCode.PROTOCOL_ERROR, err)
                         return False
@@ -322,7 +356,7 @@ class WebSocketReader:
                                     "new data frame inside a fragmented message",
                                 )
                                 return False
-                            if length > max_size:
+                            if length > max_size and not (b0 & 0x40 and length <= self._wire_max):
                                 self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
                                 return False
                         else:
@@ -332,7 +366,9 @@ class WebSocketReader:
                                     "continuation frame without a message to continue",
                                 )
                                 return False
-                            if self._frag_size + length > max_size:
+                            if self._frag_size + length > max_size and not (
+                                self._frag_deflate and self._frag_size + length <= self._wire_max
+                            ):
                                 self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
                                 return False
                     total = hlen + length
@@ -361,7 +397,8 @@ class WebSocketReader:
                         payload = bytes(data[start:pos])
 
                     if opcode == 1:
-                        if b0 & 0x80:
+                        # (``b0 == 0x81`` costs what ``b0 & 0x80`` did, and leaves RSV1 out)
+                        if b0 == 0x81:
                             # PERF: the common case, a whole text message in one frame.
                             try:
                                 text = payload.decode()
@@ -369,11 +406,17 @@ class WebSocketReader:
                                 self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                                 return False
                             self._on_message(text)
+                        elif b0 & 0x40:
+                            if self._compressed(b0, payload, length):
+                                return False
                         elif self._start_text(payload, length):
                             return False
                     elif opcode == 2:
-                        if b0 & 0x80:
+                        if b0 == 0x82:
                             self._on_message(payload)
+                        elif b0 & 0x40:
+                            if self._compressed(b0, payload, length):
+                                return False
                         else:
                             self._frag_op = 2
                             self._frag_size = length
@@ -429,6 +472,9 @@ class WebSocketReader:
         self._frag_joined = 0
         self._frag_empty = 0
         self._decoder = None
+        self._frag_deflate = False
+        if self.inflater is not None:
+            self.inflater.reset()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close the reader and report a protocol error."""
@@ -453,6 +499,46 @@ class WebSocketReader:
         self._on_pong = _IGNORE.on_ws_pong
         self._on_close = _IGNORE.on_ws_close
         self._on_error = _IGNORE.on_ws_error
+
+    def _inflate(self, payload: bytes, fin: int) -> bytes | None:
+        """The next frame of a compressed message, inflated; ``None`` (the connection failing
+        with 1009 or 1007) when the message grows past the limit or is not valid deflate data."""
+        inflater = typing.cast(Inflater, self.inflater)
+        try:
+            return inflater.inflate(payload, bool(fin))
+        except MessageTooBig:
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big once inflated")
+        except DeflateError:
+            self._fail(CloseCode.INVALID_DATA, "invalid compressed data")
+        return None
+
+    def _compressed(self, b0: int, payload: bytes, length: int) -> bool:
+        """The first frame of a compressed message (RSV1 set); True if it failed (error
+        reported). Its inflated bytes then take the uncompressed path."""
+        fin = b0 & 0x80
+        data = self._inflate(payload, fin)
+        if data is None:
+            return True
+        if b0 & 0x0F == 1:
+            if fin:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
+                    return True
+                self._on_message(text)
+                return False
+            if self._start_text(data, length):
+                return True
+        elif fin:
+            self._on_message(data)
+            return False
+        else:
+            self._frag_op = 2
+            self._frag_size = length
+            self._frag_parts.append(data)
+        self._frag_deflate = True
+        return False
 
     def _start_text(self, payload: bytes, length: int) -> bool:
         """Begin a fragmented text message; True if it failed (error reported)."""
@@ -487,6 +573,12 @@ class WebSocketReader:
             if self._frag_empty > MAX_EMPTY_FRAGMENTS:
                 self._fail(CloseCode.POLICY_VIOLATION, "too many empty fragments in one message")
                 return True
+        if self._frag_deflate:
+            # ``_frag_size`` counts wire bytes; the inflater bounds the inflated ones.
+            inflated = self._inflate(payload, fin)
+            if inflated is None:
+                return True
+            payload = inflated
         self._frag_size += length
         parts = self._frag_parts
         text = self._frag_op == 1
@@ -521,6 +613,7 @@ class WebSocketReader:
         self._frag_empty = 0
         self._frag_op = 0
         self._frag_size = 0
+        self._frag_deflate = False
         self._on_message(message)
         return False
 

@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import orjson
 
+from ..protocol.deflate import compressed_frame
 from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from ..protocol.sse import sse_event
 
@@ -45,6 +46,7 @@ class Message:
 
     __slots__ = (
         "_binary_frame",
+        "_deflated",
         "_sse",
         "_text_frame",
         "_value",
@@ -61,6 +63,8 @@ class Message:
         self._binary_frame: bytes | None = None
         self._value: str | bytes | None = None
         self._sse: bytes | None = _UNSET
+        #: permessage-deflate frames, (text-or-as-published, binary), built on first use.
+        self._deflated: list[bytes | None] | None = None
 
     @classmethod
     def of(cls, channel: str, data: Any) -> Message:
@@ -86,6 +90,20 @@ class Message:
         frame = self._binary_frame
         if frame is None:
             frame = self._binary_frame = encode_frame(OP_BINARY, self.payload)
+        return frame
+
+    def deflated_frame(self, force_binary: bool = False) -> bytes:
+        """The frame for subscribers that negotiated ``permessage-deflate``: the message
+        compressed once, on its own (no context takeover), for all of them; the plain
+        :meth:`frame` (the same bytes) when it is too short to gain from it, or does not shrink."""
+        cache = self._deflated
+        if cache is None:
+            cache = self._deflated = [None, None]
+        binary = force_binary or not self.is_text
+        frame = cache[binary]
+        if frame is None:
+            frame = compressed_frame(OP_BINARY if binary else OP_TEXT, self.payload)
+            frame = cache[binary] = frame if frame is not None else self.frame(force_binary)
         return frame
 
     def sse_frame(self) -> bytes | None:

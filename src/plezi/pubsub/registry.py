@@ -105,11 +105,22 @@ def _takes_two(func: Callable[..., Any]) -> bool:
 class _Topic:
     """Subscribers of one channel or one pattern."""
 
-    __slots__ = ("forward", "forward_binary", "forward_sse", "handlers", "match")
+    __slots__ = (
+        "deflate",
+        "deflate_binary",
+        "forward",
+        "forward_binary",
+        "forward_sse",
+        "handlers",
+        "match",
+    )
 
     def __init__(self, match: Callable[[str], object] | None = None) -> None:
         self.forward: dict[Subscriber, None] = {}
         self.forward_binary: dict[Subscriber, None] = {}
+        #: WebSockets with permessage-deflate: a message reaches them compressed once for all.
+        self.deflate: dict[Subscriber, None] = {}
+        self.deflate_binary: dict[Subscriber, None] = {}
         #: SSE streams: a message reaches them framed as an event, not as a WebSocket frame.
         self.forward_sse: dict[Subscriber, None] = {}
         self.handlers: dict[object, Handler] = {}
@@ -119,6 +130,8 @@ class _Topic:
         return (
             len(self.forward)
             + len(self.forward_binary)
+            + len(self.deflate)
+            + len(self.deflate_binary)
             + len(self.forward_sse)
             + len(self.handlers)
         )
@@ -126,6 +139,8 @@ class _Topic:
     def discard(self, key: object) -> None:
         self.forward.pop(key, None)  # type: ignore[call-overload]
         self.forward_binary.pop(key, None)  # type: ignore[call-overload]
+        self.deflate.pop(key, None)  # type: ignore[call-overload]
+        self.deflate_binary.pop(key, None)  # type: ignore[call-overload]
         self.forward_sse.pop(key, None)  # type: ignore[call-overload]
         self.handlers.pop(key, None)
 
@@ -186,12 +201,15 @@ class Registry:
         sse: bool = False,
     ) -> None:
         """Send every message on ``name`` straight to ``conn``'s client (``sse``: as events;
-        ``binary`` does not apply)."""
+        ``binary`` does not apply). A connection whose ``deflate_broadcasts`` is true (a
+        WebSocket that negotiated permessage-deflate) gets the message compressed once."""
         self.flush_batch()
         topic = self._topic(name, pattern)
         topic.discard(conn)
         if sse:
             topic.forward_sse[conn] = None
+        elif getattr(conn, "deflate_broadcasts", False):
+            (topic.deflate_binary if binary else topic.deflate)[conn] = None
         else:
             (topic.forward_binary if binary else topic.forward)[conn] = None
 
@@ -311,6 +329,12 @@ class Registry:
         forward_binary = topic.forward_binary
         if forward_binary:
             self._queue(forward_binary, message.frame(True))
+        deflate = topic.deflate
+        if deflate:
+            self._queue(deflate, message.deflated_frame())
+        deflate_binary = topic.deflate_binary
+        if deflate_binary:
+            self._queue(deflate_binary, message.deflated_frame(True))
         forward_sse = topic.forward_sse
         if forward_sse:
             event = message.sse_frame()

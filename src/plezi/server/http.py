@@ -89,7 +89,7 @@ import httptools
 from ..http.request import Request
 from ..http.response import Accept, Outcome, Reply, unavailable
 from ..http.static import FileReply
-from ..protocol.handshake import handshake_response, is_upgrade_request
+from ..protocol.handshake import handshake_response, is_upgrade_request, negotiate_extensions
 from .connection import StreamConnection
 from .h1 import error_bytes, render, render_text
 from .limits import connection_cap
@@ -946,6 +946,9 @@ class HttpProtocol(asyncio.Protocol):
             self._begin_sse(request, reply)
             return
         headers: list[tuple[str, str]] = []
+        deflate = negotiate_extensions(request.headers, self.server.config.compression)
+        if deflate is not None:
+            headers.append(("sec-websocket-extensions", deflate.response))
         response = reply.controller._pl_response
         if response is not None:
             headers.extend(response.headers.items())
@@ -964,7 +967,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(handshake)
         if self.server.config.verbose:
             self._log_switch(request, "101 WebSocket")
-        self._hand_over(WebSocketConnection, reply, rest)
+        self._hand_over(WebSocketConnection, reply, rest, deflate=deflate)
 
     # -- Server-Sent Events -----------------------------------------------------------------
 
@@ -986,13 +989,16 @@ class HttpProtocol(asyncio.Protocol):
             self._log_switch(request, "200 SSE")
         self._hand_over(SseConnection, upgrade, b"")
 
-    def _hand_over(self, kind: type[StreamConnection], upgrade: Accept, rest: bytes) -> None:
+    def _hand_over(
+        self, kind: type[StreamConnection], upgrade: Accept, rest: bytes, **extra: Any
+    ) -> None:
         """Give the transport to a ``kind`` connection (WebSocket or SSE) for ``upgrade``'s
-        controller; ``rest``: bytes read past the request, for the new protocol."""
+        controller; ``rest``: bytes read past the request, for the new protocol; ``extra``:
+        keywords for ``kind`` (a WebSocket's agreed extensions)."""
         self.server.connections.discard(self)
         self._resume()
         self._drop_parser()
-        conn = kind(self.server, self.transport, upgrade.controller, upgrade.route)
+        conn = kind(self.server, self.transport, upgrade.controller, upgrade.route, **extra)
         self.transport.set_protocol(conn)
         conn.start(rest)
 

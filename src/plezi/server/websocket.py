@@ -27,6 +27,13 @@ message (the reader's ``MAX_EMPTY_FRAGMENTS``). So the pongs of a client that pi
 reading are bounded by that rate, then by back-pressure (reading pauses past
 ``write_high_water``) and the outgoing cap.
 
+*Compression.* With ``permessage-deflate`` agreed in the handshake (``server/http.py`` asks
+``protocol/handshake.py``), the session's reader inflates compressed messages; ``send`` and
+``queue_message`` compress each message on its own when the ``compression`` setting is "on"
+(one flag read for a connection without it); published messages arrive already compressed,
+once for all subscribers (``deflate_broadcasts``: pub/sub puts this connection with the
+compressing subscribers). See ``docs/compression.md``.
+
 *Closing.* The session's ``state`` is OPEN, then CLOSING once a close frame was queued or the
 transport was told to close (the session stamps when; the reaper aborts after ``close_timeout``),
 then CLOSED in ``connection_lost``. The peer's close, or a protocol error, is answered (by the
@@ -48,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import report_error
 from ..protocol.close import CloseCode
 from ..protocol.connection import CLOSED, CLOSING, MAX_CONTROL_FRAMES, OPEN, WebSocketSession
+from ..protocol.deflate import DeflateParams
 from ..protocol.frames import binary_frame, ping_frame, text_frame
 from ..protocol.reader import TURN_SECONDS
 from .connection import BACKLOG, OUTBOX, PROCESS_TOKEN, SLOTS, TURN, WRITES, StreamConnection
@@ -71,7 +79,14 @@ log = logging.getLogger("plezi")
 class WebSocketConnection(StreamConnection, WebSocketSession):
     """The server side of one WebSocket connection (see the module docstring)."""
 
-    __slots__ = (*SLOTS, "_msg_async", "_on_message", "_ping_at")
+    __slots__ = (
+        *SLOTS,
+        "_deflate_sends",
+        "_msg_async",
+        "_on_message",
+        "_ping_at",
+        "deflate_broadcasts",
+    )
 
     kind = "WebSocket"
 
@@ -81,10 +96,21 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
         transport: asyncio.Transport,
         handler: Any,
         route: RouteInfo,
+        deflate: DeflateParams | None = None,
     ) -> None:
         StreamConnection.__init__(self, server, transport, handler, route)
         WebSocketSession.__init__(
-            self, max_message_size=server.limits.max_message_size, turn_seconds=TURN_SECONDS
+            self,
+            max_message_size=server.limits.max_message_size,
+            turn_seconds=TURN_SECONDS,
+            deflate=deflate,
+        )
+        # permessage-deflate (docs/compression.md): published messages come compressed once for
+        # all such subscribers (pub/sub reads ``deflate_broadcasts`` when this connection
+        # subscribes); its own writes are compressed one by one when the setting is "on".
+        self.deflate_broadcasts = deflate is not None and deflate.shares_frames
+        self._deflate_sends = (
+            deflate is not None and deflate.can_compress and server.config.compression == "on"
         )
         self._ping_at = 0.0
         # PERF: bound once; a message costs one Python call into the user's method.
@@ -150,6 +176,11 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
         Any other type raises ``TypeError`` (nothing is sent, the connection stays open)."""
         if self.state != OPEN:
             return False
+        if self._deflate_sends:
+            if not isinstance(data, str | bytes | bytearray | memoryview):
+                _frame_of(data)  # the TypeError
+            self.queue_frame(self.compressed_frame(data))
+            return True
         # PERF: exact type checks first; str is by far the most common payload, then bytes.
         if type(data) is str:
             frame = text_frame(data)
@@ -163,6 +194,9 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
 
     def queue_message(self, message: Prepared) -> None:
         """Queue a message sent to this connection alone (``write_to``)."""
+        if self._deflate_sends:
+            self.queue_frame(self.compressed_frame(message.value))
+            return
         self.queue_frame(message.frame())
 
     # -- closing ----------------------------------------------------------------------------
