@@ -20,6 +20,7 @@ from websockets.sync.client import connect as ws_connect
 import plezi
 from helpers import UNIT, Running, app_of, wait_for
 from plezi.protocol.frames import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
+from plezi.pubsub import channels
 from plezi.pubsub.hub import hub
 
 OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium sends
@@ -269,6 +270,31 @@ def test_published_message_compressed_once_same_bytes_to_every_compressing_subsc
         for client in [*compressing, plain, binary]:
             client.close()
     wait_for(lambda: running.call(lambda: hub.registry.count("room")) == 0, "no subscriber")
+
+
+def test_a_compressing_subscriber_of_a_channel_with_history_gets_positions(
+    serve: Callable[..., Running],
+) -> None:
+    """The compressed frame is built from what clients receive, ``"_pos"`` included: a browser
+    (which always offers compression) must see positions to recover."""
+    plezi.channel("room", history=10)
+    try:
+        running = serve(chat_app())
+        with (
+            ready(DeflateClient(running.port, "/room")) as client,
+            ready(DeflateClient(running.port, "/room", extensions=None)) as plain,
+        ):
+            wait_for(lambda: running.call(lambda: hub.registry.count("room")) == 2, "2 subscribers")
+            plain.send(OP_TEXT, CHAT.encode())
+            compressed, text = client.message()
+            assert compressed
+            _, plain_text = plain.message()
+            assert text == plain_text  # the same message, position and all, either way
+            received = json.loads(text)
+            assert received["_pos"]["channel"] == "room" and received["_pos"]["offset"] == 1
+            assert {k: v for k, v in received.items() if k != "_pos"} == json.loads(CHAT)
+    finally:
+        channels.clear()
 
 
 def test_compression_for_broadcasts_only(serve: Callable[..., Running]) -> None:

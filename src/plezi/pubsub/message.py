@@ -92,6 +92,12 @@ class Message:
             frame = self._binary_frame = encode_frame(OP_BINARY, self.payload)
         return frame
 
+    @property
+    def wire(self) -> bytes:
+        """The payload as clients receive it: :attr:`payload` here; a subclass may add to it
+        (a message with a position carries it in ``"_pos"``), and every frame is built from it."""
+        return self.payload
+
     def deflated_frame(self, force_binary: bool = False) -> bytes:
         """The frame for subscribers that negotiated ``permessage-deflate``: the message
         compressed once, on its own (no context takeover), for all of them; the plain
@@ -102,7 +108,7 @@ class Message:
         binary = force_binary or not self.is_text
         frame = cache[binary]
         if frame is None:
-            frame = compressed_frame(OP_BINARY if binary else OP_TEXT, self.payload)
+            frame = compressed_frame(OP_BINARY if binary else OP_TEXT, self.wire)
             frame = cache[binary] = frame if frame is not None else self.frame(force_binary)
         return frame
 
