@@ -103,7 +103,7 @@ from .redis_history import (
     history_keys,
     page_of,
 )
-from .redis_link import Link, open_link, pack_command
+from .redis_link import Link, open_link, pack_command, question_client
 
 if TYPE_CHECKING:
     from .channels import ChannelOptions
@@ -572,9 +572,7 @@ class RedisEngine(Engine):
         args += (b"%d" % (-1 if since is None else since), b"%d" % (-1 if limit is None else limit))
         if self._loop is not None and self._loop is asyncio.get_running_loop():
             if self._reader is None:
-                self._reader = aioredis.Redis.from_url(
-                    self.url, socket_connect_timeout=_CONNECT_TIMEOUT, protocol=2
-                )
+                self._reader = question_client(self.url, socket_connect_timeout=_CONNECT_TIMEOUT)
             client, own = self._reader, False
         else:  # no server here (a script), or another loop: a client for this read only
             client, own = aioredis.Redis.from_url(self.url, protocol=2), True

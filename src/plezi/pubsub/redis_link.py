@@ -254,3 +254,26 @@ async def open_link(pool: Any, link: Link) -> Link:
         await link.release()
         raise
     return link
+
+
+#: Connections a process opens for its questions to Redis (history reads, presence): more
+#: questions at once wait for one of them instead of failing.
+QUESTION_CONNECTIONS = 8
+
+
+def question_client(url: str, **options: Any) -> Any:
+    """A ``redis.asyncio.Redis`` for a server's questions (history reads, presence), on a
+    blocking pool of :data:`QUESTION_CONNECTIONS` connections.
+
+    redis-py's default pool refuses the 101st concurrent command ("Too many connections"): a
+    thousand browsers reconnecting at once, each reading the history it missed, would be told
+    that recovery failed. Queued on a few connections they all get their answer, and Redis is
+    not handed a thousand sockets. A question that waits 20 s for a free connection fails
+    (a Redis that stopped answering): for a recovery, ``recovered`` false.
+    """
+    import redis.asyncio as aioredis
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=QUESTION_CONNECTIONS, timeout=20, protocol=2, **options
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool

@@ -345,11 +345,9 @@ class RedisPresence(Presence):
 
     def _redis(self) -> Any:
         if self._client is None:
-            import redis.asyncio as aioredis
+            from .redis_link import question_client
 
-            self._client = aioredis.Redis.from_url(
-                self.url, protocol=2, socket_connect_timeout=5.0, socket_timeout=5.0
-            )
+            self._client = question_client(self.url, socket_connect_timeout=5.0, socket_timeout=5.0)
         return self._client
 
     def _script(self, name: str, source: str) -> Any:

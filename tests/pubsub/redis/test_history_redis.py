@@ -330,3 +330,25 @@ def test_a_burst_from_two_servers_at_once(
         assert back.notice()["recovered"] is True
         back.take(800)
         assert back.messages == first[200:]
+
+
+def test_many_recoveries_at_once_all_recover(
+    redis: RedisProcess, script: Any, clients: contextlib.ExitStack
+) -> None:
+    """150 clients come back while Redis is frozen, so their 150 history reads are all waiting
+    at once when it thaws: each one recovers (redis-py's default pool refused the 101st)."""
+    server = script(APP, "--redis", redis.url)
+    keeper = Client(server, clients)  # keeps the channel subscribed on Redis
+    pub, position = seen_then_gone(server, redis, clients, 1)
+    keeper.take(1)
+    pub.send("pub chat 2 1")
+    wait_for(lambda: top_offset(redis) == 3, "three messages in the history")
+    keeper.take(2)
+    redis.freeze()
+    try:
+        back = [Client(server, clients, position) for _ in range(150)]
+    finally:
+        redis.thaw()
+    for client in back:
+        assert client.notice()["recovered"] is True
+        assert_exact(client.take(2), 2, 3)
