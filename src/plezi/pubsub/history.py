@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 from ..protocol.sse import sse_event
 from .message import Message
 
@@ -130,17 +129,6 @@ class Positioned(Message):
                 self.payload, self.is_text, self.channel, self.epoch, self.offset
             )
         return wire
-
-    def frame(self, force_binary: bool = False) -> bytes:
-        if self.is_text and not force_binary:
-            frame = self._text_frame
-            if frame is None:
-                frame = self._text_frame = encode_frame(OP_TEXT, self.wire)
-            return frame
-        frame = self._binary_frame
-        if frame is None:
-            frame = self._binary_frame = encode_frame(OP_BINARY, self.wire)
-        return frame
 
     def sse_frame(self) -> bytes | None:
         if self._sse is None or self._sse.__class__ is bytes:

@@ -81,15 +81,16 @@ class Message:
         return value
 
     def frame(self, force_binary: bool = False) -> bytes:
-        """The server-to-client frame: text or binary as published, or binary when forced."""
+        """The server-to-client frame of :attr:`wire`: text or binary as published, or binary
+        when forced."""
         if self.is_text and not force_binary:
             frame = self._text_frame
             if frame is None:
-                frame = self._text_frame = encode_frame(OP_TEXT, self.payload)
+                frame = self._text_frame = encode_frame(OP_TEXT, self.wire)
             return frame
         frame = self._binary_frame
         if frame is None:
-            frame = self._binary_frame = encode_frame(OP_BINARY, self.payload)
+            frame = self._binary_frame = encode_frame(OP_BINARY, self.wire)
         return frame
 
     @property
