@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from run import PY, descendants, free_port, wait_port
+from run import PY, descendants, free_port, settle, wait_port
 from run import SERVERS as RUN_SERVERS
 
 HERE = Path(__file__).resolve().parent
@@ -55,18 +55,6 @@ def raise_nofile(n: int) -> int:
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def rss_kib(pid: int) -> int:
-    total = 0
-    for p in descendants(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 #: What ``--deflate`` connections send once: a chat message as JSON, ~300 bytes.
@@ -144,18 +132,6 @@ def exchange(s: socket.socket, got: bytes) -> None:
     s.setblocking(False)
 
 
-def settle(pid: int, seconds: float = 10) -> int:
-    """The server's RSS once it stopped changing (or after ``seconds``)."""
-    last, deadline = rss_kib(pid), time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = rss_kib(pid)
-        if abs(now - last) < 64:
-            return now
-        last = now
-    return last
-
-
 def one(name: str, n: int, deflate: bool = False) -> dict[str, float]:
     port = free_port()
     # (the websockets echo server turns compression off unless told otherwise)
@@ -171,11 +147,11 @@ def one(name: str, n: int, deflate: bool = False) -> dict[str, float]:
         for s in open_many(port, 300, deflate=deflate):
             s.close()
         time.sleep(1)
-        before = settle(proc.pid)
+        before = settle(lambda: descendants(proc.pid))
         t0 = time.perf_counter()
         socks = open_many(port, n, deflate=deflate)
         opened = time.perf_counter() - t0
-        after = settle(proc.pid)
+        after = settle(lambda: descendants(proc.pid))
         if proc.poll() is not None:
             raise SystemExit(f"{name} exited while connections were open")
         for s in socks:

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from run import SERVERS, cpu_seconds, free_port
+from run import SERVERS, cpu_seconds, descendants, free_port, rss_kib, settle
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -314,31 +314,6 @@ class Processes:
             proc.wait()
 
 
-def tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo.extend(int(c) for c in task.read_text().split())
-            except OSError:
-                pass
-    return out
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
 def kernel_bytes() -> int:
     """Slab plus TCP socket buffers (pages), in bytes: what connections cost the kernel."""
     slab = 0
@@ -351,18 +326,6 @@ def kernel_bytes() -> int:
             fields = line.split()
             tcp_pages = int(fields[fields.index("mem") + 1])
     return slab + tcp_pages * PAGE
-
-
-def settle(pids: Callable[[], list[int]], seconds: float = 10) -> int:
-    """The RSS of ``pids()`` once it stopped changing (or after ``seconds``)."""
-    last, deadline = rss_kib(pids()), time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = rss_kib(pids())
-        if abs(now - last) < 256:
-            return now
-        last = now
-    return last
 
 
 def wait_port(port: int, deadline: float) -> None:
@@ -492,16 +455,16 @@ def measure_server(
         wait_port(args.port_used, deadline)
         if args.workers > 1:  # every worker up: the master's own RSS, then each worker's
             expect = args.workers + 1
-            while len(tree(server.pid)) < expect and time.monotonic() < deadline:
+            while len(descendants(server.pid)) < expect and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(2)
-        server_before = settle(lambda: tree(server.pid), 5)
+        server_before = settle(lambda: descendants(server.pid), 5, within_kib=256)
         kernel_before = kernel_bytes()
         cpu_before = cpu_seconds(server.pid)
         clients = start_clients(procs, events, args, args.port_used, total)
         result = open_connections(events, clients, total, deadline)
         server_cpu = cpu_seconds(server.pid) - cpu_before
-        server_after = settle(lambda: tree(server.pid))
+        server_after = settle(lambda: descendants(server.pid), within_kib=256)
         kernel_after = kernel_bytes()
         client_rss = rss_kib([c.pid for c in clients])
         client_cpu = sum(cpu_seconds(c.pid) for c in clients)

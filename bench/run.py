@@ -162,6 +162,32 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def rss_kib(pids: list[int]) -> int:
+    """The summed VmRSS of ``pids`` (KiB; processes that are gone count 0)."""
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def settle(pids: Callable[[], list[int]], seconds: float = 10, within_kib: int = 64) -> int:
+    """The RSS of ``pids()`` once it moved by less than ``within_kib`` in half a second (or
+    after ``seconds``)."""
+    last, deadline = rss_kib(pids()), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_kib(pids())
+        if abs(now - last) < within_kib:
+            return now
+        last = now
+    return last
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time used by ``pid`` and its live descendants."""
     total = 0
