@@ -37,20 +37,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from run import SERVERS as RUN_SERVERS
 from run import free_port
 
-HERE = Path(__file__).resolve().parent
-PY = sys.executable
+#: The servers measured: run.py's commands, "bare" for its bare uvloop+httptools protocol.
 SERVERS: dict[str, Callable[[int], list[str]]] = {
-    "plezi": lambda port: [
-        PY,
-        str(HERE / "servers/plezi_app.py"),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-    ],
-    "bare": lambda port: [PY, str(HERE / "servers/bare_http.py"), "--port", str(port)],
+    "plezi": RUN_SERVERS["plezi"],
+    "bare": RUN_SERVERS["bare uvloop+httptools"],
 }
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
