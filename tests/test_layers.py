@@ -18,7 +18,10 @@ PACKAGE = SRC / "plezi"
 
 #: Bottom to top. A name is a module or a package (the package's modules with it).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["plezi.errors", "plezi.mainscript", "plezi.throttle", "plezi.version"]),
+    (
+        "base",
+        ["plezi.compiled", "plezi.errors", "plezi.mainscript", "plezi.throttle", "plezi.version"],
+    ),
     ("protocol", ["plezi.protocol"]),
     ("http", ["plezi.http"]),
     ("config", ["plezi.config"]),

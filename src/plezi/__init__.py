@@ -20,6 +20,8 @@ import types
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+# First: it chooses between the compiled modules and their sources before either loads.
+from . import compiled as _compiled  # noqa: F401
 from .config import Limits, ServerConfig
 from .errors import ConfigError, HTTPError, PleziError, PleziWarning, RouteError, ServerStartError
 from .launch import autostart as _autostart

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
-from types import SimpleNamespace
 
 import pytest
 
@@ -27,7 +26,7 @@ def date_of(reply: bytes) -> float:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [T0]
-    monkeypatch.setattr(h1, "time", SimpleNamespace(time=lambda: now[0]))
+    monkeypatch.setattr(h1, "_now", lambda: now[0])
     return now
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from .. import compiled
 from ..config import ServerConfig
 from ..errors import PleziError
 from ..server.limits import use_open_files_limit
@@ -106,6 +107,10 @@ def serve_config(app: Any, config: ServerConfig, *, inline_fallback: bool = Fals
     if config.reload:
         mode = "1 process, restarted when a file changes"
     use_open_files_limit(config.limits)  # before any connection: the cap follows the limit
+    problem = compiled.build_problem()
+    if problem is not None:
+        log.warning("running the pure-Python modules: %s", problem)
+    mode += ", compiled" if compiled.mode()[0] == "compiled" else ", pure Python"
     log.info("listening on %s (pid %d, %s); press Ctrl+C to stop", where, os.getpid(), mode)
     if made_cert:
         log.warning(

@@ -34,6 +34,8 @@ _text_heads: dict[bool, bytes] = {}
 #: and ``keep_alive``; emptied when the date changes, and when full.
 _starts: dict[tuple[int, Sequence[tuple[str, str]], bool], bytes] = {}
 _STARTS_MAX = 64
+#: The clock of the ``Date:`` line (a module global, not ``time.time`` itself: tests set it).
+_now = time.time
 
 
 def status_line(status: int) -> bytes:
@@ -51,7 +53,7 @@ def http_date() -> bytes:
     so it is cached per second (two float comparisons per call; a clock set back refreshes it too).
     """
     global _date_start, _date_end, _date_header
-    now = time.time()
+    now = _now()
     if not _date_start <= now < _date_end:
         second = int(now)
         _date_start = float(second)
@@ -66,7 +68,7 @@ def render_text(body: bytes, keep_alive: bool, head: bool) -> bytes:
     """A ``200`` ``text/html`` reply with ``body`` and no other header (what an action's ``str``
     becomes). PERF: the hello-world path: all but the length and the body is built once a
     second, and within that second this is one clock read and no other call."""
-    now = time.time()
+    now = _now()
     if not _date_start <= now < _date_end:
         http_date()  # a new second: a new date, and the heads that held the old one dropped
     start = _text_heads.get(keep_alive)

@@ -316,7 +316,8 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._resume_input()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
+        # (a memoryview: a slice of a long read, from _feed_slices)
         if len(data) > _SLICE:  # PERF: one comparison; a single request is never that long
             self._feed_slices(data)
             return
@@ -377,7 +378,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._chunk_tail = bytes(data[-_SIZE_LINE:])
         self._flush()
 
-    def _chunk_too_large(self, data: bytes) -> bool:
+    def _chunk_too_large(self, data: bytes | memoryview) -> bool:
         """Refuse (413) a chunk whose announced size alone passes ``max_body_size``, as soon
         as its size line is read, rather than once that much data has come.
 
@@ -412,7 +413,7 @@ class HttpProtocol(asyncio.Protocol):
         self._fail(413, f"Content Too Large: a chunk of {size} bytes announced")
         return True
 
-    def _feed_slices(self, data: bytes) -> None:
+    def _feed_slices(self, data: bytes | memoryview) -> None:
         """Parse a large read a slice at a time; stop (keeping the rest in ``_rest``, reading
         paused) when this turn's work is done or replies must wait (see the module docstring).
         """
@@ -437,7 +438,7 @@ class HttpProtocol(asyncio.Protocol):
                 piece = view[start : start + _SLICE]
                 start += _SLICE
                 self._tail = bytes(view[start:]) if start < end else b""
-                self.data_received(piece)  # type: ignore[arg-type]
+                self.data_received(piece)
                 work += self._work
         finally:
             self._tail = b""

@@ -38,6 +38,8 @@ from types import MappingProxyType
 from typing import Final, Literal
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
+from mypy_extensions import mypyc_attr
+
 from ..http.paths import PCHAR_SAFE as _PCHAR_SAFE
 from ..http.paths import normalize_path
 
@@ -169,6 +171,8 @@ _MEMO_SIZE: Final = 1024
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+# Subclassed by the public folder's pattern (web/public.py), which is not compiled.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RoutePattern:
     """A compiled route path pattern (see the module docstring for the syntax).
 
