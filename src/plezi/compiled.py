@@ -40,6 +40,7 @@ MODULES: tuple[str, ...] = (
     "plezi.server.http",
     "plezi.web.app",
     "plezi.web.patterns",
+    "plezi.web.routes",
 )
 
 #: A source edited less than this long after its extension was built still counts as built
