@@ -7,6 +7,7 @@ port of Redis's ``stringmatchlen`` written here independently of ``plezi.pubsub.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -373,3 +374,60 @@ def test_relay_frames_survive_any_split() -> None:
         assert [(m.channel, m.payload, m.is_text) for m in got] == [
             (m.channel, m.payload, m.is_text) for m in messages
         ]
+
+
+def test_the_master_relay_survives_empty_and_malformed_records(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers' ends of the master's Unix socket, written to and read raw: a record with an
+    empty channel and no payload (valid, the shortest there is) is relayed even as the last
+    bytes the master has; records too short for their head or channel, and history records
+    too short for their kind, are dropped; a short channel starting with NUL is not control.
+    The records around them reach the other worker, byte for byte, in order."""
+    head = cluster._HEAD
+
+    def record(channel: bytes, payload: bytes = b"", flags: int = 1) -> bytes:
+        return head.pack(3 + len(channel) + len(payload), flags, len(channel)) + channel + payload
+
+    empty = record(b"", flags=0)
+    assert empty == b"\x00\x00\x00\x03\x00\x00\x00"
+    # What one worker writes, one write after another, and what the other must get for each.
+    writes = [
+        (record(b"a", b"before") + empty, record(b"a", b"before") + empty),
+        (empty + record(b"a", b"after"), empty + record(b"a", b"after")),
+        (record(b"\x00", b"ctl:join"), record(b"\x00", b"ctl:join")),  # channel "\0": relayed
+        (b"\x00\x00\x00\x00" + record(b"b", b"1"), record(b"b", b"1")),  # length 0: no head
+        (b"\x00\x00\x00\x02\x00\x00" + record(b"b", b"2"), record(b"b", b"2")),  # half a head
+        (head.pack(5, 0, 4) + b"ch" + record(b"b", b"3"), record(b"b", b"3")),  # 4 in 2 bytes
+        (record(b"h", b"\x00", cluster.ASSIGN) + record(b"b", b"4"), record(b"b", b"4")),
+        (record(b"h", b"\x00" * 8, cluster.QUERY) + record(b"b", b"5"), record(b"b", b"5")),
+        (record(b"b", b"last"), record(b"b", b"last")),
+    ]
+
+    async def run() -> list[bytes]:
+        relay = cluster.Relay(str(tmp_path / "relay.sock"))
+        await relay.start()
+        try:
+            reader_a, writer_a = await asyncio.open_unix_connection(relay.path)
+            reader_b, writer_b = await asyncio.open_unix_connection(relay.path)
+            while len(relay.links) < 2:
+                await asyncio.sleep(0.01)
+            got: list[bytes] = []
+            for sent, expected in writes:
+                writer_a.write(sent)
+                await writer_a.drain()
+                await asyncio.sleep(0.05 * UNIT)  # one write, one read on the master
+                got.append(await asyncio.wait_for(reader_b.readexactly(len(expected)), 5 * UNIT))
+            assert len(relay.links) == 2, "the master dropped a worker"
+            assert not reader_a.at_eof()
+            writer_a.close()
+            writer_b.close()
+            return got
+        finally:
+            await relay.stop()
+
+    with caplog.at_level(logging.ERROR, logger="plezi"):
+        got = asyncio.run(run())
+    assert got == [expected for _, expected in writes]
+    dropped = [r for r in caplog.records if "malformed cluster record" in r.getMessage()]
+    assert len(dropped) == 5

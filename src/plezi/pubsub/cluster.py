@@ -21,7 +21,8 @@ starts with ``!B`` epoch length, the epoch, ``!Q`` offset). A history read is a 
 (:data:`QUERY`: ``!Iqq`` request id, since, limit, then ``!Id``) answered on the same socket
 (:data:`REPLY`: ``!I`` request id, the epoch, ``!QB`` last offset and completeness, then the
 messages as :data:`POSITIONED` records): after every message positioned before it, so the read
-never overtakes the live flow. Other records cost the master one flag test each.
+never overtakes the live flow. Other records cost the master one head read each; it drops
+a record whose head or channel does not fit in its length.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ log = logging.getLogger("plezi")
 
 _HEAD = struct.Struct("!IBH")
 _CONTROL = CONTROL.encode()
+_CONTROL_SIZE = len(_CONTROL)
 _LEN = struct.Struct("!I")
 _OPTIONS = struct.Struct("!Id")
 _OFFSET = struct.Struct("!Q")
@@ -295,21 +297,35 @@ class _MasterLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        # PERF: only frame lengths, flags and the first byte of the channel (a NUL may start a
-        # control record) are read; runs of whole frames are forwarded as one slice each.
+        # PERF: only frame heads (length, flags, channel length) and the first byte of the
+        # channel (a NUL may start a control record) are read; runs of whole frames are
+        # forwarded as one slice each. Every read stays inside its own frame: a record shorter
+        # than its head, or whose channel runs past its end, would put the master and the
+        # workers out of step with the stream, so it is dropped here. Such a record may wait
+        # for the next bytes to be dropped (a whole head is read first); a valid record never
+        # waits, since its head is part of it.
         start = offset = 0
         size = len(buffer)
-        while size - offset >= 4:
-            (length,) = _LEN.unpack_from(buffer, offset)
+        while size - offset >= _HEAD.size:
+            length, flags, clen = _HEAD.unpack_from(buffer, offset)
             end = offset + 4 + length
             if end > size:
                 break
-            if buffer[offset + 4] & _SPECIAL:
+            if clen > length - 3:  # also a length under 3: its "head" is the next frame's
+                if offset > start:
+                    self.relay.forward(self, bytes(buffer[start:offset]))
+                log.error("a malformed cluster record from a worker (length %d): dropped", length)
+                start = end
+            elif flags & _SPECIAL:
                 if offset > start:
                     self.relay.forward(self, bytes(buffer[start:offset]))
                 self._special(bytes(buffer[offset:end]))
                 start = end
-            elif buffer[offset + 7] == 0 and buffer[offset + 7 : offset + 12] == _CONTROL:
+            elif (
+                clen >= _CONTROL_SIZE
+                and buffer[offset + 7] == 0
+                and buffer[offset + 7 : offset + 7 + _CONTROL_SIZE] == _CONTROL
+            ):
                 if offset > start:
                     self.relay.forward(self, bytes(buffer[start:offset]))
                 self.relay.control(self, bytes(buffer[offset:end]))
@@ -322,6 +338,12 @@ class _MasterLink(asyncio.Protocol):
 
     def _special(self, record: bytes) -> None:
         """A message to position (sent to every worker) or a history read (answered here)."""
+        try:
+            self._answer_special(record)
+        except (struct.error, UnicodeDecodeError, ValueError):  # a body too short for its kind
+            log.exception("a malformed cluster record from a worker (flags %d): dropped", record[4])
+
+    def _answer_special(self, record: bytes) -> None:
         _, flags, clen = _HEAD.unpack_from(record)
         channel = record[7 : 7 + clen].decode()
         body = record[7 + clen :]
@@ -390,7 +412,12 @@ class Relay:
 
     def control(self, origin: _MasterLink, record: bytes) -> None:
         """A control record from a worker (one whole frame)."""
-        for message in decode_relay_records(bytearray(record)):
+        try:
+            messages = decode_relay_records(bytearray(record))
+        except UnicodeDecodeError:
+            log.exception("a control record from a worker with a malformed channel: dropped")
+            return
+        for message in messages:
             verb = message.channel[len(CONTROL) :]
             try:
                 self.presence.on_control(origin, verb, message.payload)

@@ -670,9 +670,7 @@ class RedisEngine(Engine):
             self._extra -= entry.messages - 1
         self._sent -= 1
         if isinstance(reply, Exception):
-            # Not retried: Redis refused this message (an ACL, a full memory...) and would
-            # refuse it again; the ones behind it must not wait forever.
-            log.error("Redis refused to publish a message: %s", reply)
+            self._refused(entry, reply)
 
     def _publish_sync(self, channel: str, payload: bytes) -> None:
         """No running server here (a script, a job): publish with a blocking client."""
@@ -800,13 +798,32 @@ class RedisEngine(Engine):
             if isinstance(reply, Exception):
                 self._forget_one(entry)
         if isinstance(reply, Exception):
-            log.error("Redis refused to publish a message: %s", reply)
+            self._refused(entry, reply)
         if self._stalled:
             self._stalled = False
             log.warning("Redis at %s answers again", _redact(self.url))
             self._release("Redis answers again")
         if not self._early and self._pub is not None:
             self._pub.on_reply = self._on_publish_reply
+
+    def _refused(self, entry: bytes, reply: Exception) -> None:
+        """Redis refused ``entry``: a PUBLISH, or a run of the publish script for one message or
+        a batch of a channel's messages. Not retried: Redis refused it (an ACL, a full
+        memory...) and would refuse it again; the ones behind it must not wait forever. Rare:
+        the entry is read back for the log line, not remembered for it."""
+        reader = hiredis.Reader()
+        reader.feed(entry)
+        command = reader.gets()
+        # PUBLISH channel data; EVALSHA sha 3 stream meta channel ... (``_script_head``).
+        remote = command[1] if command[0] == b"PUBLISH" else command[5]
+        count = entry.messages if type(entry) is _BatchEntry else 1
+        log.error(
+            "Redis refused to publish %d message%s on channel %r: %s",
+            count,
+            "" if count == 1 else "s",
+            self._name(remote),
+            reply,
+        )
 
     def _forget_one(self, entry: bytes) -> None:
         reader = hiredis.Reader()

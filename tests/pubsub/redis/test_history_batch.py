@@ -6,6 +6,7 @@ order across channels, positions one apart) or what ``max_backlog`` counts (mess
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -149,6 +150,37 @@ def test_max_backlog_counts_the_messages_of_a_batch(tmp_path: Path) -> None:
         assert offsets(sink.got) == list(range(1, 101))
 
     with_engine(tmp_path, body, max_backlog=50)
+
+
+def test_a_refused_batch_is_logged_with_its_channel_and_message_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine's user denied ``EVALSHA`` (not PUBLISH), then in one iteration: the first
+    message on chat (alone), 3 more (one batch), one plain. The log says how many messages of
+    which channel each refusal lost; the plain one is delivered, and once ``EVALSHA`` is allowed
+    again the next message on chat is its first."""
+
+    async def body(redis: RedisProcess, engine: RedisEngine, sink: Collect) -> None:
+        redis.command("ACL", "SETUSER", "default", "-evalsha")
+        for n in range(4):
+            send(engine, "chat", n)
+        send(engine, "plain", 4)
+        await until(lambda: engine.status()["queued"] == 0, "every reply")
+        await until(lambda: len(sink.got) == 1, "the plain message")
+        redis.command("ACL", "SETUSER", "default", "+evalsha")
+        send(engine, "chat", 5)
+        await until(lambda: len(sink.got) == 2, "the message after")
+        assert [m.payload for m in sink.got] == [b'{"n":4}', b'{"n":5}']
+        assert offsets(sink.got) == [0, 1]
+
+    with caplog.at_level(logging.ERROR, logger="plezi"):
+        with_engine(tmp_path, body)
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert [line.split(": ")[0] for line in refused] == [
+        "Redis refused to publish 1 message on channel 'chat'",
+        "Redis refused to publish 3 messages on channel 'chat'",
+    ]
+    assert all("NOPERM" in line for line in refused)
 
 
 def test_a_batch_unanswered_when_redis_dies_is_published_once_it_is_back(tmp_path: Path) -> None:
