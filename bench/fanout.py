@@ -52,6 +52,8 @@ def _script(name: str, *extra: str) -> Callable[[int], list[str]]:
 
 SERVERS: dict[str, Callable[[int], list[str]]] = {
     "plezi": _plezi(),
+    # The pure-Python modules instead of the compiled ones (src/plezi/compiled.py).
+    "plezi pure": lambda port: ["env", "PLEZI_PURE_PYTHON=1", *_plezi()(port)],
     "plezi --workers 2": _plezi("--workers", "2"),
     "plezi redis": _plezi("--redis", REDIS_URL),
     "plezi history": _history(),

@@ -106,6 +106,9 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     "picows": lambda port: [PY, str(HERE / "servers/picows_echo.py"), "--port", str(port)],
     "socketify": lambda port: [PY, str(HERE / "servers/socketify_app.py"), "--port", str(port)],
 }
+# plezi running its pure-Python modules instead of the compiled ones (``env`` execs: the pid
+# measured is plezi's): the A/B of src/plezi/compiled.py in one run.
+SERVERS["plezi pure"] = lambda port: ["env", "PLEZI_PURE_PYTHON=1", *SERVERS["plezi"](port)]
 # The same apps over TLS (the https and wss scenarios only; not run unless named in --servers).
 SERVERS["plezi-tls"] = lambda port: [
     *SERVERS["plezi"](port),
