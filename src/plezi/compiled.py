@@ -28,13 +28,14 @@ from types import ModuleType
 
 __all__ = ["MODULES", "build_problem", "mode"]
 
-#: The compiled modules: the HTTP request path, the WebSocket reader and framing. Interpreted
-#: code cannot subclass their classes (mypyc's rule) unless a class is marked
+#: The compiled modules: the HTTP request path, the WebSocket reader, framing and handshake.
+#: Interpreted code cannot subclass their classes (mypyc's rule) unless a class is marked
 #: ``@mypyc_attr(allow_interpreted_subclasses=True)``, as ``RoutePattern`` is.
 MODULES: tuple[str, ...] = (
     "plezi.http.paths",
     "plezi.http.request",
     "plezi.protocol.frames",
+    "plezi.protocol.handshake",
     "plezi.protocol.reader",
     "plezi.server.h1",
     "plezi.server.http",

@@ -195,11 +195,12 @@ class App:
                     ctx.sse = True
                     ctx.upgrade_key = ""
             return self._route(ctx)
-        except HandshakeError as exc:
-            log.info("refused WebSocket handshake for %s: %s", request.path, exc)
+        except HandshakeError as refusal:
+            # (Not ``exc``: compiled, a name keeps the type of its first ``except`` clause.)
+            log.info("refused WebSocket handshake for %s: %s", request.path, refusal)
             _count_refusal("handshake")
             request.keep_alive = False  # the server closes as the reply says
-            return error_reply(exc.status, "Bad WebSocket handshake", list(exc.headers))
+            return error_reply(refusal.status, "Bad WebSocket handshake", list(refusal.headers))
         except Exception as exc:  # noqa: BLE001 - a request must never crash the server
             return self._failure(ctx, exc)
 
