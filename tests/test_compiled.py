@@ -40,10 +40,10 @@ def test_the_modules_are_what_the_run_says() -> None:
     assert how == expected, why
 
 
-def _mode_in(tree: Path, **env: str) -> str:
-    """``compiled.mode()`` in a fresh interpreter that imports plezi from ``tree``."""
+def _run_in(tree: Path, code: str, **env: str) -> str:
+    """What ``code`` prints in a fresh interpreter that imports plezi from ``tree``."""
     out = subprocess.run(
-        [sys.executable, "-c", "import plezi.compiled as c; print(*c.mode(), sep='|')"],
+        [sys.executable, "-c", code],
         env={**os.environ, "PYTHONPATH": str(tree), "PLEZI_PURE_PYTHON": "", **env},
         capture_output=True,
         text=True,
@@ -51,6 +51,11 @@ def _mode_in(tree: Path, **env: str) -> str:
         check=True,
     )
     return out.stdout.strip()
+
+
+def _mode_in(tree: Path, **env: str) -> str:
+    """``compiled.mode()`` in a fresh interpreter that imports plezi from ``tree``."""
+    return _run_in(tree, "import plezi.compiled as c; print(*c.mode(), sep='|')", **env)
 
 
 @pytest.mark.skipif(compiled.mode()[0] != "compiled", reason="needs the compiled modules")
@@ -67,18 +72,8 @@ def test_a_source_edited_after_the_build_runs_all_modules_pure(tmp_path: Path) -
     os.utime(edited, (later, later))
     assert _mode_in(tree) == "pure|h1.py is newer than its compiled module (reinstall plezi)"
     # The edit is what runs, in every compiled module's place.
-    with_edit = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import plezi, plezi.server.h1 as h, plezi.web.app as a; print(h.__file__, a.__file__)",
-        ],
-        env={**os.environ, "PYTHONPATH": str(tree), "PLEZI_PURE_PYTHON": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split()
+    loaded = "import plezi, plezi.server.h1 as h, plezi.web.app as a; print(h.__file__, a.__file__)"
+    with_edit = _run_in(tree, loaded).split()
     assert [Path(p).suffix for p in with_edit] == [".py", ".py"]
 
 

@@ -77,26 +77,26 @@ def _extension(module: str) -> tuple[Path, Path | None]:
     return source, None
 
 
-def _choose() -> tuple[str, str, bool]:
-    """``("compiled" | "pure", why, whether that is what the install meant)``."""
+def _choose(found: list[tuple[Path, Path | None]]) -> tuple[str, str, bool]:
+    """``("compiled" | "pure", why, whether that is what the install meant)`` for the modules'
+    sources and extensions (:func:`_extension`)."""
     if os.environ.get("PLEZI_PURE_PYTHON", "") not in ("", "0"):
         return "pure", "PLEZI_PURE_PYTHON is set", True
-    found = [_extension(module) for module in MODULES]
-    built = [pair for pair in found if pair[1] is not None]
+    built = [(source, extension) for source, extension in found if extension is not None]
     if not built:
         return "pure", "no compiled modules are installed", True
     if len(built) != len(found):
         return "pure", f"only {len(built)} of {len(found)} modules are compiled", False
     for source, extension in built:
-        assert extension is not None
         if source.stat().st_mtime > extension.stat().st_mtime + _SLACK_SECONDS:
             why = f"{source.name} is newer than its compiled module (reinstall plezi)"
             return "pure", why, False
     return "compiled", f"{len(built)} modules compiled with mypyc", True
 
 
-_MODE, _WHY, _MEANT = _choose()
-if _MODE == "pure" and any(_extension(module)[1] for module in MODULES):
+_FOUND = [_extension(module) for module in MODULES]
+_MODE, _WHY, _MEANT = _choose(_FOUND)
+if _MODE == "pure" and any(extension for _, extension in _FOUND):
     sys.meta_path.insert(0, _SourceFinder())
 
 
