@@ -21,7 +21,7 @@ from wsclient import connect, masked
 import plezi
 from helpers import UNIT, Running, start_script, start_server, wait_for
 from plezi.protocol.frames import OP_TEXT
-from promclient import scrape, value
+from promclient import open_on_both_workers, scrape, value, wait_for_both_workers
 from sseclient import EventStream
 
 
@@ -199,24 +199,11 @@ def test_workers_scrape_covers_the_whole_cluster(tmp_path: Path) -> None:
     script = start_script(path, "--workers", "2", env={"PL_REDIS_URL": "", "REDIS_URL": ""})
     try:
         with contextlib.ExitStack() as clients:
-            pids: set[int] = set()
-            opened = []
-            for _ in range(40):  # the kernel spreads connections: open until both workers have one
-                ws = clients.enter_context(connect(script.ws_url + "/ws"))
-                opened.append(ws)
-                pids.add(int(ws.recv(timeout=10 * UNIT)))
-                if len(pids) == 2:
-                    break
-            assert len(pids) == 2, "every connection landed on one worker"
+            opened = open_on_both_workers(clients, lambda: script.ws_url + "/ws")
             for i, ws in enumerate(opened):
                 ws.send(f"m{i}")
                 assert ws.recv(timeout=10 * UNIT) == f"m{i}"
-
-            def whole() -> bool:
-                samples = scrape(script.url)
-                return value(samples, "plezi_processes") == 2
-
-            wait_for(whole, "both workers answering the scrape", timeout=20 * UNIT)
+            wait_for_both_workers(script.url)
             for _ in range(4):  # several scrapes: both workers answer some (SO_REUSEPORT)
                 samples = scrape(script.url)
                 assert value(samples, "plezi_processes") == 2

@@ -22,7 +22,7 @@ from helpers import UNIT, Running, app_of, start_script, wait_for
 from plezi.pubsub import channels
 from plezi.pubsub.hub import hub
 from plezi.server.stats import RECOVERY_FAILURES
-from promclient import scrape, value
+from promclient import open_on_both_workers, scrape, value, wait_for_both_workers
 
 
 @pytest.fixture(autouse=True)
@@ -166,25 +166,19 @@ def test_workers_scrape_adds_up_the_recoveries_of_every_worker(tmp_path: Path) -
     script = start_script(path, "--workers", "2", env={"PL_REDIS_URL": "", "REDIS_URL": ""})
     try:
         with contextlib.ExitStack() as clients:
-            pids: set[int] = set()
             since: list[Any] = ["made-up", 0]
-            opened = 0
-            for _ in range(40):  # the kernel spreads connections: open until both workers have one
+
+            def url() -> str:
                 query = "?_recover=" + urllib.parse.quote(json.dumps({"chat": since}))
-                ws = clients.enter_context(connect(script.ws_url + "/ws" + query))
-                opened += 1
-                pids.add(int(ws.recv(timeout=10 * UNIT)))
-                notice = _recv_json(ws)
-                assert notice["recovered"] is (opened > 1)
-                since = [notice["epoch"], notice["offset"]]
-                if len(pids) == 2:
-                    break
-            assert len(pids) == 2, "every connection landed on one worker"
+                return script.ws_url + "/ws" + query
 
-            def whole() -> bool:
-                return value(scrape(script.url), "plezi_processes") == 2
+            def notice(ws: Any, n: int) -> None:
+                answer = _recv_json(ws)
+                assert answer["recovered"] is (n > 1)
+                since[:] = [answer["epoch"], answer["offset"]]
 
-            wait_for(whole, "both workers answering the scrape", timeout=20 * UNIT)
+            opened = len(open_on_both_workers(clients, url, notice))
+            wait_for_both_workers(script.url)
             for _ in range(4):  # several scrapes: both workers answer some (SO_REUSEPORT)
                 samples = scrape(script.url)
                 assert value(samples, "plezi_processes") == 2
