@@ -17,7 +17,7 @@ from wsclient import connect
 
 import plezi
 from helpers import Events, Running
-from plezi.protocol.connection import WebSocketSession
+from plezi.protocol.connection import SessionLogic
 from plezi.server.connection import StreamConnection
 from plezi.server.sse import SseConnection
 from plezi.server.websocket import WebSocketConnection
@@ -56,9 +56,9 @@ def test_websocket_and_event_stream_share_a_base_and_one_table(
         sse = next(conn for conn in conns if isinstance(conn, SseConnection))
         ws = next(conn for conn in conns if isinstance(conn, WebSocketConnection))
         # An event stream has no WebSocket session: no frame reader, no close handshake.
-        assert not isinstance(sse, WebSocketSession | WebSocketConnection)
+        assert not isinstance(sse, SessionLogic | WebSocketConnection)
         assert not hasattr(sse, "reader")
-        assert isinstance(ws, WebSocketSession)
+        assert isinstance(ws, SessionLogic)
         # ``write_to`` reaches both kinds through the one table.
         for conn_id in ids:
             assert running.call(lambda conn_id=conn_id: plezi.write_to(conn_id, "hi"))

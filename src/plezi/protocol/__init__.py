@@ -8,7 +8,15 @@ connection), so the same code serves the server, a client and the tests.
 from __future__ import annotations
 
 from .close import CloseCode, is_valid_close_code
-from .connection import CLOSED, CLOSING, MAX_CONTROL_FRAMES, OPEN, WebSocketSession
+from .connection import (
+    CLOSED,
+    CLOSING,
+    MAX_CONTROL_FRAMES,
+    OPEN,
+    SESSION_SLOTS,
+    SessionLogic,
+    WebSocketSession,
+)
 from .deflate import (
     EXTENSION,
     MIN_SIZE,
@@ -73,6 +81,7 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "SESSION_SLOTS",
     "SUBPROTOCOL",
     "TOKEN_PROTOCOL",
     "TURN_SECONDS",
@@ -84,6 +93,7 @@ __all__ = [
     "Inflater",
     "MessageTooBig",
     "OriginPolicy",
+    "SessionLogic",
     "WebSocketReader",
     "WebSocketSession",
     "accept_key",

@@ -36,12 +36,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mypy_extensions import mypyc_attr, trait
+
 from .close import CloseCode
 from .deflate import DeflateParams, compressed_frame
 from .frames import OP_BINARY, OP_TEXT, binary_frame, close_frame, pong_frame, text_frame
 from .reader import WebSocketReader
 
-__all__ = ["CLOSED", "CLOSING", "MAX_CONTROL_FRAMES", "OPEN", "WebSocketSession"]
+__all__ = [
+    "CLOSED",
+    "CLOSING",
+    "MAX_CONTROL_FRAMES",
+    "OPEN",
+    "SESSION_SLOTS",
+    "SessionLogic",
+    "WebSocketSession",
+]
 
 #: The states of a :class:`WebSocketSession`. PERF: plain ints (the fan-out compares them per
 #: subscriber).
@@ -53,37 +63,42 @@ OPEN, CLOSING, CLOSED = 0, 1, 2
 MAX_CONTROL_FRAMES = 100
 
 
-class WebSocketSession:
-    """One WebSocket connection, sans-I/O (see the module docstring).
+#: ``__slots__`` of :class:`SessionLogic`: empty, named rather than written out, so that mypy
+#: does not check the trait's assignments against it (the concrete classes declare the slots).
+_NO_SLOTS: tuple[str, ...] = ()
 
-    ``max_message_size``, ``require_mask`` (``True``: the server side) and ``turn_seconds`` go to
-    the :class:`~.reader.WebSocketReader`. ``deflate``: the ``permessage-deflate`` parameters
-    agreed in the handshake (see :mod:`.deflate`), or ``None``.
-    """
 
-    __slots__ = (
-        "_closing_at",
-        "_ctl_count",
-        "_ctl_since",
-        "_events",
-        "_out",
-        "_out_size",
-        "close_by",
-        "close_rcvd",
-        "close_sent",
-        "deflate",
-        "reader",
-        "state",
-    )
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
+class SessionLogic:
+    """What :class:`WebSocketSession` does, on any class with its attributes (see the module
+    docstring): a mypyc trait, so that the server's connection can be a
+    :class:`~plezi.server.connection.StreamConnection` and a session at once. PERF: compiled,
+    a class has one real base and any number of traits; the connection's real base holds the
+    hot attributes, read at fixed offsets."""
 
-    def __init__(
+    __slots__ = _NO_SLOTS
+
+    deflate: DeflateParams | None
+    state: int
+    reader: WebSocketReader
+    _out: list[Any]
+    _out_size: int
+    close_sent: tuple[int | None, str] | None
+    close_rcvd: tuple[int | None, str] | None
+    close_by: str | None
+    _ctl_count: int
+    _ctl_since: int
+    _events: list[str | bytes] | None
+
+    def _init_session(
         self,
-        *,
-        max_message_size: int | None = 2**20,
-        require_mask: bool = True,
-        turn_seconds: float | None = None,
-        deflate: DeflateParams | None = None,
+        max_message_size: int | None,
+        require_mask: bool,
+        turn_seconds: float | None,
+        deflate: DeflateParams | None,
     ) -> None:
+        """Set the session's attributes (a trait has no ``__init__``)."""
         #: The agreed ``permessage-deflate`` parameters, or ``None`` (no compression).
         self.deflate = deflate
         #: ``OPEN``, ``CLOSING`` (a close frame was queued, or the connection is failing or
@@ -97,21 +112,20 @@ class WebSocketSession:
             deflate=deflate is not None,
         )
         #: Frames waiting to be sent, and their size in bytes.
-        self._out: list[Any] = []
+        self._out = []
         self._out_size = 0
         #: ``(code, reason)`` of the close frame we queued (``code`` None: no status), and of
         #: the peer's; who started closing: ``"local"``, ``"remote"``, ``"error"`` (we failed
         #: the connection) or None.
-        self.close_sent: tuple[int | None, str] | None = None
-        self.close_rcvd: tuple[int | None, str] | None = None
-        self.close_by: str | None = None
-        #: When the state became ``CLOSING``, on the caller's clock.
-        self._closing_at = 0.0
-        #: Pings and pongs received since ``_ctl_since`` (a monotonic time): see ``_control``.
+        self.close_sent = None
+        self.close_rcvd = None
+        self.close_by = None
+        #: Pings and pongs received since ``_ctl_since`` (monotonic nanoseconds: an ``int``, as a
+        #: float attribute of a trait is beyond mypyc): see ``_control``.
         self._ctl_count = 0
-        self._ctl_since = 0.0
+        self._ctl_since = 0
         #: Messages received, for :meth:`events_received` (a subclass delivers them instead).
-        self._events: list[str | bytes] | None = None
+        self._events = None
 
     # -- bytes in ---------------------------------------------------------------------------
 
@@ -202,14 +216,17 @@ class WebSocketSession:
         its server wants instead)."""
         return frame
 
+    # PERF: the time closing began (``_closing_at``) is the concrete class's (a float attribute
+    # shared by a trait and a compiled base class is beyond mypyc), and so are these two.
+
     def _closing(self, now: float) -> None:
-        self.state = CLOSING
-        self._closing_at = now
+        """Become ``CLOSING`` at ``now``."""
+        raise NotImplementedError
 
     def close_expired(self, now: float, timeout: float) -> bool:
         """Whether closing began more than ``timeout`` before ``now`` (the caller then drops
         the connection: the peer did not answer, or did not take our last bytes)."""
-        return self.state == CLOSING and now - self._closing_at > timeout
+        raise NotImplementedError
 
     def connection_closed(self) -> None:
         """The transport is gone: ``CLOSED``; what was not sent is dropped."""
@@ -251,8 +268,8 @@ class WebSocketSession:
     def _control(self) -> bool:
         """Count a ping or pong; ``True`` (and the connection failing with 1008) when it is
         one more than ``MAX_CONTROL_FRAMES`` within a second."""
-        now = time.monotonic()
-        if now - self._ctl_since >= 1.0:
+        now = time.monotonic_ns()
+        if now - self._ctl_since >= 1_000_000_000:
             self._ctl_since = now
             self._ctl_count = 1
             return False
@@ -274,3 +291,50 @@ class WebSocketSession:
         if self.close_by is None:
             self.close_by = "error"
         self.protocol_error(code, reason)
+
+
+#: The attributes of a session (:class:`SessionLogic`), for the classes that are one.
+SESSION_SLOTS = (
+    "_ctl_count",
+    "_ctl_since",
+    "_events",
+    "close_by",
+    "close_rcvd",
+    "close_sent",
+    "deflate",
+    "reader",
+)
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class WebSocketSession(SessionLogic):
+    """One WebSocket connection, sans-I/O (see the module docstring).
+
+    ``max_message_size``, ``require_mask`` (``True``: the server side) and ``turn_seconds`` go to
+    the :class:`~.reader.WebSocketReader`. ``deflate``: the ``permessage-deflate`` parameters
+    agreed in the handshake (see :mod:`.deflate`), or ``None``.
+    """
+
+    __slots__ = (*SESSION_SLOTS, "_closing_at", "_out", "_out_size", "state")
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None = 2**20,
+        require_mask: bool = True,
+        turn_seconds: float | None = None,
+        deflate: DeflateParams | None = None,
+    ) -> None:
+        self._init_session(max_message_size, require_mask, turn_seconds, deflate)
+        #: When the state became ``CLOSING``, on the caller's clock.
+        self._closing_at = 0.0
+
+    def _closing(self, now: float) -> None:
+        """Become ``CLOSING`` at ``now``."""
+        self.state = CLOSING
+        self._closing_at = now
+
+    def close_expired(self, now: float, timeout: float) -> bool:
+        """Whether closing began more than ``timeout`` before ``now`` (the caller then drops
+        the connection: the peer did not answer, or did not take our last bytes)."""
+        return self.state == CLOSING and now - self._closing_at > timeout

@@ -38,12 +38,11 @@ when it can exceed the cap (the transport is paused, or our own list alone is wi
 published frames that waits, which a connection calls before it queues anything else, so that
 order is kept. Pub/sub calls it; nothing of this layer is written from above.
 
-*State.* The subclass provides ``state`` (``OPEN``, ``CLOSING``, ``CLOSED``), the queue ``_out``
-and its size ``_out_size``, ``_closing(now)`` and ``connection_closed()``: the sans-I/O
-:class:`~plezi.protocol.connection.WebSocketSession` for a WebSocket, a few slots for a stream.
-PERF: the shared slots are declared by each concrete class (:data:`SLOTS`), so that a WebSocket
-connection is still one object whose hot attributes are slots (two slotted bases cannot be
-combined), and the hot paths read them with no hop.
+*State.* ``state`` (``OPEN``, ``CLOSING``, ``CLOSED``), the queue ``_out`` and its size
+``_out_size`` are this class's, so the hot paths (the fan-out, a write) read them at fixed
+offsets. A WebSocket connection is also a :class:`~plezi.protocol.connection.SessionLogic` (the
+sans-I/O session, a trait: compiled, a class has one real base), whose methods work on these
+same attributes.
 """
 
 from __future__ import annotations
@@ -56,6 +55,8 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+from mypy_extensions import mypyc_attr
 
 from ..errors import report_error
 from ..protocol.close import CloseCode
@@ -71,7 +72,6 @@ __all__ = [
     "OPEN",
     "OUTBOX",
     "PROCESS_TOKEN",
-    "SLOTS",
     "Outbox",
     "StreamConnection",
 ]
@@ -96,15 +96,18 @@ _NO_ARG: Any = object()
 PROCESS_TOKEN = os.urandom(6).hex()
 _counter = itertools.count(1)
 
-#: The slots of :class:`StreamConnection`'s attributes, declared by each concrete subclass.
-SLOTS = (
+#: The slots of :class:`StreamConnection`'s attributes.
+_SLOTS = (
     "_check_above",
+    "_closing_at",
     "_cleanup",
     "_drained",
     "_dropping",
     "_flushed",
     "_in_feed",
     "_last",
+    "_out",
+    "_out_size",
     "_queue",
     "_paused_for",
     "_received",
@@ -114,6 +117,7 @@ SLOTS = (
     "handler",
     "route",
     "server",
+    "state",
     "transport",
 )
 
@@ -171,30 +175,15 @@ class Outbox:
 OUTBOX = Outbox()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StreamConnection(asyncio.Protocol):
     """A WebSocket or an event stream, less its framing (see the module docstring)."""
 
-    if not TYPE_CHECKING:
-        # Empty: each concrete class declares ``SLOTS`` (see "State" in the module
-        # docstring). Hidden from mypy, which would otherwise refuse every assignment here.
-        __slots__ = ()
+    __slots__ = _SLOTS
 
     #: An event stream (:mod:`.sse`) rather than a WebSocket; and what log lines call it.
     is_sse = False
     kind = "connection"
-
-    # What the subclass provides (see "State" in the module docstring).
-    state: int
-    _out: list[Any]
-    _out_size: int
-
-    if TYPE_CHECKING:
-
-        def _closing(self, now: float) -> None: ...
-        def connection_closed(self) -> None: ...
-        def send(self, data: str | bytes | bytearray | memoryview) -> bool: ...
-        def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None: ...
-        def check_timeout(self, now: float) -> None: ...
 
     def __init__(
         self,
@@ -207,6 +196,13 @@ class StreamConnection(asyncio.Protocol):
         self.transport = transport
         self.handler = handler
         self.route = route
+        #: ``OPEN``; ``CLOSING`` once a close frame was queued or the connection is ending
+        #: (stamped: ``_closing_at``); ``CLOSED`` once the transport is gone.
+        self.state = OPEN
+        self._closing_at = 0.0
+        #: What waits to be written (frames, or events), and its size in bytes.
+        self._out: list[Any] = []
+        self._out_size = 0
         limits = server.limits
         #: Past this many bytes in ``_out`` the total may exceed the cap (see the docstring).
         self._check_above = limits.max_outgoing_buffer - limits.write_high_water
@@ -227,6 +223,35 @@ class StreamConnection(asyncio.Protocol):
         self._cleanup: list[Callable[[], object]] | None = None
         #: The slow-consumer policy is "drop" and messages are being dropped right now.
         self._dropping = False
+
+    # -- what a subclass provides ------------------------------------------------------------
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> bool:
+        """Queue one message, framed as the subclass frames; ``False`` once closing."""
+        raise NotImplementedError
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """End the connection as the subclass does (a close frame, the end of the stream)."""
+        raise NotImplementedError
+
+    def check_timeout(self, now: float) -> None:
+        """The subclass's timers (keep-alive, liveness, the closing deadline): the reaper's."""
+        raise NotImplementedError
+
+    def _closing(self, now: float) -> None:
+        self.state = CLOSING
+        self._closing_at = now
+
+    def close_expired(self, now: float, timeout: float) -> bool:
+        """Whether closing began more than ``timeout`` before ``now`` (the reaper then drops
+        the connection: the client did not answer, or did not take our last bytes)."""
+        return self.state == CLOSING and now - self._closing_at > timeout
+
+    def connection_closed(self) -> None:
+        """The transport is gone: ``CLOSED``; what was not sent is dropped."""
+        self.state = CLOSED
+        self._out.clear()
+        self._out_size = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -34,20 +34,20 @@ SSE subscribers (a log line says so).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from ..protocol.close import CloseCode
-from ..protocol.connection import CLOSED, CLOSING, OPEN
+from ..protocol.connection import OPEN
 from ..protocol.handshake import header_line
 from ..protocol.sse import sse_comment, sse_event
-from .connection import OUTBOX, SLOTS, StreamConnection
+from .connection import OUTBOX, StreamConnection
 from .h1 import http_date
 
 if TYPE_CHECKING:
-    from .state import ServerState
-    from .types import Prepared, RouteInfo
+    from .types import Prepared
 
 __all__ = ["SseConnection", "response_head", "stream_headers"]
 
@@ -88,29 +88,14 @@ def response_head(controller: Any) -> bytes:
     return b"".join((_HEAD, http_date(), *lines, b"\r\n"))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SseConnection(StreamConnection):
     """The server side of one event stream (see the module docstring)."""
 
-    __slots__ = (*SLOTS, "_closing_at", "_out", "_out_size", "state")
+    __slots__ = ()
 
     is_sse = True
     kind = "SSE"
-
-    def __init__(
-        self,
-        server: ServerState,
-        transport: asyncio.Transport,
-        handler: Any,
-        route: RouteInfo,
-    ) -> None:
-        StreamConnection.__init__(self, server, transport, handler, route)
-        #: ``OPEN``; ``CLOSING`` once the stream is ending (stamped: ``_closing_at``);
-        #: ``CLOSED`` once the transport is gone.
-        self.state = OPEN
-        #: Events waiting to be sent, and their size in bytes.
-        self._out: list[Any] = []
-        self._out_size = 0
-        self._closing_at = 0.0
 
     def start(self, initial: bytes) -> None:
         """``on_open``, then Plezi's ``on_sse`` (the stream's own callback), when defined."""
@@ -170,21 +155,6 @@ class SseConnection(StreamConnection):
         if pending is not None:  # messages published before the close still go out
             pending()
         self._end()
-
-    def _closing(self, now: float) -> None:
-        self.state = CLOSING
-        self._closing_at = now
-
-    def close_expired(self, now: float, timeout: float) -> bool:
-        """Whether the stream began ending more than ``timeout`` before ``now`` (the reaper
-        then drops it: the client did not take our last bytes)."""
-        return self.state == CLOSING and now - self._closing_at > timeout
-
-    def connection_closed(self) -> None:
-        """The transport is gone: ``CLOSED``; what was not sent is dropped."""
-        self.state = CLOSED
-        self._out.clear()
-        self._out_size = 0
 
     # -- timers (called by the server's reaper) ---------------------------------------------
 

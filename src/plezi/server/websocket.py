@@ -5,7 +5,8 @@ Theory of operation
 After the upgrade the transport's protocol becomes a :class:`WebSocketConnection`: a
 :class:`~.connection.StreamConnection` (the controller's ordered callbacks, corking, flow
 control, the slow-consumer cap, pub/sub delivery, shutdown: see :mod:`.connection`) that is also
-the sans-I/O :class:`~plezi.protocol.connection.WebSocketSession`, which owns the frame reader,
+the sans-I/O session (:class:`~plezi.protocol.connection.SessionLogic`, the methods of
+:class:`~plezi.protocol.connection.WebSocketSession`), which owns the frame reader,
 the state, the close handshake and close codes, pongs and the control frame rate. Incoming bytes
 go to the session's reader, which calls ``on_ws_message`` here; this module adds the framing of
 what is sent, the answers to the peer's close and to bad input, and the timers.
@@ -52,13 +53,22 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from ..errors import report_error
 from ..protocol.close import CloseCode
-from ..protocol.connection import CLOSED, CLOSING, MAX_CONTROL_FRAMES, OPEN, WebSocketSession
+from ..protocol.connection import (
+    CLOSED,
+    CLOSING,
+    MAX_CONTROL_FRAMES,
+    OPEN,
+    SESSION_SLOTS,
+    SessionLogic,
+)
 from ..protocol.deflate import DeflateParams
 from ..protocol.frames import binary_frame, ping_frame, text_frame
 from ..protocol.reader import TURN_SECONDS
-from .connection import BACKLOG, OUTBOX, PROCESS_TOKEN, SLOTS, TURN, WRITES, StreamConnection
+from .connection import BACKLOG, OUTBOX, PROCESS_TOKEN, TURN, WRITES, StreamConnection
 
 if TYPE_CHECKING:
     from .state import ServerState
@@ -76,11 +86,12 @@ __all__ = [
 log = logging.getLogger("plezi")
 
 
-class WebSocketConnection(StreamConnection, WebSocketSession):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class WebSocketConnection(StreamConnection, SessionLogic):
     """The server side of one WebSocket connection (see the module docstring)."""
 
     __slots__ = (
-        *SLOTS,
+        *SESSION_SLOTS,
         "_deflate_sends",
         "_msg_async",
         "_on_message",
@@ -99,12 +110,7 @@ class WebSocketConnection(StreamConnection, WebSocketSession):
         deflate: DeflateParams | None = None,
     ) -> None:
         StreamConnection.__init__(self, server, transport, handler, route)
-        WebSocketSession.__init__(
-            self,
-            max_message_size=server.limits.max_message_size,
-            turn_seconds=TURN_SECONDS,
-            deflate=deflate,
-        )
+        self._init_session(server.limits.max_message_size, True, TURN_SECONDS, deflate)
         # permessage-deflate (docs/compression.md): published messages come compressed once for
         # all such subscribers (pub/sub reads ``deflate_broadcasts`` when this connection
         # subscribes); its own writes are compressed one by one when the setting is "on".
