@@ -42,6 +42,7 @@ MODULES: tuple[str, ...] = (
     "plezi.server.h1",
     "plezi.server.http",
     "plezi.server.sse",
+    "plezi.server.state",
     "plezi.server.websocket",
     "plezi.web.app",
     "plezi.web.patterns",

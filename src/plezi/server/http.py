@@ -125,6 +125,12 @@ _SYNC_OUTCOMES = (bytes, Reply, Accept)
 #: Framing bytes every chunk may take on top of the allowance (see the module docstring): its
 #: two CRLFs and a size of up to 12 hex digits, so that even 1-byte chunks always pass.
 _CHUNK_FRAMING = 16
+#: The bytes of every head that no callback reports: the shortest method (3), the request line's
+#: two spaces, ``HTTP/1.1`` and CRLF, and the empty line that ends the head. The callbacks'
+#: count starts here, so that it stays a lower bound of the head's size and is never more than
+#: the method's extra letters below it (it was 17 bytes below, and a head over
+#: ``max_header_size`` by up to that was let through).
+_HEAD_FIXED = 3 + 1 + 1 + 8 + 2 + 2
 #: The bytes a chunk size line is looked for in (``_chunk_too_large``): 48 hex digits or
 #: more, or long extensions, are left to the body's own count.
 _SIZE_LINE = 64
@@ -210,7 +216,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         #: Bytes of the current head seen by the callbacks, and in reads wholly inside it.
-        self._head_size = 0
+        self._head_size = _HEAD_FIXED
         self._head_raw = 0
         #: Chunks of the current body, and the non-data bytes seen in reads wholly inside it.
         self._chunks = 0
@@ -574,7 +580,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
-        self._head_size = 0
+        self._head_size = _HEAD_FIXED
         self._head_raw = 0
         self._chunks = 0
         self._framing = 0
