@@ -34,7 +34,7 @@ slots of one object, and the reader calls the shell's ``on_ws_message`` with no 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr, trait
 
@@ -55,12 +55,14 @@ __all__ = [
 
 #: The states of a :class:`WebSocketSession`. PERF: plain ints (the fan-out compares them per
 #: subscriber).
-OPEN, CLOSING, CLOSED = 0, 1, 2
+OPEN: Final = 0
+CLOSING: Final = 1
+CLOSED: Final = 2
 
 #: Pings and pongs a peer may send within one second; one more fails the connection with 1008.
 #: Clients ping to keep a connection alive or to measure latency, a few times a minute up to a
 #: few a second.
-MAX_CONTROL_FRAMES = 100
+MAX_CONTROL_FRAMES: Final = 100
 
 
 #: ``__slots__`` of :class:`SessionLogic`: empty, named rather than written out, so that mypy
@@ -294,7 +296,7 @@ class SessionLogic:
 
 
 #: The attributes of a session (:class:`SessionLogic`), for the classes that are one.
-SESSION_SLOTS = (
+SESSION_SLOTS: Final = (
     "_ctl_count",
     "_ctl_since",
     "_events",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import cast
+from typing import Final, cast
 
 from .close import is_valid_close_code
 
@@ -31,27 +31,27 @@ __all__ = [
     "unframe",
 ]
 
-OP_CONT = 0
-OP_TEXT = 1
-OP_BINARY = 2
-OP_CLOSE = 8
-OP_PING = 9
-OP_PONG = 10
+OP_CONT: Final = 0
+OP_TEXT: Final = 1
+OP_BINARY: Final = 2
+OP_CLOSE: Final = 8
+OP_PING: Final = 9
+OP_PONG: Final = 10
 
 _BytesLike = bytes | bytearray | memoryview
 
 # Largest payload a control frame (close/ping/pong) may carry.
-_MAX_CONTROL_PAYLOAD = 125
+_MAX_CONTROL_PAYLOAD: Final = 125
 
 # PERF: precompiled structs; ``pack`` on a Struct skips the format-cache lookup.
-_HDR16 = struct.Struct("!BBH")
-_HDR64 = struct.Struct("!BBQ")
+_HDR16: Final = struct.Struct("!BBH")
+_HDR64: Final = struct.Struct("!BBQ")
 
 # PERF: the two header bytes of every unmasked, final text/binary frame with a
 # payload below 126 bytes, indexed by payload length: one tuple index instead of
 # building a header per message.
-_TEXT_SMALL: tuple[bytes, ...] = tuple(bytes((0x81, n)) for n in range(126))
-_BINARY_SMALL: tuple[bytes, ...] = tuple(bytes((0x82, n)) for n in range(126))
+_TEXT_SMALL: Final[tuple[bytes, ...]] = tuple(bytes((0x81, n)) for n in range(126))
+_BINARY_SMALL: Final[tuple[bytes, ...]] = tuple(bytes((0x82, n)) for n in range(126))
 
 
 def _apply_mask_py(data: _BytesLike, mask: _BytesLike) -> bytes:

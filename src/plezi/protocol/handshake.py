@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from typing import Final
 
 from .deflate import DeflateParams, negotiate
 
@@ -36,20 +37,20 @@ __all__ = [
 ]
 
 #: The fixed GUID appended to the client's key (RFC 6455 section 1.3).
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-_GUID_BYTES = GUID.encode("ascii")
+_GUID_BYTES: Final = GUID.encode("ascii")
 
 # PERF: the constant part of every 101 response, encoded once.
-_RESPONSE_HEAD = (
+_RESPONSE_HEAD: Final = (
     b"HTTP/1.1 101 Switching Protocols\r\n"
     b"upgrade: websocket\r\n"
     b"connection: Upgrade\r\n"
     b"sec-websocket-accept: "
 )
 
-_FORBIDDEN_IN_VALUES = frozenset("\r\n\0")
-_FORBIDDEN_IN_NAMES = frozenset("\r\n\0 \t:")
+_FORBIDDEN_IN_VALUES: Final = frozenset("\r\n\0")
+_FORBIDDEN_IN_NAMES: Final = frozenset("\r\n\0 \t:")
 
 
 class HandshakeError(ValueError):
@@ -155,8 +156,8 @@ def handshake_response(key: str, headers: Iterable[tuple[str, str]] = ()) -> byt
 
 #: Header names already checked, and their lower case (PERF: a reply's names are nearly always
 #: the same few; bounded, so that a client cannot grow it through names it makes us echo).
-_CHECKED_NAMES: dict[str, str] = {}
-_CHECKED_MAX = 256
+_CHECKED_NAMES: Final[dict[str, str]] = {}
+_CHECKED_MAX: Final = 256
 
 
 def check_header(name: str, value: str) -> str:
@@ -184,11 +185,11 @@ def header_line(name: str, value: str) -> bytes:
 
 # -- Origin check (cross-site WebSocket hijacking) ---------------------------------------------
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_SCHEME: Final = re.compile(r"[a-z][a-z0-9+.-]*")
 #: A host as browsers serialize it in ``Origin``: a lower-case DNS name (punycode), an IPv4
 #: address or an IPv6 literal (no sub-delims: never in a browser's origin, and ``*`` is ours).
-_ORIGIN_HOST = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9\-._~%]+")
+_ORIGIN_HOST: Final = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9\-._~%]+")
 
 
 def parse_origin(value: str) -> tuple[str, str, int | None] | None:
@@ -275,15 +276,15 @@ class OriginPolicy:
 
 #: The subprotocol the browser client offers and the server answers with (RFC 6455 section
 #: 4.2.2: the server's ``Sec-WebSocket-Protocol`` must be one of those offered).
-SUBPROTOCOL = "plezi"
+SUBPROTOCOL: Final = "plezi"
 #: The prefix of the offered subprotocol that carries a token: the token's UTF-8 bytes follow
 #: as base64url without padding (a subprotocol is an HTTP token: no ``=``, ``/`` or space).
 #: The client offers ``["plezi", "base64url.bearer.plezi.<token>"]``, as Phoenix does
 #: (``phoenix`` and ``base64url.bearer.phx.``); the server never echoes the token.
-TOKEN_PROTOCOL = "base64url.bearer.plezi."
+TOKEN_PROTOCOL: Final = "base64url.bearer.plezi."
 #: The longest token read from a handshake (its base64url text); a longer one is ignored.
-_MAX_TOKEN_PROTOCOL = 8192
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_TOKEN_PROTOCOL: Final = 8192
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def offered_subprotocols(header: str | None) -> list[str]:

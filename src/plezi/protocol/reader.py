@@ -11,6 +11,7 @@ import codecs
 import struct
 import time
 import typing
+from typing import Final
 
 from .close import CloseCode, is_valid_close_code
 from .deflate import DeflateError, Inflater, MessageTooBig
@@ -18,17 +19,17 @@ from .frames import apply_mask
 
 __all__ = ["MAX_EMPTY_FRAGMENTS", "TURN_SECONDS", "FrameHandler", "WebSocketReader"]
 
-_U16 = struct.Struct("!H")
-_U64 = struct.Struct("!Q")
+_U16: Final = struct.Struct("!H")
+_U64: Final = struct.Struct("!Q")
 
 # PERF: payloads larger than this are unmasked through a memoryview slice (no
 # copy of the masked bytes); below it, a plain slice is cheaper than creating
 # the views (measured crossover with websockets.speedups: about 8 KiB).
-_VIEW_THRESHOLD = 8192
+_VIEW_THRESHOLD: Final = 8192
 
 # Parts of a fragmented message kept apart before they are joined into one (see
 # ``WebSocketReader._continue``).
-_JOIN_EVERY = 64
+_JOIN_EVERY: Final = 64
 
 #: What a server passes as ``turn_seconds`` (see :class:`WebSocketReader`): one connection's
 #: turn lasts about 10 ms, then the others get theirs. Measured (bench/fanout.py, burst of
@@ -36,17 +37,17 @@ _JOIN_EVERY = 64
 #: write per subscriber (34M deliveries/s, against 72M before turns existed); 5 ms gave 60M,
 #: 10 ms 75M. A probe beside a flood of tiny messages waits about a turn: p99 18-20 ms (the
 #: target is 50 ms).
-TURN_SECONDS = 0.01
+TURN_SECONDS: Final = 0.01
 
 # PERF: with turns, the clock is read once per this many bytes parsed in one read, never per
 # frame; a read of up to this size (one or a few frames: the usual case) costs nothing more.
 # Between two reads of the clock: at most 4096 / 6 frames (an empty masked frame is 6 bytes).
-_TURN_STEP = 4096
+_TURN_STEP: Final = 4096
 
 #: Empty continuation frames without FIN accepted in one message; one more fails the
 #: connection with 1008. They add nothing to the message, so its size limit does not bound
 #: them (a client could send them forever), and no real sender needs more than a handful.
-MAX_EMPTY_FRAGMENTS = 1024
+MAX_EMPTY_FRAGMENTS: Final = 1024
 
 
 def _first_byte_error(b0: int, deflate: bool = False) -> str | None:
@@ -71,9 +72,9 @@ def _first_byte_error(b0: int, deflate: bool = False) -> str | None:
 # PERF: every context-free check on the first header byte (RSV bits, reserved
 # opcodes, control frame without FIN) done once, at import, for all 256 values;
 # parsing a frame then costs one tuple index instead of three tests.
-_FIRST_BYTE_ERRORS: tuple[str | None, ...] = tuple(_first_byte_error(b) for b in range(256))
+_FIRST_BYTE_ERRORS: Final[tuple[str | None, ...]] = tuple(_first_byte_error(b) for b in range(256))
 #: The same with permessage-deflate negotiated.
-_DEFLATE_BYTE_ERRORS: tuple[str | None, ...] = tuple(
+_DEFLATE_BYTE_ERRORS: Final[tuple[str | None, ...]] = tuple(
     _first_byte_error(b, deflate=True) for b in range(256)
 )
 
@@ -660,7 +661,7 @@ class _Ignore:
         pass
 
 
-_IGNORE = _Ignore()
+_IGNORE: Final = _Ignore()
 
 
 def _bad_utf8_tail(decoder: codecs.IncrementalDecoder) -> bool:

@@ -54,7 +54,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -76,28 +76,28 @@ __all__ = [
     "StreamConnection",
 ]
 
-log = logging.getLogger("plezi")
+log: Final = logging.getLogger("plezi")
 
 #: Events queued behind a running async callback before reading from the client pauses.
-_QUEUE_PAUSE = 64
+_QUEUE_PAUSE: Final = 64
 
 # Why reading from a connection is paused (bits of ``_paused_for``): reading resumes only when
 # no reason is left. One helper pair (``_pause_reading``/``_resume_reading``) keeps the rule in
 # one place, whichever reason comes and goes first.
 #: The client does not read what we send (back-pressure, ``pause_writing``).
-WRITES = 1
+WRITES: Final = 1
 #: Async callbacks are queued past ``_QUEUE_PAUSE``.
-BACKLOG = 2
+BACKLOG: Final = 2
 #: The reader used up its turn; the rest of the read is parsed in a later iteration.
-TURN = 4
-_NO_ARG: Any = object()
+TURN: Final = 4
+_NO_ARG: Final[Any] = object()
 
 #: A per-process prefix that makes connection ids unique across processes and machines.
-PROCESS_TOKEN = os.urandom(6).hex()
-_counter = itertools.count(1)
+PROCESS_TOKEN: Final = os.urandom(6).hex()
+_counter: Final = itertools.count(1)
 
 #: The slots of :class:`StreamConnection`'s attributes.
-_SLOTS = (
+_SLOTS: Final = (
     "_check_above",
     "_closing_at",
     "_cleanup",
@@ -172,7 +172,7 @@ class Outbox:
 
 
 #: The outbox of this process.
-OUTBOX = Outbox()
+OUTBOX: Final = Outbox()
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -535,7 +535,7 @@ class _Released:
     """What a closed connection holds instead of its controller, once released: no callbacks."""
 
 
-_RELEASED: Any = _Released()
+_RELEASED: Final[Any] = _Released()
 
 
 def _name(func: Callable[..., Any]) -> str:

@@ -17,7 +17,7 @@ from ..http.response import HTML, Reply, error_reply
 
 __all__ = ["error_bytes", "http_date", "render", "render_text", "status_line"]
 
-_STATUS_LINES: dict[int, bytes] = {
+_STATUS_LINES: Final[dict[int, bytes]] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
 }
 _HTML_LINE: Final = f"content-type: {HTML}\r\n".encode("latin-1")
@@ -29,11 +29,11 @@ _date_end = 0.0
 _date_header = b""
 #: The hello-world heads up to ``Content-Length`` (status line, date, type, connection) by
 #: ``keep_alive``; emptied when the date changes.
-_text_heads: dict[bool, bytes] = {}
+_text_heads: Final[dict[bool, bytes]] = {}
 #: The heads of replies with fixed (tuple) headers up to ``Content-Length``, by status, headers
 #: and ``keep_alive``; emptied when the date changes, and when full.
-_starts: dict[tuple[int, Sequence[tuple[str, str]], bool], bytes] = {}
-_STARTS_MAX = 64
+_starts: Final[dict[tuple[int, Sequence[tuple[str, str]], bool], bytes]] = {}
+_STARTS_MAX: Final = 64
 #: The clock of the ``Date:`` line (a module global, not ``time.time`` itself: tests set it).
 _now = time.time
 

@@ -82,7 +82,7 @@ import logging
 import re
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
@@ -101,50 +101,53 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpProtocol"]
 
-log = logging.getLogger("plezi")
-access_log = logging.getLogger("plezi.access")
+log: Final = logging.getLogger("plezi")
+access_log: Final = logging.getLogger("plezi.access")
 
-IDLE, HEAD, BODY, BUSY = 0, 1, 2, 3
+IDLE: Final = 0
+HEAD: Final = 1
+BODY: Final = 2
+BUSY: Final = 3
 #: A connection's work per loop turn (see the module docstring): each reply counts its size
 #: plus ``_REQUEST_WORK``, so a turn answers about 250 small requests (2 to 3 ms), or up to
 #: 64 KiB of replies, before the other connections get theirs.
-_TURN_WORK = 64 * 1024
-_REQUEST_WORK = 128
+_TURN_WORK: Final = 64 * 1024
+_REQUEST_WORK: Final = 128
 #: Reads larger than this are parsed a slice at a time (a slice holds at most a few hundred
 #: requests, the most that can wait parsed but unanswered).
-_SLICE = 16 * 1024
+_SLICE: Final = 16 * 1024
 #: A large file is written this much at a time, at most ``_FILE_TURN`` bytes per loop turn.
-_FILE_CHUNK = 64 * 1024
-_FILE_TURN = 256 * 1024
+_FILE_CHUNK: Final = 64 * 1024
+_FILE_TURN: Final = 256 * 1024
 #: The standard phrases an error's body carries (``docs/security.md``: nothing else leaks).
-_PHRASES = {s.value: s.phrase for s in HTTPStatus}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PHRASES: Final = {s.value: s.phrase for s in HTTPStatus}
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: What ``App.handle`` returns when nothing is awaited (PERF: a tuple built once, not a union
 #: built by ``|`` on every upgrade).
-_SYNC_OUTCOMES = (bytes, Reply, Accept)
+_SYNC_OUTCOMES: Final = (bytes, Reply, Accept)
 #: Framing bytes every chunk may take on top of the allowance (see the module docstring): its
 #: two CRLFs and a size of up to 12 hex digits, so that even 1-byte chunks always pass.
-_CHUNK_FRAMING = 16
+_CHUNK_FRAMING: Final = 16
 #: The bytes of every head that no callback reports: the shortest method (3), the request line's
 #: two spaces, ``HTTP/1.1`` and CRLF, and the empty line that ends the head. The callbacks'
 #: count starts here, so that it stays a lower bound of the head's size and is never more than
 #: the method's extra letters below it (it was 17 bytes below, and a head over
 #: ``max_header_size`` by up to that was let through).
-_HEAD_FIXED = 3 + 1 + 1 + 8 + 2 + 2
+_HEAD_FIXED: Final = 3 + 1 + 1 + 8 + 2 + 2
 #: The bytes a chunk size line is looked for in (``_chunk_too_large``): 48 hex digits or
 #: more, or long extensions, are left to the body's own count.
-_SIZE_LINE = 64
+_SIZE_LINE: Final = 64
 #: Method names as ``str`` (PERF: no decode per request for the usual ones).
-_METHODS: dict[bytes, str] = {
+_METHODS: Final[dict[bytes, str]] = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 }
 #: Lower-cased header names by their raw bytes, filled as they are seen (bounded: a client
 #: sending random names only makes the cache stop growing).
-_HEADER_NAMES: dict[bytes, str] = {}
-_HEADER_NAMES_MAX = 512
+_HEADER_NAMES: Final[dict[bytes, str]] = {}
+_HEADER_NAMES_MAX: Final = 512
 #: A valid ``Host`` value (RFC 9110 section 7.2): an IP literal or a reg-name, then a port
 #: (its range is checked apart: see ``_check_host``).
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
+_HOST: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
 
 
 class _Limit(Exception):

@@ -35,7 +35,7 @@ SSE subscribers (a log line says so).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -51,20 +51,20 @@ if TYPE_CHECKING:
 
 __all__ = ["SseConnection", "response_head", "stream_headers"]
 
-log = logging.getLogger("plezi")
+log: Final = logging.getLogger("plezi")
 
-_HEAD = b"HTTP/1.1 200 OK\r\n"
+_HEAD: Final = b"HTTP/1.1 200 OK\r\n"
 #: The headers every stream starts with, by name; one that ``pre_connect`` set replaces ours.
-_DEFAULTS = (
+_DEFAULTS: Final = (
     ("content-type", "text/event-stream"),
     ("cache-control", "no-cache"),
     # nginx buffers responses unless told not to; an event stream must not wait in a buffer.
     ("x-accel-buffering", "no"),
 )
-_PLAIN_HEAD = _HEAD + b"".join(header_line(name, value) for name, value in _DEFAULTS)
+_PLAIN_HEAD: Final = _HEAD + b"".join(header_line(name, value) for name, value in _DEFAULTS)
 #: Never taken from ``pre_connect``: the stream has no length and ends with the connection.
-_SKIP = frozenset(("content-length", "transfer-encoding", "connection", "date"))
-_KEEPALIVE = sse_comment()
+_SKIP: Final = frozenset(("content-length", "transfer-encoding", "connection", "date"))
+_KEEPALIVE: Final = sse_comment()
 
 
 def stream_headers(controller: Any) -> list[tuple[str, str]]:

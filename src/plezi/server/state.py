@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerState"]
 
-log = logging.getLogger("plezi")
+log: Final = logging.getLogger("plezi")
 
 
 class _Timed(Protocol):

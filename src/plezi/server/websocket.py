@@ -51,7 +51,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -83,7 +83,7 @@ __all__ = [
     "WebSocketConnection",
 ]
 
-log = logging.getLogger("plezi")
+log: Final = logging.getLogger("plezi")
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

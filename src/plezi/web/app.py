@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Accept", "App", "Outcome", "Reply", "Upgrade"]
 
-log = logging.getLogger("plezi")
+log: Final = logging.getLogger("plezi")
 
 #: The headers of a ``dict`` or ``list`` returned with ``self.response`` untouched.
 _JSON: Final = (("content-type", "application/json"),)

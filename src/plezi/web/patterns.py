@@ -168,7 +168,7 @@ def _compile(segments: list[_Segment]) -> re.Pattern[str]:
 
 #: Paths whose match result each pattern remembers (see :meth:`RoutePattern.match`).
 _MEMO_SIZE: Final = 1024
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 # Subclassed by the public folder's pattern (web/public.py), which is not compiled.

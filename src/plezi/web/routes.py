@@ -29,7 +29,7 @@ from .patterns import RoutePattern
 
 __all__ = ["CALLBACKS", "HTTP_METHODS", "ControllerRoute", "mix_controller"]
 
-log = logging.getLogger("plezi")
+log: Final = logging.getLogger("plezi")
 
 #: WebSocket lifecycle callbacks: never HTTP actions, never events.
 CALLBACKS: Final = (
@@ -53,7 +53,7 @@ _ARG_TEXT: Final = {
 #: The verbs an ``allow`` header can list, in the order it lists them.
 HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 #: Names that only their own verb reaches (Plezi's REST_METHODS), plus ``unknown``.
-_REST = frozenset(("create", "update", "delete", "show", "index", "unknown"))
+_REST: Final = frozenset(("create", "update", "delete", "show", "index", "unknown"))
 #: How close (difflib's ratio) a name must be to a callback's to be taken for a misspelling of
 #: it: ``on_*`` and ``pre_*`` names (``on_mesage``, ``on_opne``), and any other (``onmessage``).
 _NEAR_PREFIXED: Final = 0.8
