@@ -248,7 +248,10 @@ class WebSocketReader:
             # the two cases cannot overlap). Everything the general loop would
             # check is implied by these tests, and the size limit by the test
             # itself (up to 125 bytes, ``_fast`` says the limit allows it).
-            if self._fast and not self._frag_op:
+            # ``isinstance``: compiled, indexing and slicing known bytes are C calls (on the
+            # union they are generic ``__getitem__`` calls with a slice object each); the
+            # transport always hands bytes, buffered reads go the general way anyway.
+            if self._fast and not self._frag_op and isinstance(data, bytes):
                 hlen = 0
                 if 6 < end < 132:
                     if data[1] == end + 122:
