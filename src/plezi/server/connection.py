@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
+from ..compiled import optional_attr
 from ..errors import report_error
 from ..protocol.close import CloseCode
 from ..protocol.connection import CLOSED, CLOSING, OPEN
@@ -444,7 +445,7 @@ class StreamConnection(asyncio.Protocol):
     # -- ordered callbacks ------------------------------------------------------------------
 
     def _callback(self, name: str) -> None:
-        func = getattr(self.handler, name, None)
+        func = optional_attr(self.handler, name, None)
         if func is not None:
             self._enqueue_or_run(func, _NO_ARG, name in self.route.async_names)
 

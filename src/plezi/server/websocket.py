@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
+from ..compiled import optional_attr
 from ..errors import report_error
 from ..protocol.close import CloseCode
 from ..protocol.connection import (
@@ -120,7 +121,7 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         )
         self._ping_at = 0.0
         # PERF: bound once; a message costs one Python call into the user's method.
-        self._on_message: Callable[[Any], Any] | None = getattr(handler, "on_message", None)
+        self._on_message: Callable[[Any], Any] | None = optional_attr(handler, "on_message", None)
         self._msg_async = "on_message" in route.async_names
 
     # -- asyncio.Protocol -------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 
+from ..compiled import optional_attr
 from ..errors import ConnectionRequiredError, HTTPError, RouteError, report_error
 from ..http.params import ParamsError, add_param, merge_params, parse_json_body, parse_query
 from ..http.request import Request
@@ -276,7 +277,7 @@ class App:
 
     def _try_upgrade(self, route: ControllerRoute, ctx: _Context, params: dict[str, Any]) -> Any:
         inst = new_instance(route, ctx.request, params)
-        pre = getattr(inst, "pre_connect", None)
+        pre = optional_attr(inst, "pre_connect", None)
         result = pre() if pre is not None else None
         if inspect.isawaitable(result):
             return _Pending(inst, result, True)
