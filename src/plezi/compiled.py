@@ -43,6 +43,7 @@ optional_attr: Callable[[object, str, Any], Any] = builtins.getattr
 MODULES: tuple[str, ...] = (
     "plezi.http.paths",
     "plezi.http.request",
+    "plezi.protocol.close",
     "plezi.protocol.connection",
     "plezi.protocol.frames",
     "plezi.protocol.handshake",

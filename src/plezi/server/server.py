@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
@@ -83,14 +84,16 @@ class Server(ServerState):
                 "ssl_handshake_timeout": self.limits.header_timeout,
                 "ssl_shutdown_timeout": self.limits.close_timeout,
             }
+        # PERF: a partial calls the class with no Python frame (a lambda is one per connection).
+        protocol = functools.partial(HttpProtocol, self)
         if sock.family == socket.AF_UNIX:
             self._unix_paths.append(sock.getsockname())
             server = await self._loop.create_unix_server(
-                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog, **tls
+                protocol, sock=sock, backlog=config.backlog, **tls
             )
         else:
             server = await self._loop.create_server(
-                lambda: HttpProtocol(self), sock=sock, backlog=config.backlog, **tls
+                protocol, sock=sock, backlog=config.backlog, **tls
             )
         self._servers.append(server)
         self.sockets.append(sock)

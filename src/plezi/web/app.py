@@ -227,8 +227,8 @@ class App:
         while index < last:  # PERF: a range iterator costs more than the first route's match
             index += 1
             outcome = self._try(routes[index], ctx)
-            if type(outcome) is bytes or type(outcome) is Reply:
-                return outcome  # PERF: the common sync replies skip the awaitable check
+            if type(outcome) is bytes or type(outcome) is Reply or type(outcome) is Accept:
+                return outcome  # PERF: the common sync outcomes skip the awaitable check
             if outcome is _FALL:
                 continue
             if inspect.isawaitable(outcome):
@@ -279,7 +279,8 @@ class App:
         inst = new_instance(route, ctx.request, params)
         pre = optional_attr(inst, "pre_connect", None)
         result = pre() if pre is not None else None
-        if inspect.isawaitable(result):
+        # PERF: no ``pre_connect`` (None) skips the awaitable check (an ABC isinstance check).
+        if result is not None and inspect.isawaitable(result):
             return _Pending(inst, result, True)
         return self._upgrade_or_fall(route, ctx, inst, result)
 
