@@ -62,6 +62,7 @@ from ..compiled import optional_attr
 from ..errors import report_error
 from ..protocol.close import CloseCode
 from ..protocol.connection import CLOSED, CLOSING, OPEN
+from .state import Corked
 
 if TYPE_CHECKING:
     from .state import ServerState
@@ -177,7 +178,7 @@ OUTBOX: Final = Outbox()
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
-class StreamConnection(asyncio.Protocol):
+class StreamConnection(asyncio.Protocol, Corked):
     """A WebSocket or an event stream, less its framing (see the module docstring)."""
 
     __slots__ = _SLOTS

@@ -14,7 +14,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from mypy_extensions import mypyc_attr
+from mypy_extensions import mypyc_attr, trait
 
 from ..config import ServerConfig
 from ..http.request import Request
@@ -23,12 +23,26 @@ from ..throttle import LogThrottle
 from .stats import ServerStats
 
 if TYPE_CHECKING:
-    from .connection import StreamConnection
     from .types import Application
 
-__all__ = ["ServerState"]
+__all__ = ["Corked", "ServerState"]
 
 log: Final = logging.getLogger("plezi")
+
+
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Corked:
+    """A connection whose writes wait for the end of the loop iteration (``mark_dirty``).
+
+    PERF: a mypyc trait rather than a protocol, so that marking and flushing a connection are C
+    calls when compiled (a publish marks every subscriber); the stream connections are one."""
+
+    __slots__ = ()
+
+    def flush(self) -> None:
+        """Write what is queued."""
+        raise NotImplementedError
 
 
 class _Timed(Protocol):
@@ -66,17 +80,15 @@ class ServerState:
         self.stats = ServerStats()
         #: A cluster worker's master: when it is gone (we were re-parented), shut down.
         self.master_pid: int | None = None
-        #: Connections with corked writes, flushed at the end of this loop iteration. PERF: typed
-        #: as the compiled class, so marking and flushing are C calls (a publish marks every
-        #: subscriber).
-        self._dirty: list[StreamConnection] = []
+        #: Connections with corked writes, flushed at the end of this loop iteration.
+        self._dirty: list[Corked] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
 
     # -- shared services for connections ----------------------------------------------------
 
-    def mark_dirty(self, conn: StreamConnection) -> None:
+    def mark_dirty(self, conn: Corked) -> None:
         """Flush ``conn`` at the end of this loop iteration (one write per iteration)."""
         dirty = self._dirty
         if not dirty:
