@@ -100,12 +100,11 @@ class SessionLogic:
         turn_seconds: float | None,
         deflate: DeflateParams | None,
     ) -> None:
-        """Set the session's attributes (a trait has no ``__init__``)."""
+        """Set the session's own attributes (a trait has no ``__init__``). ``state``, ``_out``
+        and ``_out_size`` are the concrete class's to set (the server's connection has them
+        from its stream base already)."""
         #: The agreed ``permessage-deflate`` parameters, or ``None`` (no compression).
         self.deflate = deflate
-        #: ``OPEN``, ``CLOSING`` (a close frame was queued, or the connection is failing or
-        #: being dropped), ``CLOSED`` (the transport is gone).
-        self.state = OPEN
         self.reader = WebSocketReader(
             self,
             max_message_size=max_message_size,
@@ -113,9 +112,6 @@ class SessionLogic:
             turn_seconds=turn_seconds,
             deflate=deflate is not None,
         )
-        #: Frames waiting to be sent, and their size in bytes.
-        self._out = []
-        self._out_size = 0
         #: ``(code, reason)`` of the close frame we queued (``code`` None: no status), and of
         #: the peer's; who started closing: ``"local"``, ``"remote"``, ``"error"`` (we failed
         #: the connection) or None.
@@ -327,9 +323,15 @@ class WebSocketSession(SessionLogic):
         turn_seconds: float | None = None,
         deflate: DeflateParams | None = None,
     ) -> None:
-        self._init_session(max_message_size, require_mask, turn_seconds, deflate)
+        #: ``OPEN``, ``CLOSING`` (a close frame was queued, or the connection is failing or
+        #: being dropped), ``CLOSED`` (the transport is gone).
+        self.state = OPEN
         #: When the state became ``CLOSING``, on the caller's clock.
         self._closing_at = 0.0
+        #: Frames waiting to be sent, and their size in bytes.
+        self._out: list[Any] = []
+        self._out_size = 0
+        self._init_session(max_message_size, require_mask, turn_seconds, deflate)
 
     def _closing(self, now: float) -> None:
         """Become ``CLOSING`` at ``now``."""
