@@ -53,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from run import SERVERS, cpu_seconds, descendants, free_port, rss_kib, settle
+from run import SERVERS, cpu_seconds, cpu_split, descendants, free_port, rss_kib, settle
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -460,10 +460,11 @@ def measure_server(
             time.sleep(2)
         server_before = settle(lambda: descendants(server.pid), 5, within_kib=256)
         kernel_before = kernel_bytes()
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = cpu_split(server.pid)
         clients = start_clients(procs, events, args, args.port_used, total)
         result = open_connections(events, clients, total, deadline)
-        server_cpu = cpu_seconds(server.pid) - cpu_before
+        cpu_after = cpu_split(server.pid)
+        server_user, server_kernel = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
         server_after = settle(lambda: descendants(server.pid), within_kib=256)
         kernel_after = kernel_bytes()
         client_rss = rss_kib([c.pid for c in clients])
@@ -476,7 +477,8 @@ def measure_server(
             client_kib=client_rss / n,
             client_us=client_cpu * 1e6 / n,
             server_mib=server_after / 1024,
-            cpu_us=server_cpu * 1e6 / n,
+            cpu_us=(server_user + server_kernel) * 1e6 / n,
+            user_us=server_user * 1e6 / n,
         )
         times = [broadcast(events, clients, i, deadline) for i in range(1, broadcasts + 1)]
         if times:
@@ -502,7 +504,7 @@ def report(name: str, r: dict[str, float]) -> None:
         f"{r['rate']:>8,.0f}/s  server {r['server_kib']:5.2f} KiB/conn "
         f"(RSS {r['server_mib']:,.0f} MiB)  kernel {r['kernel_kib']:5.2f} KiB/conn (both ends)"
         f"  clients {r['client_kib']:4.1f} KiB/conn  CPU per handshake: server "
-        f"{r['cpu_us']:.0f} us, clients {r['client_us']:.0f} us"
+        f"{r['cpu_us']:.0f} us ({r['user_us']:.0f} us user), clients {r['client_us']:.0f} us"
     )
     if "broadcast_s" in r:
         line += f"  broadcast to all {r['broadcast_s']:.2f} s (worst {r['broadcast_max_s']:.2f})"

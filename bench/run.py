@@ -191,16 +191,22 @@ def settle(pids: Callable[[], list[int]], seconds: float = 10, within_kib: int =
     return last
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time used by ``pid`` and its live descendants."""
-    total = 0
+def cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds used by ``pid`` and its live descendants: (user, kernel)."""
+    user = system = 0
     for p in descendants(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK, system / CLK
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used by ``pid`` and its live descendants."""
+    return sum(cpu_split(pid))
 
 
 def wait_port(port: int, timeout: float = 15) -> None:
