@@ -27,7 +27,7 @@ from plezi.protocol import (
     text_frame,
 )
 from plezi.protocol.frames import _apply_mask_py
-from plezi.protocol.reader import _JOIN_EVERY, MAX_EMPTY_FRAGMENTS
+from plezi.protocol.reader import _JOIN_EVERY, _NO_BYTES, _NO_PARTS, MAX_EMPTY_FRAGMENTS
 
 Event = tuple[object, ...]
 
@@ -334,6 +334,8 @@ def test_memory_held_is_bounded_by_the_limit(stream: bytes) -> None:
         parts = rd._frag_parts
         assert sum(map(len, parts)) <= rd._frag_size <= limit
         assert len(parts) <= _JOIN_EVERY + rd._frag_size // _JOIN_EVERY + 1
+        # The empty buffer and part list every idle reader shares are never written to.
+        assert _NO_BYTES == b"" and _NO_PARTS == []
 
 
 def test_empty_fragments_cost_no_memory() -> None:

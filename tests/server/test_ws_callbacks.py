@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from wsclient import RawClient, connect, small_send_buffer
 
 import plezi
-from helpers import ROOT, UNIT, loop_turns
+from helpers import ROOT, UNIT, loop_turns, wait_for
 from plezi.protocol.frames import OP_BINARY, OP_CONT, OP_TEXT, encode_frame
 
 EXAMPLES = ROOT / "examples"
@@ -894,3 +894,36 @@ def test_a_bad_header_set_in_pre_connect_gets_500_not_a_dropped_connection(serve
     assert data.startswith(b"HTTP/1.1 500")
     assert b"Injected" not in data
     assert any("cannot accept the WebSocket" in r.getMessage() for r in caplog.records)
+
+
+# -- what a held connection keeps ------------------------------------------------------------
+
+
+def test_held_connections_share_equal_header_values(serve: Any) -> None:
+    """MEMORY: every WebSocket keeps its upgrade request for its whole life; header values
+    equal across connections (``Host``, ``User-Agent``...) are one shared string, while the
+    request's own key stays its own, and every value reads as the client sent it."""
+    seen: list[dict[str, str]] = []
+
+    class Keep(Echo):
+        def on_open(self) -> None:
+            seen.append(self.request.headers)  # type: ignore[attr-defined]
+
+    running = serve(echo_app(Keep))
+    agent = "plezi-test/1.0 (" + "x" * 100 + ")"
+    long = "y" * 300  # past the length that is shared: kept as it is
+    headers = {"X-Long": long}
+    options: dict[str, Any] = {"additional_headers": headers, "user_agent_header": agent}
+    with connect(running.ws_url, **options) as a, connect(running.ws_url, **options) as b:
+        wait_for(lambda: len(seen) == 2, "both on_open")
+        a.send("1")
+        b.send("2")
+        assert (a.recv(5 * UNIT), b.recv(5 * UNIT)) == ("1", "2")
+    first, second = seen
+    for name in ("host", "user-agent", "upgrade", "sec-websocket-version"):
+        assert first[name] == second[name]
+        assert first[name] is second[name], name
+    assert first["user-agent"] == agent
+    assert first["x-long"] == second["x-long"] == long
+    assert first["x-long"] is not second["x-long"]
+    assert first["sec-websocket-key"] != second["sec-websocket-key"]

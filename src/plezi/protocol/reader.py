@@ -48,6 +48,13 @@ _TURN_STEP: Final = 4096
 #: connection with 1008. They add nothing to the message, so its size limit does not bound
 #: them (a client could send them forever), and no real sender needs more than a handful.
 MAX_EMPTY_FRAGMENTS: Final = 1024
+# MEMORY: a reader with nothing buffered and no fragmented message in progress (almost every
+# one, almost always) holds these two shared empty objects, not an empty bytearray and an
+# empty list of its own (~112 bytes per connection). They are never mutated: ``_buf`` is
+# appended to only while it holds bytes, ``_frag_parts`` only while a fragmented message is
+# in progress, and each gets a new object of its own when that begins.
+_NO_BYTES: Final = bytearray()
+_NO_PARTS: Final[list[typing.Any]] = []
 
 
 def _first_byte_error(b0: int, deflate: bool = False) -> str | None:
@@ -179,8 +186,8 @@ class WebSocketReader:
         self._fast = require_mask and self._max_size >= 125
         #: True once a close frame or an error was reported; feed() then ignores input.
         self.closed = False
-        # Bytes of an incomplete frame (empty in the common case).
-        self._buf = bytearray()
+        # Bytes of an incomplete frame (empty in the common case: see _NO_BYTES).
+        self._buf = _NO_BYTES
         # How many bytes _buf must hold before parsing is worth retrying.
         self._need = 0
         # Fragmented message in progress: its opcode (0 = none), size so far and
@@ -188,7 +195,7 @@ class WebSocketReader:
         # each stand for up to ``_JOIN_EVERY`` fragments (see ``_continue``).
         self._frag_op = 0
         self._frag_size = 0
-        self._frag_parts: list[typing.Any] = []
+        self._frag_parts = _NO_PARTS
         self._frag_joined = 0
         # Empty fragments of the message in progress (see MAX_EMPTY_FRAGMENTS).
         self._frag_empty = 0
@@ -419,7 +426,7 @@ class WebSocketReader:
                         else:
                             self._frag_op = 2
                             self._frag_size = length
-                            self._frag_parts.append(payload)
+                            self._frag_parts = [payload]
                     elif opcode == 0:
                         if self._continue(payload, length, b0 & 0x80):
                             return False
@@ -452,22 +459,26 @@ class WebSocketReader:
             raise
         self._need = need
         if data is buf:
-            # PERF: deleting a bytearray prefix only moves its start offset.
-            del buf[:pos]
+            if pos >= end:
+                self._buf = _NO_BYTES  # (MEMORY: an idle connection holds no buffer)
+            else:
+                # PERF: deleting a bytearray prefix only moves its start offset.
+                del buf[:pos]
         elif pos < end:
             # PERF: only the bytes of an incomplete frame (or those past the end of a
-            # turn) are ever buffered.
-            buf += memoryview(data)[pos:]
+            # turn) are ever buffered. (``buf`` is empty here: ``data`` is the buffer
+            # whenever it holds bytes.)
+            self._buf = bytearray(memoryview(data)[pos:])
         # The turn is over when the loop stopped before the end of complete frames.
         return pos < end and not need
 
     def _reset(self) -> None:
         """Drop every buffered byte and fragment (the reader is closed)."""
-        self._buf = bytearray()
+        self._buf = _NO_BYTES
         self._need = 0
         self._frag_op = 0
         self._frag_size = 0
-        self._frag_parts = []
+        self._frag_parts = _NO_PARTS
         self._frag_joined = 0
         self._frag_empty = 0
         self._decoder = None
@@ -532,7 +543,7 @@ class WebSocketReader:
         else:
             self._frag_op = 2
             self._frag_size = length
-            self._frag_parts.append(data)
+            self._frag_parts = [data]
         self._frag_deflate = True
         return False
 
@@ -551,7 +562,7 @@ class WebSocketReader:
             return True
         self._frag_op = 1
         self._frag_size = length
-        self._frag_parts.append(part)
+        self._frag_parts = [part]
         return False
 
     def _continue(self, payload: bytes, length: int, fin: int) -> bool:
@@ -604,7 +615,7 @@ class WebSocketReader:
         if not fin:
             return False
         message: str | bytes = ("" if text else b"").join(parts)
-        self._frag_parts = []
+        self._frag_parts = _NO_PARTS
         self._frag_joined = 0
         self._frag_empty = 0
         self._frag_op = 0

@@ -145,9 +145,42 @@ _METHODS: Final[dict[bytes, str]] = {
 #: sending random names only makes the cache stop growing).
 _HEADER_NAMES: Final[dict[bytes, str]] = {}
 _HEADER_NAMES_MAX: Final = 512
+#: Header values shared by the requests that long-lived connections keep (see
+#: ``share_header_values``). Bounded by emptying it when full: a client sending random values
+#: only makes it refill.
+_HEADER_VALUES: Final[dict[str, str]] = {}
+_HEADER_VALUES_MAX: Final = 1024
+_HEADER_VALUE_MAX: Final = 256
+_UNIQUE_VALUES: Final = frozenset(("sec-websocket-key", "cookie", "authorization"))
 #: A valid ``Host`` value (RFC 9110 section 7.2): an IP literal or a reg-name, then a port
 #: (its range is checked apart: see ``_check_host``).
 _HOST: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
+#: ``Host`` values found valid (PERF: every new connection names the same few hosts; the
+#: regular expression ran once per connection). Bounded like _HEADER_VALUES.
+_VALID_HOSTS: Final[set[str]] = set()
+_VALID_HOSTS_MAX: Final = 256
+
+
+def share_header_values(headers: dict[str, str]) -> None:
+    """Replace the values of ``headers`` by equal strings shared with earlier requests.
+
+    MEMORY: a WebSocket or SSE connection keeps its request, headers included, for as long as
+    it lives, and most values (``Host``, ``Upgrade``, ``User-Agent``, ``Origin``...) are the
+    same on every connection: one string each for all, not one per connection (~60 bytes and
+    more per header). Done once per long-lived connection, never per plain request (whose
+    strings are freed with it). Values longer than ``_HEADER_VALUE_MAX`` and those unique to a
+    request are left alone.
+    """
+    for key, value in headers.items():
+        if len(value) > _HEADER_VALUE_MAX or key in _UNIQUE_VALUES:
+            continue
+        shared = _HEADER_VALUES.get(value)
+        if shared is None:
+            if len(_HEADER_VALUES) >= _HEADER_VALUES_MAX:
+                _HEADER_VALUES.clear()
+            _HEADER_VALUES[value] = value
+        elif shared is not value:
+            headers[key] = shared  # (a value replaced: the dict's size does not change)
 
 
 class _Limit(Exception):
@@ -699,12 +732,16 @@ class HttpProtocol(asyncio.Protocol):
                 raise _Limit(400, "Bad Request: no Host header")
             return
         value = host.strip(" \t")
-        match = _HOST.fullmatch(value)
-        if match is None:
-            raise _Limit(400, "Bad Request: invalid Host header")
-        port = match.group(1)
-        if port and (len(port) > 5 or int(port) > 65535):
-            raise _Limit(400, "Bad Request: invalid port in the Host header")
+        if value not in _VALID_HOSTS:
+            match = _HOST.fullmatch(value)
+            if match is None:
+                raise _Limit(400, "Bad Request: invalid Host header")
+            port = match.group(1)
+            if port and (len(port) > 5 or int(port) > 65535):
+                raise _Limit(400, "Bad Request: invalid port in the Host header")
+            if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
+                _VALID_HOSTS.clear()
+            _VALID_HOSTS.add(value)
         headers["host"] = value
         if value == host and self._url[:1] == b"/":
             self._host = value
@@ -977,6 +1014,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(handshake)
         if self.server.config.verbose:
             self._log_switch(request, "101 WebSocket")
+        share_header_values(request.headers)
         self._hand_over(WebSocketConnection, reply, rest, deflate=deflate)
 
     # -- Server-Sent Events -----------------------------------------------------------------
@@ -997,6 +1035,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_and_close(head, close=False)
         if self.server.config.verbose:
             self._log_switch(request, "200 SSE")
+        share_header_values(request.headers)
         self._hand_over(SseConnection, upgrade, b"")
 
     def _hand_over(
