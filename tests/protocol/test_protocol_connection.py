@@ -18,6 +18,7 @@ from plezi.protocol import (
     OP_TEXT,
     OPEN,
     CloseCode,
+    MessageSink,
     WebSocketSession,
     close_frame,
     encode_frame,
@@ -293,3 +294,29 @@ def test_unframe_returns_each_frames_opcode_and_payload() -> None:
         (OP_CLOSE, b"\x03\xe8r"),
         (OP_PONG, b""),
     ]
+
+
+class Collecting(WebSocketSession):
+    """A session subclass (interpreted, in either mode) that takes the messages itself."""
+
+    __slots__ = ("got",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[str | bytes] = []
+
+    def on_ws_message(self, data: str | bytes) -> None:
+        self.got.append(data)
+
+
+def test_a_subclass_overriding_on_ws_message_gets_every_message() -> None:
+    """The reader hands messages to a session by a direct call (``MessageSink``); compiled, a
+    Python subclass's override must still be the method called, on every path of the reader:
+    the single-frame fast path, several frames in one read, and a fragmented message."""
+    ws = Collecting()
+    assert isinstance(ws, MessageSink)
+    ws.receive_data(client(OP_TEXT, b"one"))
+    ws.receive_data(client(OP_BINARY, b"two") + client(OP_TEXT, b"three"))
+    ws.receive_data(client(OP_TEXT, b"fo", fin=False) + client(OP_CONT, b"ur"))
+    assert ws.got == ["one", b"two", "three", "four"]
+    assert ws.events_received() == []  # (the base class's delivery did not run)

@@ -63,7 +63,13 @@ from .handshake import (
     subprotocol_token,
     validate_upgrade,
 )
-from .reader import MAX_EMPTY_FRAGMENTS, TURN_SECONDS, FrameHandler, WebSocketReader
+from .reader import (
+    MAX_EMPTY_FRAGMENTS,
+    TURN_SECONDS,
+    FrameHandler,
+    MessageSink,
+    WebSocketReader,
+)
 from .sse import sse_comment, sse_event
 
 __all__ = [
@@ -91,6 +97,7 @@ __all__ = [
     "FrameHandler",
     "HandshakeError",
     "Inflater",
+    "MessageSink",
     "MessageTooBig",
     "OriginPolicy",
     "SessionLogic",

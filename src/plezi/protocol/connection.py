@@ -41,7 +41,7 @@ from mypy_extensions import mypyc_attr, trait
 from .close import CloseCode
 from .deflate import DeflateParams, compressed_frame
 from .frames import OP_BINARY, OP_TEXT, binary_frame, close_frame, pong_frame, text_frame
-from .reader import WebSocketReader
+from .reader import MessageSink, WebSocketReader
 
 __all__ = [
     "CLOSED",
@@ -72,7 +72,7 @@ _NO_SLOTS: tuple[str, ...] = ()
 
 @trait
 @mypyc_attr(allow_interpreted_subclasses=True)
-class SessionLogic:
+class SessionLogic(MessageSink):
     """What :class:`WebSocketSession` does, on any class with its attributes (see the module
     docstring): a mypyc trait, so that the server's connection can be a
     :class:`~plezi.server.connection.StreamConnection` and a session at once. PERF: compiled,

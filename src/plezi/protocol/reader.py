@@ -13,11 +13,19 @@ import time
 import typing
 from typing import Final
 
+from mypy_extensions import mypyc_attr, trait
+
 from .close import CloseCode, is_valid_close_code
 from .deflate import DeflateError, Inflater, MessageTooBig
 from .frames import apply_mask
 
-__all__ = ["MAX_EMPTY_FRAGMENTS", "TURN_SECONDS", "FrameHandler", "WebSocketReader"]
+__all__ = [
+    "MAX_EMPTY_FRAGMENTS",
+    "TURN_SECONDS",
+    "FrameHandler",
+    "MessageSink",
+    "WebSocketReader",
+]
 
 _U16: Final = struct.Struct("!H")
 _U64: Final = struct.Struct("!Q")
@@ -89,7 +97,8 @@ _DEFLATE_BYTE_ERRORS: Final[tuple[str | None, ...]] = tuple(
 class FrameHandler(typing.Protocol):
     """What :class:`WebSocketReader` reports to.
 
-    The reader looks the methods up once, at construction.
+    The reader binds ``on_ws_message`` once, at construction (unless the handler is a
+    :class:`MessageSink`); the other methods are looked up when they are called.
     """
 
     def on_ws_message(self, data: str | bytes) -> None:
@@ -110,6 +119,29 @@ class FrameHandler(typing.Protocol):
         ``reason`` is a short, fixed human text for the log; it never contains
         peer data.
         """
+
+
+#: ``__slots__`` of :class:`MessageSink`: empty, named rather than written out (see
+#: ``plezi.protocol.connection._NO_SLOTS``).
+_NO_SLOTS: tuple[str, ...] = ()
+
+
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
+class MessageSink:
+    """A :class:`FrameHandler` whose messages the reader hands over by a direct call: the
+    WebSocket session (:class:`~.connection.SessionLogic`) is one.
+
+    PERF and MEMORY: compiled, the call is native (no Python call per message) and the reader
+    keeps no bound method of its handler (72 bytes per connection). Any other handler works as
+    well, through its bound ``on_ws_message``.
+    """
+
+    __slots__ = _NO_SLOTS
+
+    def on_ws_message(self, data: str | bytes) -> None:
+        """A complete message (see :class:`FrameHandler`)."""
+        raise NotImplementedError
 
 
 class WebSocketReader:
@@ -157,6 +189,7 @@ class WebSocketReader:
         "_max_size",
         "_need",
         "_on_message",
+        "_sink",
         "_step",
         "_turn_seconds",
         "_wire_max",
@@ -173,11 +206,17 @@ class WebSocketReader:
         turn_seconds: float | None = None,
         deflate: bool = False,
     ) -> None:
-        # PERF: the message callback is bound once per connection (no attribute lookup per
-        # message); the rare ones (ping, pong, close, error) are looked up when they happen,
-        # which saves four bound methods (~256 bytes) per connection.
+        # PERF: the message callback is a direct call on a MessageSink, else bound once per
+        # connection (no attribute lookup per message); the rare ones (ping, pong, close,
+        # error) are looked up when they happen, which saves four bound methods (~256 bytes)
+        # per connection.
         self._handler = handler
-        self._on_message = handler.on_ws_message
+        self._sink: MessageSink | None = None
+        self._on_message: typing.Callable[[str | bytes], None] = _ignore_message
+        if isinstance(handler, MessageSink):
+            self._sink = handler
+        else:
+            self._on_message = handler.on_ws_message
         # Compared against the MASK bit of each frame's second header byte.
         self._mask_bit = 0x80 if require_mask else 0
         # Python ints are unbounded, so "no limit" is just a bound no frame reaches.
@@ -269,14 +308,14 @@ class WebSocketReader:
                     try:
                         payload = apply_mask(data[hlen:], data[hlen - 4 : hlen])
                         if data[0] == 0x82:
-                            self._on_message(payload)
+                            self._deliver(payload)
                             return False
                         try:
                             text = payload.decode()
                         except UnicodeDecodeError:
                             self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                             return False
-                        self._on_message(text)
+                        self._deliver(text)
                         return False
                     except BaseException:
                         self._reset()
@@ -411,7 +450,7 @@ class WebSocketReader:
                             except UnicodeDecodeError:
                                 self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                                 return False
-                            self._on_message(text)
+                            self._deliver(text)
                         elif b0 & 0x40:
                             if self._compressed(b0, payload, length):
                                 return False
@@ -419,7 +458,7 @@ class WebSocketReader:
                             return False
                     elif opcode == 2:
                         if b0 == 0x82:
-                            self._on_message(payload)
+                            self._deliver(payload)
                         elif b0 & 0x40:
                             if self._compressed(b0, payload, length):
                                 return False
@@ -505,7 +544,16 @@ class WebSocketReader:
         self.closed = True
         self._reset()
         self._handler = _IGNORE
-        self._on_message = _IGNORE.on_ws_message
+        self._sink = None
+        self._on_message = _ignore_message
+
+    def _deliver(self, data: str | bytes) -> None:
+        """Hand a complete message to the handler (see :class:`MessageSink`)."""
+        sink = self._sink
+        if sink is not None:
+            sink.on_ws_message(data)
+        else:
+            self._on_message(data)
 
     def _inflate(self, payload: bytes, fin: int) -> bytes | None:
         """The next frame of a compressed message, inflated; ``None`` (the connection failing
@@ -533,12 +581,12 @@ class WebSocketReader:
                 except UnicodeDecodeError:
                     self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
                     return True
-                self._on_message(text)
+                self._deliver(text)
                 return False
             if self._start_text(data, length):
                 return True
         elif fin:
-            self._on_message(data)
+            self._deliver(data)
             return False
         else:
             self._frag_op = 2
@@ -621,7 +669,7 @@ class WebSocketReader:
         self._frag_op = 0
         self._frag_size = 0
         self._frag_deflate = False
-        self._on_message(message)
+        self._deliver(message)
         return False
 
     def _close(self, payload: bytes) -> None:
@@ -668,6 +716,11 @@ class _Ignore:
 
 
 _IGNORE: Final = _Ignore()
+
+
+def _ignore_message(data: str | bytes) -> None:
+    """The message callback of a reader whose handler is a MessageSink, or that was released
+    (never called: see ``_deliver``)."""
 
 
 def _bad_utf8_tail(decoder: codecs.IncrementalDecoder) -> bool:

@@ -221,8 +221,9 @@ class StreamConnection(asyncio.Protocol, Corked):
         self._paused_for = 0
         self._write_paused = False
         self._serial = next(_counter)
-        #: Functions to call when the connection is lost (pub/sub unsubscribes), or ``None``.
-        self._cleanup: list[Callable[[], object]] | None = None
+        #: What to call once the connection is lost (``add_cleanup``: pub/sub unsubscribes):
+        #: ``None``, one callable, or a list of them.
+        self._cleanup: Callable[[], object] | list[Callable[[], object]] | None = None
         #: The slow-consumer policy is "drop" and messages are being dropped right now.
         self._dropping = False
 
@@ -292,7 +293,7 @@ class StreamConnection(asyncio.Protocol, Corked):
         if self.server.streams.pop(self._serial, None) is not None:
             self.server.stats.fold(self)
         cleanup, self._cleanup = self._cleanup, None
-        for func in cleanup or ():
+        for func in () if cleanup is None else cleanup if isinstance(cleanup, list) else (cleanup,):
             try:
                 func()
             except Exception:
@@ -311,9 +312,14 @@ class StreamConnection(asyncio.Protocol, Corked):
 
     def add_cleanup(self, func: Callable[[], object]) -> None:
         """Call ``func`` once the connection is lost (before ``on_close``)."""
-        if self._cleanup is None:
-            self._cleanup = []
-        self._cleanup.append(func)
+        # MEMORY: one callable (a controller's subscriptions) needs no list of its own.
+        cleanup = self._cleanup
+        if cleanup is None:
+            self._cleanup = func
+        elif isinstance(cleanup, list):
+            cleanup.append(func)
+        else:
+            self._cleanup = [cleanup, func]
 
     def run_handler(self, handler: Any, message: Any) -> None:
         """Run a pub/sub ``handler`` bound to this connection, in its callback order."""

@@ -51,6 +51,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -95,6 +96,7 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         *SESSION_SLOTS,
         "_deflate_sends",
         "_msg_async",
+        "_msg_function",
         "_on_message",
         "_ping_at",
         "deflate_broadcasts",
@@ -120,8 +122,14 @@ class WebSocketConnection(StreamConnection, SessionLogic):
             deflate is not None and deflate.can_compress and server.config.compression == "on"
         )
         self._ping_at = 0.0
-        # PERF: bound once; a message costs one Python call into the user's method.
-        self._on_message: Callable[[Any], Any] | None = optional_attr(handler, "on_message", None)
+        # PERF: looked up once; a message costs one Python call into the user's method.
+        # MEMORY: a method of the controller's class is kept as its function, called with the
+        # controller, rather than as a bound method per connection (64 bytes each).
+        on_message = optional_attr(handler, "on_message", None)
+        self._msg_function = type(on_message) is MethodType and on_message.__self__ is handler
+        self._on_message: Callable[..., Any] | None = (
+            on_message.__func__ if self._msg_function else on_message
+        )
         self._msg_async = "on_message" in route.async_names
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -264,12 +272,16 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         if cb is None or self.state == CLOSED:
             return
         if self._queue is not None:
-            self._enqueue(cb, data, self._msg_async)
+            self._enqueue(
+                MethodType(cb, self.handler) if self._msg_function else cb, data, self._msg_async
+            )
         elif self._msg_async:
-            self._start_async(cb(data), "on_message")
+            self._start_async(
+                cb(self.handler, data) if self._msg_function else cb(data), "on_message"
+            )
         else:
             try:
-                result = cb(data)
+                result = cb(self.handler, data) if self._msg_function else cb(data)
             except Exception as exc:  # user code must not take the server down
                 log.exception("error in %s.on_message", type(self.handler).__name__)
                 report_error(exc)
