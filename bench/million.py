@@ -29,8 +29,8 @@ of ``--servers`` (names from bench/run.py), no broadcast.
 
 Bounded: every wait has a deadline, and the whole run stops after ``--timeout`` seconds. Every
 process started here (server, workers, clients) is killed at the end, on an error, on Ctrl+C and
-on SIGTERM. Needs: Linux, memory (about 4 KiB server + 10 KiB kernel + 5 KiB client per
-connection: ~20 GiB for a million), ``fs.file-max`` above 2 x N, the loopback range 127.0.0.0/8.
+on SIGTERM. Needs: Linux, memory (about 3 KiB server + 10 KiB kernel + 5 KiB client per
+connection: ~18 GiB for a million), ``fs.file-max`` above 2 x N, the loopback range 127.0.0.0/8.
 """
 
 from __future__ import annotations
