@@ -285,13 +285,11 @@ class ControllerRoute:
 
 
 def new_instance(route: ControllerRoute, request: Any, params: Mapping[str, Any]) -> Controller:
-    """A fresh controller for one request; plezi's state is set before the user's ``__init__``."""
+    """A fresh controller for one request; plezi's state is set before the user's ``__init__``
+    (``_pl_response``, ``_pl_cookies`` and ``_pl_conn`` start as the class's ``None``)."""
     inst = route.cls.__new__(route.cls)
     inst._pl_request = request
     inst._pl_params = params  # type: ignore[assignment]
-    inst._pl_response = None
-    inst._pl_cookies = None
-    inst._pl_conn = None
     if route.has_init:
         route.cls.__init__(inst)
     return inst
