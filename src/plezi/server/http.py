@@ -157,8 +157,17 @@ _UNIQUE_VALUES: Final = frozenset(("sec-websocket-key", "cookie", "authorization
 _HOST: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
 #: ``Host`` values found valid (PERF: every new connection names the same few hosts; the
 #: regular expression ran once per connection). Bounded like _HEADER_VALUES.
-_VALID_HOSTS: Final[set[str]] = set()
+_VALID_HOSTS: Final[dict[str, str]] = {}
 _VALID_HOSTS_MAX: Final = 256
+
+
+def _remember(cache: dict[str, str], value: str, limit: int) -> None:
+    """Keep ``value`` in ``cache`` (a bounded cache of strings by themselves), emptying it first
+    when it holds ``limit``: a client sending ever new values only makes it refill, where
+    evicting one by one would cost more on every miss than the few misses after a reset."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[value] = value
 
 
 def share_header_values(headers: dict[str, str]) -> None:
@@ -176,9 +185,7 @@ def share_header_values(headers: dict[str, str]) -> None:
             continue
         shared = _HEADER_VALUES.get(value)
         if shared is None:
-            if len(_HEADER_VALUES) >= _HEADER_VALUES_MAX:
-                _HEADER_VALUES.clear()
-            _HEADER_VALUES[value] = value
+            _remember(_HEADER_VALUES, value, _HEADER_VALUES_MAX)
         elif shared is not value:
             headers[key] = shared  # (a value replaced: the dict's size does not change)
 
@@ -739,9 +746,7 @@ class HttpProtocol(asyncio.Protocol):
             port = match.group(1)
             if port and (len(port) > 5 or int(port) > 65535):
                 raise _Limit(400, "Bad Request: invalid port in the Host header")
-            if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
-                _VALID_HOSTS.clear()
-            _VALID_HOSTS.add(value)
+            _remember(_VALID_HOSTS, value, _VALID_HOSTS_MAX)
         headers["host"] = value
         if value == host and self._url[:1] == b"/":
             self._host = value

@@ -272,15 +272,12 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         if cb is None or self.state == CLOSED:
             return
         if self._queue is not None:
-            self._enqueue(
-                MethodType(cb, self.handler) if self._msg_function else cb, data, self._msg_async
-            )
+            self._enqueue(self._bound_on_message(cb), data, self._msg_async)
         elif self._msg_async:
-            self._start_async(
-                cb(self.handler, data) if self._msg_function else cb(data), "on_message"
-            )
+            self._start_async(self._bound_on_message(cb)(data), "on_message")
         else:
             try:
+                # PERF: the common path calls the function with the controller: no bound method.
                 result = cb(self.handler, data) if self._msg_function else cb(data)
             except Exception as exc:  # user code must not take the server down
                 log.exception("error in %s.on_message", type(self.handler).__name__)
@@ -290,6 +287,11 @@ class WebSocketConnection(StreamConnection, SessionLogic):
             # (a decorator) returns an awaitable, which is awaited like a declared one.
             if result is not None and inspect.isawaitable(result):
                 self._start_async(result, "on_message")
+
+    def _bound_on_message(self, cb: Callable[..., Any]) -> Callable[..., Any]:
+        """The user's ``on_message`` as a callable of the message alone, for the paths that
+        keep it for later (a queued message, an async one)."""
+        return MethodType(cb, self.handler) if self._msg_function else cb
 
     def peer_closed(self, code: int | None) -> None:
         # Messages read before the close frame may still be in the hands of async callbacks:
