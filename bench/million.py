@@ -22,7 +22,8 @@ message received is published to it):
   (socket buffers), after minus before, over N. Both ends are on this machine, so this counts a
   server socket AND a client socket per connection; other processes' activity adds noise;
 * broadcast: one client sends a message; the time until the last connection received it
-  (CLOCK_MONOTONIC is one clock for every process), ``--broadcasts`` times.
+  (CLOCK_MONOTONIC is one clock for every process), ``--broadcasts`` times; with the kernel's
+  TCP retransmissions and time under TCP memory pressure during them (``tcp_counters``).
 
 ``--handshakes`` measures the open rate and memory per connection of ONE server process of each
 of ``--servers`` (names from bench/run.py), no broadcast.
@@ -341,6 +342,23 @@ def kernel_bytes() -> int:
     return slab + tcp_pages * PAGE
 
 
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TCP counters that say a broadcast was slowed by more than its work: segments
+    retransmitted (``RetransSegs``, tail-loss probes included: a client that takes seconds to
+    read leaves the server's sends unacknowledged), retransmission timeouts (``TCPTimeouts``)
+    and milliseconds spent under TCP memory pressure (``TCPMemoryPressuresChrono``: socket
+    buffers over ``net.ipv4.tcp_mem``'s middle value, when the kernel trims them; counted when
+    the pressure ends). Counted for the whole machine (its network namespace)."""
+    values: dict[str, int] = {}
+    for path, prefix in (("/proc/net/snmp", "Tcp:"), ("/proc/net/netstat", "TcpExt:")):
+        rows = [line.split() for line in Path(path).read_text().splitlines()]
+        rows = [row for row in rows if row[:1] == [prefix]]
+        for names, numbers in zip(rows[::2], rows[1::2], strict=True):
+            values.update(zip(names[1:], map(int, numbers[1:]), strict=True))
+    keys = ("RetransSegs", "TCPTimeouts", "TCPMemoryPressuresChrono")
+    return {key: values.get(key, 0) for key in keys}
+
+
 def wait_port(port: int, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:
@@ -497,8 +515,14 @@ def measure_server(
         # over all of them (the load generator shares the machine; see bench/README).
         server_cpu0 = cpu_split(server.pid)
         client_cpu0 = sum(cpu_seconds(c.pid) for c in clients)
+        tcp0 = tcp_counters()
         times = [broadcast(events, clients, i, deadline) for i in range(1, broadcasts + 1)]
         if times:
+            tcp1 = tcp_counters()
+            result["retransmitted"] = (tcp1["RetransSegs"] - tcp0["RetransSegs"]) / len(times)
+            result["rto"] = (tcp1["TCPTimeouts"] - tcp0["TCPTimeouts"]) / len(times)
+            pressure = tcp1["TCPMemoryPressuresChrono"] - tcp0["TCPMemoryPressuresChrono"]
+            result["pressure_s"] = pressure / 1000 / len(times)
             result["broadcast_s"] = statistics.median(times)
             result["broadcast_max_s"] = max(times)
             user, kernel = (a - b for a, b in zip(cpu_split(server.pid), server_cpu0, strict=True))
@@ -533,7 +557,9 @@ def report(name: str, r: dict[str, float]) -> None:
             f"  broadcast to all {r['broadcast_s']:.2f} s (median; worst "
             f"{r['broadcast_max_s']:.2f}), CPU per broadcast: server "
             f"{r['broadcast_server_s']:.2f} s ({r['broadcast_server_user_s']:.2f} s user), "
-            f"clients {r['broadcast_clients_s']:.2f} s"
+            f"clients {r['broadcast_clients_s']:.2f} s; kernel per broadcast: "
+            f"{r['retransmitted']:,.0f} segments retransmitted ({r['rto']:,.0f} timeouts), "
+            f"{r['pressure_s']:.1f} s under TCP memory pressure"
         )
     print(line, flush=True)
 
