@@ -530,6 +530,21 @@ def measure_server(
             result["broadcast_server_user_s"] = user / len(times)
             clients_cpu = sum(cpu_seconds(c.pid) for c in clients) - client_cpu0
             result["broadcast_clients_s"] = clients_cpu / len(times)
+        if args.hold:
+            # What holding the connections costs with nothing sent: the reaper's sweeps, pings
+            # and their pongs (every ``ping_interval`` of silence), the cluster's own traffic.
+            server_cpu0, client_cpu0 = (
+                cpu_split(server.pid),
+                sum(cpu_seconds(c.pid) for c in clients),
+            )
+            t0 = time.monotonic()
+            time.sleep(max(0.0, min(args.hold, deadline - t0 - 30)))
+            held = time.monotonic() - t0
+            user, kernel = (a - b for a, b in zip(cpu_split(server.pid), server_cpu0, strict=True))
+            result["hold_s"] = held
+            result["hold_server"] = (user + kernel) / held
+            result["hold_server_user"] = user / held
+            result["hold_clients"] = (sum(cpu_seconds(c.pid) for c in clients) - client_cpu0) / held
         for c in clients:
             if c.stdin is not None and c.poll() is None:
                 try:
@@ -561,6 +576,12 @@ def report(name: str, r: dict[str, float]) -> None:
             f"{r['retransmitted']:,.0f} segments retransmitted ({r['rto']:,.0f} timeouts), "
             f"{r['pressure_s']:.1f} s under TCP memory pressure"
         )
+    if "hold_s" in r:
+        line += (
+            f"  held {r['hold_s']:.0f} s idle: server {r['hold_server']:.1%} of a core "
+            f"({r['hold_server_user']:.1%} user; {r['hold_server'] * 1e6 / r['opened']:.2f} us "
+            f"per connection per second), clients {r['hold_clients']:.1%}"
+        )
     print(line, flush=True)
 
 
@@ -574,6 +595,9 @@ def main() -> None:
     p.add_argument("--per-address", type=int, default=2000, help="connections per source address")
     p.add_argument("--inflight", type=int, default=256, help="handshakes in flight per client")
     p.add_argument("--broadcasts", type=int, default=3)
+    p.add_argument(
+        "--hold", type=float, default=0, help="then hold the connections idle this many seconds"
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
     p.add_argument("--log", help="append the servers' output to this file")
     p.add_argument("--handshakes", action="store_true", help="one process of each --servers")

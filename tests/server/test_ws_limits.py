@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -416,6 +417,59 @@ def test_close_handshake_times_out_when_the_client_never_answers(serve: Any) -> 
     assert waited >= 0.5 * close_timeout
     assert waited < close_timeout + 2 * UNIT
     assert closed.wait(5 * UNIT)
+
+
+def test_the_reaper_visits_open_streams_at_the_pings_pace_and_the_rest_every_tick(
+    serve: Any,
+) -> None:
+    """An open WebSocket's deadlines are the ping's (tens of seconds): the reaper checks it every
+    quarter of the shorter of ``ping_interval`` and ``ping_timeout``, not on every tick. An HTTP
+    connection, and a WebSocket once it is closing, are checked on every tick (their deadlines
+    are seconds away), and a closing WebSocket still ends on time."""
+    opened = threading.Event()
+
+    class Closer:
+        def on_open(self) -> None:
+            opened.set()
+
+        def on_message(self, data: Any) -> None:
+            self.close()  # type: ignore[attr-defined]
+
+    app = plezi.App()
+    app.route("/", Closer)
+    close_timeout = 0.3 * UNIT
+    running = serve(app, close_timeout=close_timeout, ping_interval=40.0, ping_timeout=20.0)
+    server = running.server
+    assert server._stream_sweep_interval() == 5.0
+    assert server._tick_interval() <= close_timeout / 4
+
+    def visited() -> tuple[bool, bool, bool, bool]:
+        """(the WebSocket, the HTTP connection) in a tick's visit between two stream sweeps,
+        then the same at a stream sweep."""
+        ws = next(iter(server.streams.values()))
+        (http,) = (c for c in server.connections if c is not ws)
+        now = server.now
+        server._streams_due = now + 5.0  # the open streams were just checked
+        between = server._due(now)
+        at_sweep = server._due(now + 5.0)
+        return ws in between, http in between, ws in at_sweep, http in at_sweep
+
+    with (
+        RawClient(running.port) as client,
+        socket.create_connection(("127.0.0.1", running.port), timeout=5 * UNIT) as http,
+    ):
+        assert opened.wait(5 * UNIT)
+        http.sendall(b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert http.recv(4096).startswith(b"HTTP/1.1 404")  # answered, kept alive
+        assert running.call(visited) == (False, True, True, True)
+        client.send_raw(frame(OP_TEXT, b"close please"))
+        assert client.recv_close() == 1000
+        # Closing: its deadline is close_timeout away, so every tick visits it.
+        assert running.call(visited) == (True, True, True, True)
+        sent = time.monotonic()
+        assert frames_until_eof(client, 5 * UNIT) == []  # never answered: cut
+        assert time.monotonic() - sent < close_timeout + 2 * UNIT
+    assert running.call(lambda: len(server.quick) <= 1)  # the HTTP connection at most
 
 
 def test_messages_sent_after_the_server_close_do_not_reopen_it(serve: Any) -> None:

@@ -244,6 +244,8 @@ class StreamConnection(asyncio.Protocol, Corked):
     def _closing(self, now: float) -> None:
         self.state = CLOSING
         self._closing_at = now
+        # Its deadline is now ``close_timeout`` away: checked on every reaper tick.
+        self.server.quick.add(self)
 
     def close_expired(self, now: float, timeout: float) -> bool:
         """Whether closing began more than ``timeout`` before ``now`` (the reaper then drops
@@ -290,6 +292,7 @@ class StreamConnection(asyncio.Protocol, Corked):
         first = self.state != CLOSED
         self.connection_closed()
         self.server.connections.discard(self)
+        self.server.quick.discard(self)
         if self.server.streams.pop(self._serial, None) is not None:
             self.server.stats.fold(self)
         cleanup, self._cleanup = self._cleanup, None

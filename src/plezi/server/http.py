@@ -314,6 +314,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse_over_capacity()
             return
         server.connections.add(self)
+        server.quick.add(self)
         # Past this, ``pause_writing``: replies wait and reading stops (see the docstring).
         self.transport.set_write_buffer_limits(high=server.limits.write_high_water)
 
@@ -333,6 +334,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.server.quick.discard(self)
         self._state = IDLE
         self._waiting = None
         self._release_body()
@@ -1050,6 +1052,7 @@ class HttpProtocol(asyncio.Protocol):
         controller; ``rest``: bytes read past the request, for the new protocol; ``extra``:
         keywords for ``kind`` (a WebSocket's agreed extensions)."""
         self.server.connections.discard(self)
+        self.server.quick.discard(self)
         self._resume()
         self._drop_parser()
         conn = kind(self.server, self.transport, upgrade.controller, upgrade.route, **extra)
