@@ -38,7 +38,9 @@ class Limits:
     #: ``max_body_size``). A request whose ``Content-Length`` does not fit gets HTTP 503 before
     #: it sends its body; a chunked body that goes past it, 503 as it arrives.
     max_body_buffer: int = 256 * MIB
-    #: Seconds of WebSocket silence before the server sends a ping (0 disables pings).
+    #: Seconds of WebSocket silence before the server sends a ping (0 disables pings). Open
+    #: streams are checked every quarter of the shorter of this and ``ping_timeout``: the ping
+    #: (and the close after an unanswered one) may come up to that much later.
     ping_interval: float = 40.0
     #: Seconds to wait for any sign of life after a ping before closing with 1011.
     ping_timeout: float = 20.0
