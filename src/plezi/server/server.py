@@ -146,8 +146,8 @@ class Server(ServerState):
         the quick ones (``ServerState.quick``: HTTP connections and closing streams).
 
         PERF: a check reads the connection's object from memory: sweeping every held connection
-        every second cost 0.27 us per connection (``bench/million.py --hold``, 20,000 idle
-        connections), a quarter of a core at a million connections doing nothing."""
+        every second cost 0.13-0.27 us per connection (``bench/million.py --hold``, 20,000 to
+        300,000 idle connections), a sixth to a quarter of a core at a million doing nothing."""
         if now >= self._streams_due:
             self._streams_due = now + self._stream_sweep_interval()
             return self.connections
