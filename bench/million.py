@@ -28,6 +28,10 @@ message received is published to it):
 ``--handshakes`` measures the open rate and memory per connection of ONE server process of each
 of ``--servers`` (names from bench/run.py), no broadcast.
 
+``--netns`` (root) runs it all in a network namespace of its own whose TCP established hash has
+a bucket per socket (``in_network_namespace``): the operator's tuning for a million connections
+(on a dedicated server, the ``thash_entries`` boot parameter), without a reboot.
+
 Bounded: every wait has a deadline, and the whole run stops after ``--timeout`` seconds. Every
 process started here (server, workers, clients) is killed at the end, on an error, on Ctrl+C and
 on SIGTERM. Needs: Linux, memory (about 3 KiB server + 10 KiB kernel + 5 KiB client per
@@ -585,6 +589,40 @@ def report(name: str, r: dict[str, float]) -> None:
     print(line, flush=True)
 
 
+#: Linux's ceiling for a network namespace's own TCP established hash (2^24 buckets).
+_EHASH_MAX = 1 << 24
+
+
+def in_network_namespace(args: argparse.Namespace) -> int:
+    """``--netns``: run this same command, less ``--netns``, in a network namespace of its own
+    whose TCP established hash has a bucket per socket of the run (both ends: 2 x N, a power of
+    two). The kernel sizes the first namespace's hash at boot from the memory (262,144 buckets
+    on the project machines): at a million connections, every packet's socket lookup walks a
+    chain of ~8. ``net.ipv4.tcp_child_ehash_entries`` sizes the hash of namespaces created
+    after it is set; it is put back at once, and the namespace is deleted at the end. Needs
+    root and iproute2's ``ip``."""
+    name = f"plezi-million-{os.getpid()}"
+    buckets = min(_EHASH_MAX, 1 << (2 * args.connections - 1).bit_length())
+    knob = Path("/proc/sys/net/ipv4/tcp_child_ehash_entries")
+    try:
+        before = knob.read_text().strip()
+        knob.write_text(str(buckets))
+        try:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        finally:
+            knob.write_text(before)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"--netns needs Linux, root and iproute2's ip: {exc}") from exc
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        print(f"in network namespace {name}: a TCP established hash of {buckets:,} buckets")
+        argv = [a for a in sys.argv[1:] if a != "--netns"]
+        command = ["ip", "netns", "exec", name, sys.executable, __file__, *argv]
+        return subprocess.run(command, check=False).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--connections", type=int, default=50_000)
@@ -596,7 +634,18 @@ def main() -> None:
     p.add_argument("--inflight", type=int, default=256, help="handshakes in flight per client")
     p.add_argument("--broadcasts", type=int, default=3)
     p.add_argument(
+        "--ping",
+        type=float,
+        help="the server's ping_interval (plezi's --ping; default 40 s: a million silent "
+        "connections are then pinged ~25,000 times a second, during the broadcasts too)",
+    )
+    p.add_argument(
         "--hold", type=float, default=0, help="then hold the connections idle this many seconds"
+    )
+    p.add_argument(
+        "--netns",
+        action="store_true",
+        help="run in a network namespace with a TCP hash sized for the run (root; see below)",
     )
     p.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
     p.add_argument("--log", help="append the servers' output to this file")
@@ -613,6 +662,8 @@ def main() -> None:
     if args.client:
         client_main(args)
         return
+    if args.netns:
+        sys.exit(in_network_namespace(args))
     if args.per_client > raise_nofile() - 100:
         p.error(f"--per-client {args.per_client} does not fit the open-file limit")
     low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
@@ -637,6 +688,8 @@ def main() -> None:
     args.port_used = free_port()
     cmd = [PY, str(HERE / "servers/plezi_million.py"), "--port", str(args.port_used)]
     cmd += ["--bind", "127.0.0.1", "--workers", str(workers)]
+    if args.ping is not None:
+        cmd += ["--ping", str(args.ping)]
     clients = math.ceil(args.connections / args.per_client)
     print(
         f"{args.connections:,} connections: plezi with {workers} worker(s), {clients} client "
