@@ -346,6 +346,18 @@ def kernel_bytes() -> int:
     return slab + tcp_pages * PAGE
 
 
+def cpu_now(server_pid: int, clients: list[subprocess.Popen[bytes]]) -> tuple[float, ...]:
+    """CPU seconds so far: the server's processes (user, kernel) and the clients' (together)."""
+    return (*cpu_split(server_pid), sum(cpu_seconds(c.pid) for c in clients))
+
+
+def cpu_since(
+    before: tuple[float, ...], server_pid: int, clients: list[subprocess.Popen[bytes]]
+) -> tuple[float, ...]:
+    """CPU seconds since ``before`` (a ``cpu_now``): server user, server kernel, clients."""
+    return tuple(a - b for a, b in zip(cpu_now(server_pid, clients), before, strict=True))
+
+
 def tcp_counters() -> dict[str, int]:
     """The kernel's TCP counters that say a broadcast was slowed by more than its work: segments
     retransmitted (``RetransSegs``, tail-loss probes included: a client that takes seconds to
@@ -517,8 +529,7 @@ def measure_server(
         )
         # Where a broadcast's time goes: the CPU the server's processes and the clients' used
         # over all of them (the load generator shares the machine; see bench/README).
-        server_cpu0 = cpu_split(server.pid)
-        client_cpu0 = sum(cpu_seconds(c.pid) for c in clients)
+        cpu0 = cpu_now(server.pid, clients)
         tcp0 = tcp_counters()
         times = [broadcast(events, clients, i, deadline) for i in range(1, broadcasts + 1)]
         if times:
@@ -529,26 +540,22 @@ def measure_server(
             result["pressure_s"] = pressure / 1000 / len(times)
             result["broadcast_s"] = statistics.median(times)
             result["broadcast_max_s"] = max(times)
-            user, kernel = (a - b for a, b in zip(cpu_split(server.pid), server_cpu0, strict=True))
+            user, kernel, clients_cpu = cpu_since(cpu0, server.pid, clients)
             result["broadcast_server_s"] = (user + kernel) / len(times)
             result["broadcast_server_user_s"] = user / len(times)
-            clients_cpu = sum(cpu_seconds(c.pid) for c in clients) - client_cpu0
             result["broadcast_clients_s"] = clients_cpu / len(times)
         if args.hold:
             # What holding the connections costs with nothing sent: the reaper's sweeps, pings
             # and their pongs (every ``ping_interval`` of silence), the cluster's own traffic.
-            server_cpu0, client_cpu0 = (
-                cpu_split(server.pid),
-                sum(cpu_seconds(c.pid) for c in clients),
-            )
+            cpu0 = cpu_now(server.pid, clients)
             t0 = time.monotonic()
             time.sleep(max(0.0, min(args.hold, deadline - t0 - 30)))
             held = time.monotonic() - t0
-            user, kernel = (a - b for a, b in zip(cpu_split(server.pid), server_cpu0, strict=True))
+            user, kernel, clients_cpu = cpu_since(cpu0, server.pid, clients)
             result["hold_s"] = held
             result["hold_server"] = (user + kernel) / held
             result["hold_server_user"] = user / held
-            result["hold_clients"] = (sum(cpu_seconds(c.pid) for c in clients) - client_cpu0) / held
+            result["hold_clients"] = clients_cpu / held
         for c in clients:
             if c.stdin is not None and c.poll() is None:
                 try:
