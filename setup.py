@@ -19,7 +19,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
@@ -77,12 +77,16 @@ def extensions() -> list[Any]:
         # which pyproject's strict settings would refuse; so they are not read here (CI's mypy
         # run checks the code), and only the compiled modules' own errors stop the build.
         flags = ["--config-file=", "--ignore-missing-imports", "--follow-imports=silent"]
-        return list(mypycify([*flags, *paths], opt_level="3"))
+        compiled = list(mypycify([*flags, *paths], opt_level="3"))
     except (Exception, SystemExit) as error:
         if REQUIRED:
             raise
         _warn(f"mypyc could not compile plezi ({error})")
         return []
+    # The batched sender of the server's flush (io_uring, or send()): Linux only, C by hand.
+    if sys.platform.startswith("linux"):
+        compiled.append(Extension("plezi.server._sendmany", ["src/plezi/server/_sendmany.c"]))
+    return compiled
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -55,6 +55,8 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
     # The pure-Python modules instead of the compiled ones (src/plezi/compiled.py).
     "plezi pure": lambda port: ["env", "PLEZI_PURE_PYTHON=1", *_plezi()(port)],
     "plezi --workers 2": _plezi("--workers", "2"),
+    # The batched flush's fallback: one send() per subscriber instead of one io_uring_enter.
+    "plezi no io_uring": lambda port: ["env", "PLEZI_NO_IO_URING=1", *_plezi()(port)],
     "plezi redis": _plezi("--redis", REDIS_URL),
     "plezi history": _history(),
     "plezi redis history": _history("--redis", REDIS_URL),
@@ -89,7 +91,7 @@ if IODINE_BUILT:
     SERVERS["iodine publish"] = lambda port: iodine_command(port, fanout=True)
 SOCKETIO = {"python-socketio"}
 #: Not in the default list (``--servers`` names them): the cost of a channel with history.
-OPTIONAL = {"plezi history", "plezi redis history"}
+OPTIONAL = {"plezi history", "plezi redis history", "plezi no io_uring"}
 #: Pairs whose ratio (with history / without) the summary prints.
 HISTORY_PAIRS = (("plezi history", "plezi"), ("plezi redis history", "plezi redis"))
 KEYS = ("lockstep", "burst", "p50_ms", "p99_ms", "server_cpu", "client_cpu")

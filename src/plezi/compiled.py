@@ -19,6 +19,7 @@ first imported: ``plezi/__init__.py`` imports it before any compiled module can 
 from __future__ import annotations
 
 import builtins
+import importlib
 import importlib.abc
 import importlib.machinery
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["MODULES", "build_problem", "mode", "optional_attr"]
+__all__ = ["MODULES", "build_problem", "mode", "native_helper", "optional_attr"]
 
 #: ``getattr(obj, name, default)`` for compiled code to call. PERF: compiled, the expression
 #: ``getattr(obj, name, None)`` is ``PyObject_GetAttr`` plus clearing the AttributeError of a
@@ -123,3 +124,14 @@ def mode() -> tuple[str, str]:
 def build_problem() -> str | None:
     """Why the compiled modules installed are not used (stale or half built), or ``None``."""
     return None if _MEANT else _WHY
+
+
+def native_helper(name: str) -> ModuleType | None:
+    """The C helper module ``name`` (``setup.py`` builds it beside the compiled modules), or
+    ``None`` when plezi runs as pure Python (:func:`mode`) or it was not built here."""
+    if _MODE != "compiled":
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None

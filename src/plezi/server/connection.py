@@ -62,7 +62,7 @@ from ..compiled import optional_attr
 from ..errors import report_error
 from ..protocol.close import CloseCode
 from ..protocol.connection import CLOSED, CLOSING, OPEN
-from .state import Corked
+from .state import SEND_ALL, Corked, SendBatch
 
 if TYPE_CHECKING:
     from .state import ServerState
@@ -100,11 +100,13 @@ _counter: Final = itertools.count(1)
 
 #: The slots of :class:`StreamConnection`'s attributes.
 _SLOTS: Final = (
+    "_backlog",
     "_check_above",
     "_closing_at",
     "_cleanup",
     "_drained",
     "_dropping",
+    "_fd",
     "_flushed",
     "_in_feed",
     "_last",
@@ -122,6 +124,24 @@ _SLOTS: Final = (
     "state",
     "transport",
 )
+
+
+#: The transport classes whose socket a flush may write to directly (:class:`~.state.SendBatch`):
+#: uvloop's plain TCP transport, whose buffer ``get_write_buffer_size`` tells in full. Not TLS
+#: (its socket carries records, not our bytes), not asyncio's own loop.
+_DIRECT_TRANSPORTS: Final = {"uvloop.loop.TCPTransport"}
+
+
+def _direct_fd(transport: asyncio.BaseTransport) -> int:
+    """The socket a batched flush may send to for this transport, or -1 (see ``SendBatch``)."""
+    if SEND_ALL is None:
+        return -1
+    kind = type(transport)
+    if f"{kind.__module__}.{kind.__qualname__}" not in _DIRECT_TRANSPORTS:
+        return -1
+    sock = transport.get_extra_info("socket")
+    fileno: int = sock.fileno() if sock is not None else -1
+    return fileno
 
 
 class Outbox:
@@ -226,6 +246,10 @@ class StreamConnection(asyncio.Protocol, Corked):
         self._cleanup: Callable[[], object] | list[Callable[[], object]] | None = None
         #: The slow-consumer policy is "drop" and messages are being dropped right now.
         self._dropping = False
+        #: The socket a batched flush sends to (-1: always through the transport), and whether
+        #: the transport may hold bytes of ours, which a direct send would overtake.
+        self._fd = _direct_fd(transport)
+        self._backlog = True
 
     # -- what a subclass provides ------------------------------------------------------------
 
@@ -383,7 +407,49 @@ class StreamConnection(asyncio.Protocol, Corked):
         if self.state == CLOSED or transport.is_closing():
             return
         transport.write(data)
+        self._backlog = True
         self._flushed += len(data)
+        if self._write_paused:
+            self._over_limit(0, queuing=False)
+
+    def flush_into(self, batch: SendBatch) -> None:
+        """Add what is queued to the end-of-iteration ``batch`` (sent straight to the socket),
+        or :meth:`flush` it through the transport when the batch cannot take it: no socket of
+        ours, writing paused or the transport closing or holding older bytes."""
+        out = self._out
+        if not out:
+            return
+        fd = self._fd
+        if fd < 0 or self._write_paused or self.state == CLOSED:
+            self.flush()
+            return
+        transport = self.transport
+        if transport.is_closing():
+            # Its socket may be closed already, and its number given to another connection.
+            self.flush()
+            return
+        if self._backlog:
+            if transport.get_write_buffer_size():
+                self.flush()
+                return
+            self._backlog = False
+        data = out[0] if len(out) == 1 else b"".join(out)
+        if type(data) is not bytes:
+            self.flush()
+            return
+        out.clear()
+        self._out_size = 0
+        self._flushed += len(data)
+        batch.add(fd, data, self)
+
+    def sent_partly(self, payload: bytes, sent: int) -> None:
+        """The rest of a batched send goes through the transport: after a full socket buffer
+        it waits there; after an error (``sent`` < 0) the transport's own write meets the error
+        and closes the connection as any failed write does."""
+        self._backlog = True
+        if self.state == CLOSED or self.transport.is_closing():
+            return
+        self.transport.write(memoryview(payload)[sent:] if sent > 0 else payload)
         if self._write_paused:
             self._over_limit(0, queuing=False)
 

@@ -11,11 +11,12 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mypy_extensions import mypyc_attr, trait
 
+from ..compiled import native_helper
 from ..config import ServerConfig
 from ..http.request import Request
 from ..protocol.handshake import OriginPolicy
@@ -25,9 +26,15 @@ from .stats import ServerStats
 if TYPE_CHECKING:
     from .types import Application
 
-__all__ = ["Corked", "ServerState"]
+__all__ = ["SEND_ALL", "Corked", "SendBatch", "ServerState"]
 
 log: Final = logging.getLogger("plezi")
+
+#: The batched sender (``_sendmany.c``: io_uring, or ``send()``), or ``None`` where plezi runs
+#: as pure Python: connections then write through their transports, one call each.
+SEND_ALL: Final[Callable[[list[int], list[bytes]], list[int] | None] | None] = getattr(
+    native_helper("plezi.server._sendmany"), "send_all", None
+)
 
 
 @trait
@@ -43,6 +50,54 @@ class Corked:
     def flush(self) -> None:
         """Write what is queued."""
         raise NotImplementedError
+
+    def flush_into(self, batch: SendBatch) -> None:
+        """Add what is queued to ``batch``, or write it now when it cannot go there."""
+        raise NotImplementedError
+
+    def sent_partly(self, payload: bytes, sent: int) -> None:
+        """The batch sent only ``sent`` bytes of ``payload`` (a negative errno: none): the rest
+        goes through the transport."""
+        raise NotImplementedError
+
+
+class SendBatch:
+    """What one end-of-iteration flush sends straight to the sockets: a payload for each of
+    many connections, in one :data:`SEND_ALL` call (one ``io_uring_enter`` for a publish to a
+    thousand subscribers, where each ``transport.write`` would be a ``write`` system call).
+
+    A connection joins only when its transport holds nothing (``Corked.flush_into``), so its
+    bytes cannot overtake older ones; what the socket does not take at once goes back through
+    the transport (``Corked.sent_partly``), which owns the order from then on.
+    """
+
+    __slots__ = ("conns", "fds", "payloads")
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.payloads: list[bytes] = []
+        self.conns: list[Corked] = []
+
+    def add(self, fd: int, payload: bytes, conn: Corked) -> None:
+        self.fds.append(fd)
+        self.payloads.append(payload)
+        self.conns.append(conn)
+
+    def send(self, send_all: Callable[[list[int], list[bytes]], list[int] | None]) -> None:
+        """Send the batch, hand each remainder to its connection, and empty the batch."""
+        payloads = self.payloads
+        conns = self.conns
+        try:
+            results = send_all(self.fds, payloads)
+            if results is not None:
+                for i, sent in enumerate(results):
+                    payload = payloads[i]
+                    if sent != len(payload):
+                        conns[i].sent_partly(payload, sent)
+        finally:
+            self.fds.clear()
+            payloads.clear()
+            conns.clear()
 
 
 class _Timed(Protocol):
@@ -87,6 +142,7 @@ class ServerState:
         self.master_pid: int | None = None
         #: Connections with corked writes, flushed at the end of this loop iteration.
         self._dirty: list[Corked] = []
+        self._batch = SendBatch()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -104,8 +160,16 @@ class ServerState:
     def _flush_dirty(self) -> None:
         dirty = self._dirty
         self._dirty = []
+        send_all = SEND_ALL
+        if send_all is None or len(dirty) < 2:
+            for conn in dirty:
+                conn.flush()
+            return
+        batch = self._batch
         for conn in dirty:
-            conn.flush()
+            conn.flush_into(batch)
+        if batch.fds:
+            batch.send(send_all)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the server keeps a reference to until it ends."""

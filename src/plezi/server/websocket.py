@@ -145,9 +145,18 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         if pending is not None:  # what this read published goes out with this read's replies
             pending()
         if self._out:
-            self.flush()
+            self._flush_replies()
         if more:
             self._yield_turn()
+
+    def _flush_replies(self) -> None:
+        """What a read queued: at the end of this loop iteration, in the batch of every
+        connection that replied (one ``io_uring_enter`` for them all, see ``SendBatch``), or
+        now through the transport when this connection cannot join a batch."""
+        if self._fd >= 0:
+            self.server.mark_dirty(self)
+        else:
+            self.flush()
 
     def _yield_turn(self) -> None:
         """The reader used up its turn: pause reading and parse the rest in a later loop
@@ -171,7 +180,7 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         if pending is not None:
             pending()
         if self._out:
-            self.flush()
+            self._flush_replies()
         if more:
             self._yield_turn()
         else:
