@@ -15,6 +15,11 @@
  * bench makes its own): each connection's TLS and WebSocket handshakes are done before the
  * clock starts, so the figure is the echo over TLS records.
  *
+ * The next messages of the connections whose echoes came back in one epoll_wait are sent
+ * together, in one io_uring_enter (plain TCP, where the kernel has io_uring; else a write()
+ * each): a server that batches its replies so (plezi, 2026-12-05) otherwise out-ran this
+ * generator's core at 32 bytes (95-97% of it busy). --no-uring writes one at a time.
+ *
  * Build: gcc -O2 -o bench/.build/wsload bench/wsload.c -lssl -lcrypto  (bench/run.py does it)
  */
 #define _GNU_SOURCE
@@ -29,8 +34,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +57,41 @@ static size_t frame_len, expect;
 static long long count;
 static int ep;
 static SSL_CTX *tls; /* --tls */
+
+/* The batched sends: connections whose next frame waits for the end of this epoll pass. */
+static conn_t **queued;
+static int queued_len, use_uring = 1;
+static struct {
+    int fd;
+    unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+} ring = {.fd = -1};
+
+static int ring_setup(unsigned entries) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    if (fd < 0) return -1;
+    if (!(p.features & IORING_FEAT_SINGLE_MMAP)) { close(fd); return -1; }
+    size_t sq = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    char *m = mmap(NULL, sq > cq ? sq : cq, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                   IORING_OFF_SQ_RING);
+    void *sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+    if (m == MAP_FAILED || sqes == MAP_FAILED) { close(fd); return -1; }
+    ring.sq_tail = (unsigned *)(m + p.sq_off.tail);
+    ring.sq_mask = (unsigned *)(m + p.sq_off.ring_mask);
+    ring.sq_array = (unsigned *)(m + p.sq_off.array);
+    ring.cq_head = (unsigned *)(m + p.cq_off.head);
+    ring.cq_tail = (unsigned *)(m + p.cq_off.tail);
+    ring.cq_mask = (unsigned *)(m + p.cq_off.ring_mask);
+    ring.cqes = (struct io_uring_cqe *)(m + p.cq_off.cqes);
+    ring.sqes = sqes;
+    ring.fd = fd;
+    return 0;
+}
 
 static void die(const char *what) {
     fprintf(stderr, "wsload: %s: %s\n", what, errno ? strerror(errno) : "error");
@@ -101,6 +144,47 @@ static void send_frame(conn_t *c) {
     }
 }
 
+/* Send the queued connections' next frames: one io_uring_enter for them all; what a socket
+ * does not take (a short send, EAGAIN) goes on through send_frame. */
+static void send_queued(void) {
+    int n = queued_len;
+    queued_len = 0;
+    if (n < 2 || ring.fd < 0) {
+        for (int i = 0; i < n; i++) send_frame(queued[i]);
+        return;
+    }
+    unsigned tail = *ring.sq_tail;
+    for (int i = 0; i < n; i++) {
+        unsigned index = tail & *ring.sq_mask;
+        struct io_uring_sqe *sqe = &ring.sqes[index];
+        memset(sqe, 0, sizeof *sqe);
+        sqe->opcode = IORING_OP_SEND;
+        sqe->fd = queued[i]->fd;
+        sqe->addr = (uint64_t)(uintptr_t)frame;
+        sqe->len = (uint32_t)frame_len;
+        sqe->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+        sqe->user_data = (uint64_t)i;
+        ring.sq_array[index] = index;
+        tail++;
+    }
+    __atomic_store_n(ring.sq_tail, tail, __ATOMIC_RELEASE);
+    int done = 0;
+    while (done < n) {
+        int rc = (int)syscall(__NR_io_uring_enter, ring.fd, done ? 0 : n, n - done,
+                              IORING_ENTER_GETEVENTS, NULL, 0);
+        if (rc < 0 && errno != EINTR) die("io_uring_enter");
+        unsigned head = *ring.cq_head, end = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
+        for (; head != end; head++, done++) {
+            struct io_uring_cqe *cqe = &ring.cqes[head & *ring.cq_mask];
+            conn_t *c = queued[cqe->user_data];
+            if (cqe->res < 0 && cqe->res != -EAGAIN) { errno = -cqe->res; die("send"); }
+            c->sent = cqe->res > 0 ? (size_t)cqe->res : 0;
+            if (c->sent < frame_len) send_frame(c);
+        }
+        __atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
+    }
+}
+
 /* Count received echo bytes; one whole echo starts the next message. */
 static void received(conn_t *c, size_t n) {
     c->got += n;
@@ -112,7 +196,10 @@ static void received(conn_t *c, size_t n) {
         c->got = 0;
         c->sent = 0;
         count++;
-        send_frame(c);
+        if (queued && !c->ssl)
+            queued[queued_len++] = c;
+        else
+            send_frame(c);
     }
 }
 
@@ -201,6 +288,7 @@ static void run_until(double deadline) {
             }
             if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
         }
+        send_queued();
     }
 }
 
@@ -212,6 +300,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--binary")) { binary = 1; continue; }
+        if (!strcmp(a, "--no-uring")) { use_uring = 0; continue; }
         if (!strcmp(a, "--tls")) {
             tls = SSL_CTX_new(TLS_client_method());
             if (!tls) die("SSL_CTX_new");
@@ -230,6 +319,11 @@ int main(int argc, char **argv) {
     }
     if (port <= 0 || conns <= 0) { fprintf(stderr, "wsload: --port and --conns are required\n"); return 2; }
     build_frame(size, binary);
+    /* Each connection queues at most one frame per epoll pass. */
+    if (use_uring && !tls && ring_setup((unsigned)conns) == 0) {
+        queued = calloc((size_t)conns, sizeof *queued);
+        if (!queued) die("calloc");
+    }
     ep = epoll_create1(0);
     if (ep < 0) die("epoll_create1");
 

@@ -233,8 +233,8 @@ def test_a_publish_to_many_reaches_all_in_order_when_one_client_stops_reading(
             pending = OUTBOX.pending
             assert pending is not None
             pending()
-            assert len(running.server._dirty) == 12
-            running.server._flush_dirty()
+            assert running.server.flusher.waiting == 12
+            running.server.flusher.flush()
 
         running.call(room_then_publish)
         expected = [*(f"{i:04d}{body}".encode() for i in range(count)), b"last"]

@@ -41,7 +41,8 @@ class _Host(Server):
 
     def __init__(self, app: App, config: ServerConfig) -> None:
         super().__init__(app, config)
-        self._loop = asyncio.get_running_loop()
+        self.use_loop(asyncio.get_running_loop())
+        assert self._loop is not None
         self.now = self._loop.time()
 
     def watch_streams(self) -> None:

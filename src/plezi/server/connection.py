@@ -186,7 +186,7 @@ class Outbox:
             ):
                 out = conn._out
                 if not out and not conn._in_feed:
-                    conn.server.mark_dirty(conn)
+                    conn.server.flusher.mark(conn)
                 out.append(frame)
                 conn._out_size += size
             else:
@@ -386,7 +386,7 @@ class StreamConnection(asyncio.Protocol, Corked):
             return
         out = self._out
         if not out and not self._in_feed:
-            self.server.mark_dirty(self)
+            self.server.flusher.mark(self)
         out.append(frame)
         self._out_size += len(frame) if size is None else size
 

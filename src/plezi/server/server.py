@@ -67,7 +67,8 @@ class Server(ServerState):
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Bind (or adopt ``sock``) and start accepting connections."""
-        self._loop = asyncio.get_running_loop()
+        self.use_loop(asyncio.get_running_loop())
+        assert self._loop is not None
         self._stop = asyncio.Event()
         self.now = self._loop.time()
         config = self.config
@@ -193,7 +194,7 @@ class Server(ServerState):
                 conn.shutdown()
             except Exception:
                 log.exception("error while shutting a connection down")
-        self._flush_dirty()
+        self.flusher.flush()
         await self._wait_for_connections(deadline)
         if self.connections:
             log.warning(

@@ -152,11 +152,14 @@ class WebSocketConnection(StreamConnection, SessionLogic):
     def _flush_replies(self) -> None:
         """What a read queued: at the end of this loop iteration, in the batch of every
         connection that replied (one ``io_uring_enter`` for them all, see ``SendBatch``), or
-        now through the transport when this connection cannot join a batch."""
+        now through the transport when this connection cannot join a batch or is likely to
+        be alone in it (``Flusher.defer_reply``)."""
         if self._fd >= 0:
-            self.server.mark_dirty(self)
-        else:
-            self.flush()
+            flusher = self.server.flusher
+            if flusher.defer_reply():
+                flusher.mark(self)
+                return
+        self.flush()
 
     def _yield_turn(self) -> None:
         """The reader used up its turn: pause reading and parse the rest in a later loop
