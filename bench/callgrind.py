@@ -135,7 +135,7 @@ def one_run(server: str, scenario: str, count: int, warmup: int, out: Path) -> P
     """Serve ``warmup`` + ``count`` under callgrind; the callgrind output file."""
     port = free_port()
     target = out / f"{server}-{scenario}-{count}.cg"
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {"PYTHONHASHSEED": "0", **os.environ}
     proc = subprocess.Popen(
         [
             "valgrind",

@@ -132,6 +132,10 @@ _SLOTS: Final = (
 _DIRECT_TRANSPORTS: Final = {"uvloop.loop.TCPTransport"}
 
 
+#: ``StreamConnection._fd`` before the first batched flush asks the transport for its socket.
+_FD_UNKNOWN: Final = -2
+
+
 def _direct_fd(transport: asyncio.BaseTransport) -> int:
     """The socket a batched flush may send to for this transport, or -1 (see ``SendBatch``)."""
     if SEND_ALL is None:
@@ -246,9 +250,12 @@ class StreamConnection(asyncio.Protocol, Corked):
         self._cleanup: Callable[[], object] | list[Callable[[], object]] | None = None
         #: The slow-consumer policy is "drop" and messages are being dropped right now.
         self._dropping = False
-        #: The socket a batched flush sends to (-1: always through the transport), and whether
-        #: the transport may hold bytes of ours, which a direct send would overtake.
-        self._fd = _direct_fd(transport)
+        #: The socket a batched flush sends to: -1, none (always through the transport); -2,
+        #: not asked yet. MEMORY: asked at the first batched flush, not here, since asking
+        #: makes uvloop keep a socket object (88 bytes) with the transport for its whole life,
+        #: which a connection that is never written to need not pay.
+        self._fd = -1 if SEND_ALL is None else _FD_UNKNOWN
+        #: Whether the transport may hold bytes of ours, which a direct send would overtake.
         self._backlog = True
 
     # -- what a subclass provides ------------------------------------------------------------
@@ -420,7 +427,7 @@ class StreamConnection(asyncio.Protocol, Corked):
         if not out:
             return
         fd = self._fd
-        if fd < 0 or self._write_paused or self.state == CLOSED:
+        if fd == -1 or self._write_paused or self.state == CLOSED:
             self.flush()
             return
         transport = self.transport
@@ -428,6 +435,11 @@ class StreamConnection(asyncio.Protocol, Corked):
             # Its socket may be closed already, and its number given to another connection.
             self.flush()
             return
+        if fd == _FD_UNKNOWN:
+            fd = self._fd = _direct_fd(transport)
+            if fd < 0:
+                self.flush()
+                return
         if self._backlog:
             if transport.get_write_buffer_size():
                 self.flush()

@@ -154,7 +154,7 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         connection that replied (one ``io_uring_enter`` for them all, see ``SendBatch``), or
         now through the transport when this connection cannot join a batch or is likely to
         be alone in it (``Flusher.defer_reply``)."""
-        if self._fd >= 0:
+        if self._fd != -1:
             flusher = self.server.flusher
             if flusher.defer_reply():
                 flusher.mark(self)
