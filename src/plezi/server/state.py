@@ -170,10 +170,15 @@ class Flusher:
                 conn.flush()
             return
         batch = self._batch
-        for conn in dirty:
-            conn.flush_into(batch)
-        if batch.fds:
-            batch.send(send_all)
+        try:
+            for conn in dirty:
+                conn.flush_into(batch)
+        finally:
+            # Even when one connection's write raised: what the batch holds was taken from
+            # the others' queues, and it must not wait for a later flush (their sockets'
+            # numbers could belong to other connections by then).
+            if batch.fds:
+                batch.send(send_all)
 
 
 class _Timed(Protocol):
