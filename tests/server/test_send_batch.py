@@ -181,15 +181,9 @@ def read_texts(client: RawClient, count: int) -> list[bytes]:
     return [client.recv_message(10 * UNIT).payload for _ in range(count)]
 
 
-def test_a_publish_to_many_reaches_all_in_order_when_one_client_stops_reading(
-    serve: Any,
-) -> None:
-    """Twelve subscribers; one reads nothing until the end, with small buffers on both ends,
-    so that its socket fills, the batch's send to it comes back short and the rest waits in
-    its transport while later publishes go on. Every subscriber gets every message, whole and
-    in order, the stalled one too once it reads."""
-    opened = threading.Semaphore(0)
-    conns: list[Any] = []
+def room_app(conns: list[Any], opened: threading.Semaphore) -> plezi.App:
+    """Every connection to ``/room`` subscribes to ``room`` and is kept in ``conns``; one opened
+    with ``?slow=1`` gets a small send buffer on the server's side."""
 
     class Room:
         def on_open(self) -> None:
@@ -204,6 +198,19 @@ def test_a_publish_to_many_reaches_all_in_order_when_one_client_stops_reading(
 
     app = plezi.App()
     app.route("/room", Room)
+    return app
+
+
+def test_a_publish_to_many_reaches_all_in_order_when_one_client_stops_reading(
+    serve: Any,
+) -> None:
+    """Twelve subscribers; one reads nothing until the end, with small buffers on both ends,
+    so that its socket fills, the batch's send to it comes back short and the rest waits in
+    its transport while later publishes go on. Every subscriber gets every message, whole and
+    in order, the stalled one too once it reads."""
+    opened = threading.Semaphore(0)
+    conns: list[Any] = []
+    app = room_app(conns, opened)
     # Writing never pauses here: the stalled client's bytes wait in its transport, below the
     # high-water mark, and only the transport's buffer tells that they do.
     running = serve(app, write_high_water=4 << 20, max_outgoing_buffer=16 << 20)
@@ -289,21 +296,9 @@ def test_tls_connections_never_take_the_batch_and_their_publishes_arrive(
     transports (no socket for the batch), and a publish to several of them arrives intact."""
     opened = threading.Semaphore(0)
     conns: list[Any] = []
-
-    class Room:
-        def on_open(self) -> None:
-            conns.append(self._pl_conn)  # type: ignore[attr-defined]
-            self.subscribe("room")  # type: ignore[attr-defined]
-            opened.release()
-
-        def on_message(self, data: Any) -> None:
-            pass
-
-    app = plezi.App()
-    app.route("/", Room)
-    running = serve(app, tls_cert=tls_files[0], tls_key=tls_files[1])
+    running = serve(room_app(conns, opened), tls_cert=tls_files[0], tls_key=tls_files[1])
     ctx = ssl.create_default_context(cafile=tls_files[0])
-    clients = [RawClient(running.port, tls=ctx) for _ in range(5)]
+    clients = [RawClient(running.port, "/room", tls=ctx) for _ in range(5)]
     try:
         for _ in range(5):
             assert opened.acquire(timeout=5 * UNIT)

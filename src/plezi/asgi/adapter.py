@@ -41,9 +41,9 @@ class _Host(Server):
 
     def __init__(self, app: App, config: ServerConfig) -> None:
         super().__init__(app, config)
-        self.use_loop(asyncio.get_running_loop())
-        assert self._loop is not None
-        self.now = self._loop.time()
+        loop = asyncio.get_running_loop()
+        self.use_loop(loop)
+        self.now = loop.time()
 
     def watch_streams(self) -> None:
         """Start the reaper (once): the keep-alive of event streams."""

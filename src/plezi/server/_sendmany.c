@@ -46,8 +46,8 @@ typedef struct {
     unsigned *cq_head, *cq_tail, *cq_mask;
     struct io_uring_sqe *sqes;
     struct io_uring_cqe *cqes;
-    void *sq_map, *cq_map;
-    size_t sq_map_size, cq_map_size, sqes_size;
+    void *map; /* both queues: one mapping (IORING_FEAT_SINGLE_MMAP) */
+    size_t map_size, sqes_size;
     unsigned sq_entries;
 } Ring;
 
@@ -56,10 +56,9 @@ static int ring_disabled = 0;
 
 static void ring_unmap(void) {
     if (ring.sqes) munmap(ring.sqes, ring.sqes_size);
-    if (ring.cq_map && ring.cq_map != ring.sq_map) munmap(ring.cq_map, ring.cq_map_size);
-    if (ring.sq_map) munmap(ring.sq_map, ring.sq_map_size);
+    if (ring.map) munmap(ring.map, ring.map_size);
     ring.sqes = NULL;
-    ring.cq_map = ring.sq_map = NULL;
+    ring.map = NULL;
 }
 
 /* A forked child must not touch its parent's queues: it drops them and makes its own. */
@@ -74,20 +73,20 @@ static void after_fork_in_child(void) {
 static int ring_setup(void) {
     struct io_uring_params params;
     memset(&params, 0, sizeof params);
-    /* SUBMIT_ALL: one failed entry does not stop the rest of the batch (5.18); COOP_TASKRUN:
-     * no interrupting the task to run completions (5.19). Older kernels refuse the flags. */
+    /* SUBMIT_ALL: one failed entry does not stop the rest of the batch (5.18); without it a
+     * failed entry would end a submission early, so a kernel that refuses it gets send().
+     * COOP_TASKRUN: no interrupting the task to run completions (5.19), optional. */
     params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
     int fd = (int)syscall(__NR_io_uring_setup, RING_ENTRIES, &params);
     if (fd < 0 && errno == EINVAL) {
         memset(&params, 0, sizeof params);
+        params.flags = IORING_SETUP_SUBMIT_ALL;
         fd = (int)syscall(__NR_io_uring_setup, RING_ENTRIES, &params);
     }
     if (fd < 0) return -1;
-    /* Without SUBMIT_ALL a failed entry would end a submission early; without NODROP a full
-     * completion queue could lose results. Either way the batch would need more care than
-     * send() does: use send(). */
-    if (!(params.features & IORING_FEAT_NODROP) || !(params.features & IORING_FEAT_SINGLE_MMAP) ||
-        !(params.flags & IORING_SETUP_SUBMIT_ALL)) {
+    /* Without NODROP a full completion queue could lose results; without SINGLE_MMAP the
+     * queues need two mappings (kernels before 5.4, which lack SUBMIT_ALL anyway). */
+    if (!(params.features & IORING_FEAT_NODROP) || !(params.features & IORING_FEAT_SINGLE_MMAP)) {
         close(fd);
         return -1;
     }
@@ -109,8 +108,8 @@ static int ring_setup(void) {
         return -1;
     }
     char *base = map;
-    ring.sq_map = ring.cq_map = map;
-    ring.sq_map_size = ring.cq_map_size = size;
+    ring.map = map;
+    ring.map_size = size;
     ring.sqes = sqes;
     ring.sqes_size = sqes_size;
     ring.sq_head = (unsigned *)(base + params.sq_off.head);

@@ -138,8 +138,6 @@ _FD_UNKNOWN: Final = -2
 
 def _direct_fd(transport: asyncio.BaseTransport) -> int:
     """The socket a batched flush may send to for this transport, or -1 (see ``SendBatch``)."""
-    if SEND_ALL is None:
-        return -1
     kind = type(transport)
     if f"{kind.__module__}.{kind.__qualname__}" not in _DIRECT_TRANSPORTS:
         return -1
@@ -427,12 +425,9 @@ class StreamConnection(asyncio.Protocol, Corked):
         if not out:
             return
         fd = self._fd
-        if fd == -1 or self._write_paused or self.state == CLOSED:
-            self.flush()
-            return
         transport = self.transport
-        if transport.is_closing():
-            # Its socket may be closed already, and its number given to another connection.
+        # A closing transport's socket may be closed already, its number another connection's.
+        if fd == -1 or self._write_paused or self.state == CLOSED or transport.is_closing():
             self.flush()
             return
         if fd == _FD_UNKNOWN:

@@ -67,10 +67,10 @@ class Server(ServerState):
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Bind (or adopt ``sock``) and start accepting connections."""
-        self.use_loop(asyncio.get_running_loop())
-        assert self._loop is not None
+        loop = asyncio.get_running_loop()
+        self.use_loop(loop)
         self._stop = asyncio.Event()
-        self.now = self._loop.time()
+        self.now = loop.time()
         config = self.config
         if sock is None:
             sock = bind_socket(config)
@@ -92,13 +92,11 @@ class Server(ServerState):
         protocol = functools.partial(HttpProtocol, self)
         if sock.family == socket.AF_UNIX:
             self._unix_paths.append(sock.getsockname())
-            server = await self._loop.create_unix_server(
+            server = await loop.create_unix_server(
                 protocol, sock=sock, backlog=config.backlog, **tls
             )
         else:
-            server = await self._loop.create_server(
-                protocol, sock=sock, backlog=config.backlog, **tls
-            )
+            server = await loop.create_server(protocol, sock=sock, backlog=config.backlog, **tls)
         self._servers.append(server)
         self.sockets.append(sock)
         self._tick()
