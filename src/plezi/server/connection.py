@@ -132,6 +132,14 @@ _SLOTS: Final = (
 _DIRECT_TRANSPORTS: Final = {"uvloop.loop.TCPTransport"}
 
 
+#: A connection's bytes of one iteration past this size go through its transport, not the
+#: batch. PERF: the batch saves a system call per connection, which a large write does not
+#: notice; and a burst of publishes (2,000 back to back to 1,000 subscribers, tens of KiB per
+#: connection per flush) measured 26-45M deliveries/s batched against 40-56M through the
+#: transports, 38-55M with this bound (bench/README; why large sends fare worse sent directly
+#: was not found).
+_BATCH_BYTES: Final = 16384
+
 #: ``StreamConnection._fd`` before the first batched flush asks the transport for its socket.
 _FD_UNKNOWN: Final = -2
 
@@ -420,7 +428,8 @@ class StreamConnection(asyncio.Protocol, Corked):
     def flush_into(self, batch: SendBatch) -> None:
         """Add what is queued to the end-of-iteration ``batch`` (sent straight to the socket),
         or :meth:`flush` it through the transport when the batch cannot take it: no socket of
-        ours, writing paused or the transport closing or holding older bytes."""
+        ours, writing paused or the transport closing or holding older bytes, or more than
+        :data:`_BATCH_BYTES` to write."""
         out = self._out
         if not out:
             return
@@ -441,7 +450,7 @@ class StreamConnection(asyncio.Protocol, Corked):
                 return
             self._backlog = False
         data = out[0] if len(out) == 1 else b"".join(out)
-        if type(data) is not bytes:
+        if type(data) is not bytes or len(data) > _BATCH_BYTES:
             self.flush()
             return
         out.clear()
