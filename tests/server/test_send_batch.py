@@ -310,3 +310,43 @@ def test_tls_connections_never_take_the_batch_and_their_publishes_arrive(
     finally:
         for client in clients:
             client.close()
+
+
+def test_an_iteration_past_the_bound_goes_through_the_transport_then_batches_again(
+    serve: Any,
+) -> None:
+    """Ten 3,000-byte publishes in one iteration put 30 KiB on each of six connections, past
+    the batch's 16 KiB bound: each writes them through its transport (which then owns its
+    order). The small publishes of the next iterations join the batch again once the transport
+    is empty; every subscriber gets everything in order."""
+    opened = threading.Semaphore(0)
+    conns: list[Any] = []
+    running = serve(room_app(conns, opened))
+    clients = [RawClient(running.port, "/room") for _ in range(6)]
+    body = "b" * 3000
+    try:
+        for _ in range(6):
+            assert opened.acquire(timeout=5 * UNIT)
+        running.call(lambda: plezi.publish("room", "first"))
+
+        def big() -> None:
+            for i in range(10):
+                plezi.publish("room", f"{i}{body}")
+
+        running.call(big)
+        # The flush ran at the end of that iteration: through the transports when compiled
+        # (``_backlog`` says a transport may hold bytes), as always when pure.
+        assert running.call(lambda: [conn._backlog for conn in conns]) == [True] * 6
+        expected = [b"first", *(f"{i}{body}".encode() for i in range(10))]
+        for client in clients:
+            assert read_texts(client, 11) == expected
+        for i in range(3):
+            running.call(lambda i=i: plezi.publish("room", f"small {i}"))
+        for client in clients:
+            assert read_texts(client, 3) == [f"small {i}".encode() for i in range(3)]
+        if SEND_ALL is not None:
+            # The transports were empty: the small ones went by the batch.
+            assert running.call(lambda: [conn._backlog for conn in conns]) == [False] * 6
+    finally:
+        for client in clients:
+            client.close()

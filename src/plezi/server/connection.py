@@ -136,8 +136,8 @@ _DIRECT_TRANSPORTS: Final = {"uvloop.loop.TCPTransport"}
 #: batch. PERF: the batch saves a system call per connection, which a large write does not
 #: notice; and a burst of publishes (2,000 back to back to 1,000 subscribers, tens of KiB per
 #: connection per flush) measured 26-45M deliveries/s batched against 40-56M through the
-#: transports, 38-55M with this bound (bench/README; why large sends fare worse sent directly
-#: was not found).
+#: transports. With this bound, checked before the join (bench/README), 54M against the
+#: base's 40M in one interleaved A/B.
 _BATCH_BYTES: Final = 16384
 
 #: ``StreamConnection._fd`` before the first batched flush asks the transport for its socket.
@@ -449,8 +449,13 @@ class StreamConnection(asyncio.Protocol, Corked):
                 self.flush()
                 return
             self._backlog = False
+        # PERF: the size before the join: a burst's flush joins tens of KiB per connection,
+        # and ``flush`` would join them again.
+        if self._out_size > _BATCH_BYTES:
+            self.flush()
+            return
         data = out[0] if len(out) == 1 else b"".join(out)
-        if type(data) is not bytes or len(data) > _BATCH_BYTES:
+        if type(data) is not bytes:
             self.flush()
             return
         out.clear()
