@@ -9,16 +9,17 @@ is not a WebSocket and carries no WebSocket session. The server keeps both in
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wsclient import connect
+from wsclient import RawClient, connect
 
 import plezi
-from helpers import Events, Running
+from helpers import UNIT, Events, Running
 from plezi.protocol.connection import SessionLogic
-from plezi.server.connection import StreamConnection
+from plezi.server.connection import OUTBOX, StreamConnection
 from plezi.server.sse import SseConnection
 from plezi.server.websocket import WebSocketConnection
 from sseclient import EventStream
@@ -102,3 +103,58 @@ def test_pubsub_writes_no_value_of_the_server_layer() -> None:
                 if isinstance(root, ast.Name) and root.id in imported:
                     offences.append(f"{path.name}:{node.lineno}: {ast.unparse(target)}")
     assert offences == []
+
+
+def test_an_idle_connection_lets_go_of_its_write_queue_and_writes_again(
+    serve: Callable[..., Running],
+) -> None:
+    """A held connection with nothing to send keeps no write queue (an empty list is 72 bytes,
+    2% of one): none before its first write, and the reaper's sweep lets go of it once it is
+    empty again. What is queued is never let go of, and writing afterwards works, on a
+    WebSocket and on an event stream alike."""
+    opened = Events()
+
+    class Room:
+        def on_open(self) -> None:
+            self.subscribe("room")  # type: ignore[attr-defined]
+            opened.add("open")
+
+        def on_message(self, data: Any) -> None:
+            pass
+
+    app = plezi.App()
+    app.route("/", Room)
+    # The reaper sweeps the open streams every quarter of the shorter of the two: 0.1 s; no
+    # ping (nor an event stream's keep-alive) is due within the test.
+    running = serve(app, ping_interval=60, ping_timeout=0.4)
+    stream = EventStream(running.port)
+    stream.open()
+    client = RawClient(running.port, "/")
+    try:
+        opened.wait_for("open", 2)
+        conns = running.call(lambda: list(running.server.streams.values()))
+        assert running.call(lambda: [conn._out for conn in conns]) == [None, None]
+
+        def queue_then_sweep() -> list[Any]:
+            plezi.publish("room", "kept")
+            pending = OUTBOX.pending  # the publish's frames, queued now rather than later
+            assert pending is not None
+            pending()
+            # Queued, not yet flushed: the sweep's release must leave it alone.
+            for conn in conns:
+                conn.release_idle()
+            return [list(conn._out) for conn in conns]
+
+        assert all(out for out in running.call(queue_then_sweep))
+        assert client.recv_message(5 * UNIT).payload == b"kept"
+        assert stream.event().data == "kept"
+        deadline = time.monotonic() + 5 * UNIT
+        while running.call(lambda: [conn._out for conn in conns]) != [None, None]:
+            assert time.monotonic() < deadline, "the sweep kept the empty queues"
+            time.sleep(0.05)
+        running.call(lambda: plezi.publish("room", "again"))
+        assert client.recv_message(5 * UNIT).payload == b"again"
+        assert stream.event().data == "again"
+    finally:
+        client.close()
+        stream.close()

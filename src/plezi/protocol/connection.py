@@ -84,7 +84,8 @@ class SessionLogic(MessageSink):
     deflate: DeflateParams | None
     state: int
     reader: WebSocketReader
-    _out: list[Any]
+    #: ``None`` while there is nothing to send, where the concrete class lets go of the list.
+    _out: list[Any] | None
     _out_size: int
     close_sent: tuple[int | None, str] | None
     close_rcvd: tuple[int | None, str] | None
@@ -145,7 +146,10 @@ class SessionLogic(MessageSink):
         Nothing is queued once closing: nothing may follow our close frame."""
         if self.state != OPEN:
             return
-        self._out.append(frame)
+        out = self._out
+        if out is None:
+            out = self._out = []
+        out.append(frame)
         self._out_size += len(frame) if size is None else size
 
     def compressed_frame(self, data: str | bytes | bytearray | memoryview) -> bytes:
@@ -166,8 +170,11 @@ class SessionLogic(MessageSink):
 
     def data_to_send(self) -> bytes:
         """Take every byte waiting to be sent."""
-        data = b"".join(self._out)
-        self._out.clear()
+        out = self._out
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
         self._out_size = 0
         return data
 
@@ -204,7 +211,10 @@ class SessionLogic(MessageSink):
             # Not through ``queue_frame``: a shell's policies (a slow consumer's messages
             # dropped) never drop the frame that ends the connection.
             frame = close_frame(code) if code is not None else close_frame()
-            self._out.append(self._close_item(frame, code, ""))
+            out = self._out
+            if out is None:
+                out = self._out = []
+            out.append(self._close_item(frame, code, ""))
             self._out_size += len(frame)
             self.close_sent = (code, "")
             self._closing(now)
@@ -229,7 +239,7 @@ class SessionLogic(MessageSink):
     def connection_closed(self) -> None:
         """The transport is gone: ``CLOSED``; what was not sent is dropped."""
         self.state = CLOSED
-        self._out.clear()
+        self._out = None
         self._out_size = 0
 
     # -- hooks a shell overrides -------------------------------------------------------------
@@ -329,7 +339,7 @@ class WebSocketSession(SessionLogic):
         #: When the state became ``CLOSING``, on the caller's clock.
         self._closing_at = 0.0
         #: Frames waiting to be sent, and their size in bytes.
-        self._out: list[Any] = []
+        self._out: list[Any] | None = []
         self._out_size = 0
         self._init_session(max_message_size, require_mask, turn_seconds, deflate)
 

@@ -195,8 +195,11 @@ class Outbox:
                 and conn._out_size <= conn._check_above
             ):
                 out = conn._out
-                if not out and not conn._in_feed:
-                    conn.server.flusher.mark(conn)
+                if not out:
+                    if out is None:
+                        out = conn._out = []
+                    if not conn._in_feed:
+                        conn.server.flusher.mark(conn)
                 out.append(frame)
                 conn._out_size += size
             else:
@@ -232,8 +235,10 @@ class StreamConnection(asyncio.Protocol, Corked):
         #: (stamped: ``_closing_at``); ``CLOSED`` once the transport is gone.
         self.state = OPEN
         self._closing_at = 0.0
-        #: What waits to be written (frames, or events), and its size in bytes.
-        self._out: list[Any] = []
+        #: What waits to be written (frames, or events), and its size in bytes. ``None`` until
+        #: the first write and while idle (the reaper's ``release_idle``). PERF: an empty list
+        #: is 72 bytes, 2% of a held connection.
+        self._out: list[Any] | None = None
         self._out_size = 0
         limits = server.limits
         #: Past this many bytes in ``_out`` the total may exceed the cap (see the docstring).
@@ -292,8 +297,15 @@ class StreamConnection(asyncio.Protocol, Corked):
     def connection_closed(self) -> None:
         """The transport is gone: ``CLOSED``; what was not sent is dropped."""
         self.state = CLOSED
-        self._out.clear()
+        self._out = None
         self._out_size = 0
+
+    def release_idle(self) -> None:
+        """Let go of the empty write queue of a connection with nothing to send (the reaper's
+        sweep of open streams calls this); the next write makes a new one."""
+        out = self._out
+        if out is not None and not out:
+            self._out = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -398,8 +410,11 @@ class StreamConnection(asyncio.Protocol, Corked):
         ):
             return
         out = self._out
-        if not out and not self._in_feed:
-            self.server.flusher.mark(self)
+        if not out:
+            if out is None:
+                out = self._out = []
+            if not self._in_feed:
+                self.server.flusher.mark(self)
         out.append(frame)
         self._out_size += len(frame) if size is None else size
 
@@ -515,7 +530,7 @@ class StreamConnection(asyncio.Protocol, Corked):
 
     def abort(self) -> None:
         """Drop the connection at once (no closing handshake)."""
-        self._out.clear()
+        self._out = None
         self._out_size = 0
         if self.state != CLOSED:
             self.state = CLOSING

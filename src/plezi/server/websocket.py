@@ -242,7 +242,10 @@ class WebSocketConnection(StreamConnection, SessionLogic):
             if self.close_expired(now, limits.close_timeout):
                 self.abort()
             return
-        if self.state != OPEN or not limits.ping_interval:
+        if self.state != OPEN:
+            return
+        self.release_idle()
+        if not limits.ping_interval:
             return
         if self._paused_for & (WRITES | BACKLOG):
             self._check_progress(now)
