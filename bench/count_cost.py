@@ -110,7 +110,7 @@ def main(kind: str, n: int, subscribers: int = 100) -> None:
     app.route("/hello", Hello)
     server = ServerState(app, ServerConfig())
     loop = Loop()
-    server._loop = loop  # type: ignore[assignment]
+    server.use_loop(loop)  # type: ignore[arg-type]
     if kind == "echo":
         conn = connection(server, app, "/echo")
         frame = encode_frame(OP_TEXT, b"x" * 32, mask=b"abcd")

@@ -595,8 +595,11 @@ def test_one_frame_object_is_queued_for_every_forwarding_subscriber(
     def recording(conns: Any, frame: bytes) -> None:
         conns = list(conns)
         original(conns, frame)
-        # What each connection really holds: the very frame object, not a copy.
-        queued.extend((id(conn), conn._out[-1]) for conn in conns)
+        # What each connection really holds: the very frame object, not a copy (its queue is
+        # the frame alone, or a list from its second item on).
+        for conn in conns:
+            out = conn._out
+            queued.append((id(conn), out[-1] if isinstance(out, list) else out))
 
     class Sub(WS):
         def on_open(self) -> None:

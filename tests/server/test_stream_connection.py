@@ -9,7 +9,6 @@ is not a WebSocket and carries no WebSocket session. The server keeps both in
 from __future__ import annotations
 
 import ast
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,13 +104,13 @@ def test_pubsub_writes_no_value_of_the_server_layer() -> None:
     assert offences == []
 
 
-def test_an_idle_connection_lets_go_of_its_write_queue_and_writes_again(
+def test_a_write_queue_is_nothing_one_item_or_a_list(
     serve: Callable[..., Running],
 ) -> None:
-    """A held connection with nothing to send keeps no write queue (an empty list is 72 bytes,
-    2% of one): none before its first write, and the reaper's sweep lets go of it once it is
-    empty again. What is queued is never let go of, and writing afterwards works, on a
-    WebSocket and on an event stream alike."""
+    """A connection with nothing to send holds no write queue (an empty list is 72 bytes, 2% of
+    a held connection); one message waits alone, in no list; a list from the second on. After
+    the flush it holds nothing again, and every message arrives in order, on a WebSocket and
+    on an event stream alike."""
     opened = Events()
 
     class Room:
@@ -124,9 +123,7 @@ def test_an_idle_connection_lets_go_of_its_write_queue_and_writes_again(
 
     app = plezi.App()
     app.route("/", Room)
-    # The reaper sweeps the open streams every quarter of the shorter of the two: 0.1 s; no
-    # ping (nor an event stream's keep-alive) is due within the test.
-    running = serve(app, ping_interval=60, ping_timeout=0.4)
+    running = serve(app)
     stream = EventStream(running.port)
     stream.open()
     client = RawClient(running.port, "/")
@@ -135,26 +132,27 @@ def test_an_idle_connection_lets_go_of_its_write_queue_and_writes_again(
         conns = running.call(lambda: list(running.server.streams.values()))
         assert running.call(lambda: [conn._out for conn in conns]) == [None, None]
 
-        def queue_then_sweep() -> list[Any]:
-            plezi.publish("room", "kept")
+        def publish_now(message: str) -> None:
+            plezi.publish("room", message)
             pending = OUTBOX.pending  # the publish's frames, queued now rather than later
             assert pending is not None
             pending()
-            # Queued, not yet flushed: the sweep's release must leave it alone.
-            for conn in conns:
-                conn.release_idle()
-            return [list(conn._out) for conn in conns]
 
-        assert all(out for out in running.call(queue_then_sweep))
-        assert client.recv_message(5 * UNIT).payload == b"kept"
-        assert stream.event().data == "kept"
-        deadline = time.monotonic() + 5 * UNIT
-        while running.call(lambda: [conn._out for conn in conns]) != [None, None]:
-            assert time.monotonic() < deadline, "the sweep kept the empty queues"
-            time.sleep(0.05)
-        running.call(lambda: plezi.publish("room", "again"))
-        assert client.recv_message(5 * UNIT).payload == b"again"
-        assert stream.event().data == "again"
+        def queue(messages: list[str]) -> list[Any]:
+            for message in messages:
+                publish_now(message)
+            # Queued, not yet flushed (that is at the end of this loop iteration).
+            return [conn._out for conn in conns]
+
+        one = running.call(lambda: queue(["one"]))
+        assert [type(out) for out in one] == [bytes, bytes]
+        assert client.recv_message(5 * UNIT).payload == b"one"
+        assert stream.event().data == "one"
+        two = running.call(lambda: queue(["two", "three"]))
+        assert [(type(out), len(out)) for out in two] == [(list, 2), (list, 2)]
+        assert [client.recv_message(5 * UNIT).payload for _ in range(2)] == [b"two", b"three"]
+        assert [event.data for event in stream.events(2)] == ["two", "three"]
+        assert running.call(lambda: [conn._out for conn in conns]) == [None, None]
     finally:
         client.close()
         stream.close()

@@ -340,10 +340,10 @@ class ASGIWebSocket(WebSocketConnection):
     def flush(self) -> None:
         """Hand everything queued to the transport at once, as ASGI messages."""
         out = self._out
-        if not out:
+        if out is None:
             return
-        items = out[:]
-        out.clear()
+        items = out if isinstance(out, list) else [out]
+        self._out = None
         size, self._out_size = self._out_size, 0
         transport = self.transport
         if self.state == CLOSED or transport.is_closing():

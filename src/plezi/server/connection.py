@@ -61,7 +61,7 @@ from mypy_extensions import mypyc_attr
 from ..compiled import optional_attr
 from ..errors import report_error
 from ..protocol.close import CloseCode
-from ..protocol.connection import CLOSED, CLOSING, OPEN
+from ..protocol.connection import CLOSED, CLOSING, OPEN, queued
 from .state import SEND_ALL, Corked, SendBatch
 
 if TYPE_CHECKING:
@@ -195,12 +195,9 @@ class Outbox:
                 and conn._out_size <= conn._check_above
             ):
                 out = conn._out
-                if not out:
-                    if out is None:
-                        out = conn._out = []
-                    if not conn._in_feed:
-                        conn.server.flusher.mark(conn)
-                out.append(frame)
+                if out is None and not conn._in_feed:
+                    conn.server.flusher.mark(conn)
+                conn._out = queued(out, frame)
                 conn._out_size += size
             else:
                 conn.queue_frame(frame)
@@ -235,10 +232,9 @@ class StreamConnection(asyncio.Protocol, Corked):
         #: (stamped: ``_closing_at``); ``CLOSED`` once the transport is gone.
         self.state = OPEN
         self._closing_at = 0.0
-        #: What waits to be written (frames, or events), and its size in bytes. ``None`` until
-        #: the first write and while idle (the reaper's ``release_idle``). PERF: an empty list
-        #: is 72 bytes, 2% of a held connection.
-        self._out: list[Any] | None = None
+        #: What waits to be written (frames, or events: ``None``, one, or a list, see
+        #: :func:`~plezi.protocol.connection.queued`), and its size in bytes.
+        self._out: Any = None
         self._out_size = 0
         limits = server.limits
         #: Past this many bytes in ``_out`` the total may exceed the cap (see the docstring).
@@ -299,13 +295,6 @@ class StreamConnection(asyncio.Protocol, Corked):
         self.state = CLOSED
         self._out = None
         self._out_size = 0
-
-    def release_idle(self) -> None:
-        """Let go of the empty write queue of a connection with nothing to send (the reaper's
-        sweep of open streams calls this); the next write makes a new one."""
-        out = self._out
-        if out is not None and not out:
-            self._out = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -410,12 +399,9 @@ class StreamConnection(asyncio.Protocol, Corked):
         ):
             return
         out = self._out
-        if not out:
-            if out is None:
-                out = self._out = []
-            if not self._in_feed:
-                self.server.flusher.mark(self)
-        out.append(frame)
+        if out is None and not self._in_feed:
+            self.server.flusher.mark(self)
+        self._out = queued(out, frame)
         self._out_size += len(frame) if size is None else size
 
     def queue_message(self, message: Prepared) -> None:
@@ -426,10 +412,10 @@ class StreamConnection(asyncio.Protocol, Corked):
     def flush(self) -> None:
         """Hand everything queued to the transport in one write."""
         out = self._out
-        if not out:
+        if out is None:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+        data = b"".join(out) if isinstance(out, list) else out
+        self._out = None
         self._out_size = 0
         transport = self.transport
         if self.state == CLOSED or transport.is_closing():
@@ -446,7 +432,7 @@ class StreamConnection(asyncio.Protocol, Corked):
         ours, writing paused or the transport closing or holding older bytes, or more than
         :data:`_BATCH_BYTES` to write."""
         out = self._out
-        if not out:
+        if out is None:
             return
         fd = self._fd
         transport = self.transport
@@ -469,11 +455,11 @@ class StreamConnection(asyncio.Protocol, Corked):
         if self._out_size > _BATCH_BYTES:
             self.flush()
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
+        data = b"".join(out) if isinstance(out, list) else out
         if type(data) is not bytes:
             self.flush()
             return
-        out.clear()
+        self._out = None
         self._out_size = 0
         self._flushed += len(data)
         batch.add(fd, data, self)

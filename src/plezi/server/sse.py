@@ -166,7 +166,6 @@ class SseConnection(StreamConnection):
             if self.close_expired(now, limits.close_timeout):
                 self.abort()
             return
-        self.release_idle()
         interval = limits.ping_interval
         if not interval:
             return

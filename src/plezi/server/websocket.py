@@ -144,7 +144,7 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         pending = OUTBOX.pending
         if pending is not None:  # what this read published goes out with this read's replies
             pending()
-        if self._out:
+        if self._out is not None:
             self._flush_replies()
         if more:
             self._yield_turn()
@@ -182,7 +182,7 @@ class WebSocketConnection(StreamConnection, SessionLogic):
         pending = OUTBOX.pending
         if pending is not None:
             pending()
-        if self._out:
+        if self._out is not None:
             self._flush_replies()
         if more:
             self._yield_turn()
@@ -242,10 +242,7 @@ class WebSocketConnection(StreamConnection, SessionLogic):
             if self.close_expired(now, limits.close_timeout):
                 self.abort()
             return
-        if self.state != OPEN:
-            return
-        self.release_idle()
-        if not limits.ping_interval:
+        if self.state != OPEN or not limits.ping_interval:
             return
         if self._paused_for & (WRITES | BACKLOG):
             self._check_progress(now)
