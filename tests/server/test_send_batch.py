@@ -10,7 +10,9 @@ connections write through their transports: the server-level tests run there too
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import socket
 import ssl
 import subprocess
@@ -348,6 +350,64 @@ def test_an_iteration_past_the_bound_goes_through_the_transport_then_batches_aga
         if SEND_ALL is not None:
             # The transports were empty: the small ones went by the batch.
             assert running.call(lambda: [conn._backlog for conn in conns]) == [False] * 6
+    finally:
+        for client in clients:
+            client.close()
+
+
+class FailingTransport(asyncio.Transport):
+    """A connection's transport whose ``is_closing`` raises (every flush asks it first); the
+    rest is the real transport's. The one fault injected here: a real transport does not fail
+    so on demand."""
+
+    def __init__(self, real: asyncio.Transport) -> None:
+        super().__init__()
+        self.real = real
+
+    def is_closing(self) -> bool:
+        raise RuntimeError("injected: this transport fails")
+
+    def write(self, data: Any) -> None:
+        self.real.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.real.get_write_buffer_size()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.real.get_extra_info(name, default)
+
+    def abort(self) -> None:
+        self.real.abort()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_connection_whose_write_raises_is_dropped_and_the_others_go_on(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Six subscribers, the third with a transport that raises when written: a publish reaches
+    the five others (the batch is not held up), the failing one is logged and dropped, and
+    the next publishes reach the five: none of them is left with a queue no flush takes."""
+    caplog.set_level(logging.ERROR, logger="plezi")
+    opened = threading.Semaphore(0)
+    conns: list[Any] = []
+    running = serve(room_app(conns, opened))
+    clients = [RawClient(running.port, "/room") for _ in range(6)]
+    try:
+        for _ in range(6):
+            assert opened.acquire(timeout=5 * UNIT)
+        # Subscription order is the order of opening: the failing one is in the middle.
+        failing = conns[2]
+        running.call(lambda: setattr(failing, "transport", FailingTransport(failing.transport)))
+        for message in ("one", "two", "three"):
+            running.call(lambda message=message: plezi.publish("room", message))
+        for n, client in enumerate(clients):
+            if n != 2:
+                assert read_texts(client, 3) == [b"one", b"two", b"three"]
+        assert clients[2].wait_eof() == b""
+        assert "error while writing to a connection; dropping it" in caplog.text
+        assert "injected: this transport fails" in caplog.text
     finally:
         for client in clients:
             client.close()

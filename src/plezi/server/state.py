@@ -60,6 +60,21 @@ class Corked:
         goes through the transport."""
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Drop the connection at once, and what it has queued."""
+        raise NotImplementedError
+
+
+def _drop_failed(conn: Corked) -> None:
+    """A connection whose write raised: logged and dropped. Each connection's write is guarded
+    on its own, so one failure neither keeps the others' bytes from leaving nor leaves this one
+    with a queue that no flush would take (a queue that is not empty is never marked again)."""
+    log.exception("error while writing to a connection; dropping it")
+    try:
+        conn.abort()
+    except Exception:
+        log.exception("error while dropping a connection whose write failed")
+
 
 class SendBatch:
     """What one end-of-iteration flush sends straight to the sockets: a payload for each of
@@ -93,7 +108,10 @@ class SendBatch:
                 for i, sent in enumerate(results):
                     payload = payloads[i]
                     if sent != len(payload):
-                        conns[i].sent_partly(payload, sent)
+                        try:
+                            conns[i].sent_partly(payload, sent)
+                        except Exception:  # noqa: BLE001 - logged by _drop_failed
+                            _drop_failed(conns[i])
         finally:
             self.fds.clear()
             payloads.clear()
@@ -167,16 +185,22 @@ class Flusher:
         self.batching = len(dirty) > 1
         if send_all is None or len(dirty) < 2:
             for conn in dirty:
-                conn.flush()
+                try:
+                    conn.flush()
+                except Exception:  # noqa: BLE001 - logged by _drop_failed
+                    _drop_failed(conn)
             return
         batch = self._batch
         try:
             for conn in dirty:
-                conn.flush_into(batch)
+                try:
+                    conn.flush_into(batch)
+                except Exception:  # noqa: BLE001 - logged by _drop_failed
+                    _drop_failed(conn)
         finally:
-            # Even when one connection's write raised: what the batch holds was taken from
-            # the others' queues, and it must not wait for a later flush (their sockets'
-            # numbers could belong to other connections by then).
+            # Whatever happens: what the batch holds was taken from the connections' queues,
+            # and it must not wait for a later flush (their sockets' numbers could belong to
+            # other connections by then).
             if batch.fds:
                 batch.send(send_all)
 
