@@ -26,16 +26,15 @@ from sseclient import EventStream
 PUBSUB = Path(__file__).resolve().parents[2] / "src" / "plezi" / "pubsub"
 
 
-def test_websocket_and_event_stream_share_a_base_and_one_table(
-    serve: Callable[..., Running],
-) -> None:
-    tally = Events()
-    ids: list[str] = []
+def serve_both_kinds(
+    serve: Callable[..., Running], on_open: Callable[[Any], None]
+) -> tuple[Running, EventStream]:
+    """Serve one controller at ``/`` that takes WebSockets and event streams alike
+    (``on_open`` runs with the controller at each open), with an event stream open to it."""
 
     class Both:
         def on_open(self) -> None:
-            ids.append(self.id)  # type: ignore[attr-defined]
-            tally.add("open")
+            on_open(self)
 
         def on_message(self, data: Any) -> None:
             pass
@@ -45,6 +44,20 @@ def test_websocket_and_event_stream_share_a_base_and_one_table(
     running = serve(app)
     stream = EventStream(running.port)
     stream.open()
+    return running, stream
+
+
+def test_websocket_and_event_stream_share_a_base_and_one_table(
+    serve: Callable[..., Running],
+) -> None:
+    tally = Events()
+    ids: list[str] = []
+
+    def on_open(controller: Any) -> None:
+        ids.append(controller.id)
+        tally.add("open")
+
+    running, stream = serve_both_kinds(serve, on_open)
     with connect(running.ws_url + "/"):
         tally.wait_for("open", 2)
         kinds = running.call(
@@ -113,19 +126,11 @@ def test_a_write_queue_is_nothing_one_item_or_a_list(
     on an event stream alike."""
     opened = Events()
 
-    class Room:
-        def on_open(self) -> None:
-            self.subscribe("room")  # type: ignore[attr-defined]
-            opened.add("open")
+    def on_open(controller: Any) -> None:
+        controller.subscribe("room")
+        opened.add("open")
 
-        def on_message(self, data: Any) -> None:
-            pass
-
-    app = plezi.App()
-    app.route("/", Room)
-    running = serve(app)
-    stream = EventStream(running.port)
-    stream.open()
+    running, stream = serve_both_kinds(serve, on_open)
     client = RawClient(running.port, "/")
     try:
         opened.wait_for("open", 2)

@@ -183,25 +183,23 @@ class Flusher:
         self._dirty = []
         send_all = SEND_ALL
         self.batching = len(dirty) > 1
-        if send_all is None or len(dirty) < 2:
-            for conn in dirty:
-                try:
-                    conn.flush()
-                except Exception:  # noqa: BLE001 - logged by _drop_failed
-                    _drop_failed(conn)
-            return
-        batch = self._batch
+        # One connection alone writes through its transport: a batch would save nothing.
+        batch = self._batch if send_all is not None and self.batching else None
         try:
             for conn in dirty:
                 try:
-                    conn.flush_into(batch)
+                    if batch is None:
+                        conn.flush()
+                    else:
+                        conn.flush_into(batch)
                 except Exception:  # noqa: BLE001 - logged by _drop_failed
                     _drop_failed(conn)
         finally:
             # Whatever happens: what the batch holds was taken from the connections' queues,
             # and it must not wait for a later flush (their sockets' numbers could belong to
             # other connections by then).
-            if batch.fds:
+            if batch is not None and batch.fds:
+                assert send_all is not None
                 batch.send(send_all)
 
 
